@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import PrewarmCore
+import PrewarmServer
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon.")
+
+    @OptionGroup var options: CommonOptions
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical (default: $PREWARM_LOG_LEVEL or info).")
+    var logLevel: String?
+
+    func run() async throws {
+        let configuration: Configuration
+        do {
+            configuration = try options.loadConfiguration()
+        } catch let error as ConfigError {
+            throw ExitStatus.fail(78, "invalid configuration: \(error)")  // EX_CONFIG
+        }
+        let socket = SocketPath.resolve(flag: options.socket, environment: ProcessInfo.processInfo.environment, configured: configuration.socket)
+        let logger = makeLogger(level: logLevel)
+        logger.info("starting", metadata: ["config": "\(configuration.origin)", "socket.path": "\(socket)"])
+        let daemon = Daemon(configuration: configuration, socketPath: socket, keeperExecutable: CommonOptions.executablePath, logger: logger)
+        do {
+            try await daemon.run()
+        } catch let error as PrewarmError {
+            throw ExitStatus.fail(ExitStatus.unavailable, error.message)
+        }
+    }
+}
+
+/// The process-group keeper (internal: started by `serve`).
+struct Keeper: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Kill the daemon's process groups when it dies (started by serve).", shouldDisplay: false)
+
+    @OptionGroup var options: CommonOptions
+
+    func run() throws {
+        ProcessGroupKeeper.runKeeper()
+    }
+}

@@ -1,0 +1,149 @@
+/// The daemon's configuration, as read from `prewarm.toml` (or the built-in defaults).
+public struct Configuration: Sendable, Equatable {
+    /// The socket path from the file (`socket`); the command line and environment come first.
+    public var socket: String?
+    /// Group that may use the socket (mode 0660).
+    public var socketGroup: String?
+    /// With entries, the socket is 0666 and peers are checked by SO_PEERCRED.
+    public var allowedUIDs: [UInt32]
+    /// How long busy turns may run on after SIGTERM.
+    public var drainTimeout: Duration
+    public var pools: [PoolConfig]
+    /// Where the configuration came from, for messages ("built-in defaults" or a path).
+    public var origin: String
+
+    public init(
+        socket: String? = nil,
+        socketGroup: String? = nil,
+        allowedUIDs: [UInt32] = [],
+        drainTimeout: Duration = .seconds(30),
+        pools: [PoolConfig],
+        origin: String
+    ) {
+        self.socket = socket
+        self.socketGroup = socketGroup
+        self.allowedUIDs = allowedUIDs
+        self.drainTimeout = drainTimeout
+        self.pools = pools
+        self.origin = origin
+    }
+
+    public func pool(named name: String) -> PoolConfig? {
+        pools.first { $0.name == name }
+    }
+}
+
+/// One `[[pool]]`: a command, how to tell it is ready, how a turn ends, and how many to keep.
+public struct PoolConfig: Sendable, Equatable {
+    public var name: String
+    /// The command as written in the file.
+    public var command: String
+    /// The resolved absolute path of the executable.
+    public var executable: String
+    public var args: [String]
+    public var env: [String: String]
+    /// Names of the daemon's environment variables passed through (for secrets).
+    public var passEnv: [String]
+    public var cwd: String?
+    public var spares: Int
+    /// `nil` means the default, spares + 8, which follows the spares on a resize.
+    public var maxProcessesSetting: Int?
+    public var maxStarting: Int
+    public var whenEmpty: WhenEmpty
+    public var waitTimeout: Duration
+    public var maxWaiting: Int
+    public var turnTimeout: Duration
+    public var maxIdle: Duration
+    public var maxRequestBytes: Int
+    public var ready: Readiness
+    public var turn: TurnEnd
+
+    public struct Readiness: Sendable, Equatable {
+        /// A line written to stdin at start-up.
+        public var send: String?
+        /// A substring that a stdout line must contain; without it, a spawned process is ready.
+        public var expect: String?
+        public var timeout: Duration
+
+        public init(send: String? = nil, expect: String? = nil, timeout: Duration = .seconds(30)) {
+            self.send = send
+            self.expect = expect
+            self.timeout = timeout
+        }
+    }
+
+    public struct TurnEnd: Sendable, Equatable {
+        /// A substring; the stdout line containing it is the turn's last.
+        public var end: String?
+        /// Close stdin right after the request, for CLIs that read to EOF.
+        public var closeStdin: Bool
+        /// How the request body is checked: `ndjson` (every line JSON) or `raw`.
+        public var input: InputFormat
+
+        public init(end: String? = nil, closeStdin: Bool = false, input: InputFormat = .ndjson) {
+            self.end = end
+            self.closeStdin = closeStdin
+            self.input = input
+        }
+    }
+
+    public enum InputFormat: String, Sendable, Equatable, CaseIterable {
+        case ndjson, raw
+    }
+
+    public init(
+        name: String,
+        command: String,
+        executable: String,
+        args: [String] = [],
+        env: [String: String] = [:],
+        passEnv: [String] = [],
+        cwd: String? = nil,
+        spares: Int = 2,
+        maxProcesses: Int? = nil,
+        maxStarting: Int = 1,
+        whenEmpty: WhenEmpty = .wait,
+        waitTimeout: Duration = .milliseconds(10000),
+        maxWaiting: Int = 64,
+        turnTimeout: Duration = .seconds(600),
+        maxIdle: Duration = .seconds(3600),
+        maxRequestBytes: Int = 1_048_576,
+        ready: Readiness = Readiness(),
+        turn: TurnEnd = TurnEnd()
+    ) {
+        self.name = name
+        self.command = command
+        self.executable = executable
+        self.args = args
+        self.env = env
+        self.passEnv = passEnv
+        self.cwd = cwd
+        self.spares = spares
+        self.maxProcessesSetting = maxProcesses
+        self.maxStarting = maxStarting
+        self.whenEmpty = whenEmpty
+        self.waitTimeout = waitTimeout
+        self.maxWaiting = maxWaiting
+        self.turnTimeout = turnTimeout
+        self.maxIdle = maxIdle
+        self.maxRequestBytes = maxRequestBytes
+        self.ready = ready
+        self.turn = turn
+    }
+
+    /// spares + starting + busy at most (PHP-FPM's `pm.max_children`).
+    public var maxProcesses: Int { maxProcessesSetting ?? spares + 8 }
+
+    /// The state machine's view of this pool.
+    public var machineSettings: PoolStateMachine.Settings {
+        PoolStateMachine.Settings(
+            spares: spares,
+            maxProcesses: maxProcesses,
+            maxStarting: maxStarting,
+            whenEmpty: whenEmpty,
+            maxWaiting: maxWaiting,
+            waitTimeout: waitTimeout,
+            maxIdle: maxIdle
+        )
+    }
+}

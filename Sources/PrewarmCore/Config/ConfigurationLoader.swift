@@ -1,0 +1,336 @@
+import Foundation
+import TOMLKit
+
+/// Reads and checks `prewarm.toml`. Unknown keys and bad values are refused with a message
+/// naming the file, the key and what is expected; nothing is half-applied.
+public struct ConfigurationLoader: Sendable {
+    /// Where a bare `command` is looked for first: the directory of the `prewarm` executable.
+    public var executableDirectory: String?
+    /// The daemon's environment (for PATH lookups and `pass_env` checks).
+    public var environment: [String: String]
+
+    public init(executableDirectory: String?, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.executableDirectory = executableDirectory
+        self.environment = environment
+    }
+
+    /// The file `serve` reads without `--config`: `config/prewarm.toml` in the working
+    /// directory if it exists, else the built-in defaults.
+    public func loadDefault(workingDirectory: String = FileManager.default.currentDirectoryPath) throws(ConfigError) -> Configuration {
+        let path = (workingDirectory as NSString).appendingPathComponent("config/prewarm.toml")
+        if FileManager.default.fileExists(atPath: path) {
+            return try load(path: path)
+        }
+        return try parse(DefaultConfiguration.toml, origin: "built-in defaults", baseDirectory: workingDirectory)
+    }
+
+    /// `--config PATH` if given, else the default lookup.
+    public func load(path: String?) throws(ConfigError) -> Configuration {
+        guard let path else { return try loadDefault() }
+        let absolute = Self.absolute(path, base: FileManager.default.currentDirectoryPath)
+        let text: String
+        do {
+            text = try String(contentsOfFile: absolute, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: absolute, key: nil, message: "cannot read the file (\(Self.describe(error))); check the path given to --config")
+        }
+        return try parse(text, origin: absolute, baseDirectory: (absolute as NSString).deletingLastPathComponent)
+    }
+
+    /// Parses a TOML document; relative paths in it are resolved against `baseDirectory`.
+    public func parse(_ text: String, origin: String, baseDirectory: String) throws(ConfigError) -> Configuration {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError(
+                file: origin,
+                key: nil,
+                message: "not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)"
+            )
+        } catch {
+            throw ConfigError(file: origin, key: nil, message: "not valid TOML: \(error)")
+        }
+        var reader = TableReader(table: table, path: "", origin: origin)
+        var config = Configuration(pools: [], origin: origin)
+        config.socket = try reader.string("socket").map { Self.absolute($0, base: baseDirectory) }
+        config.socketGroup = try reader.string("socket_group")
+        config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
+        config.drainTimeout = try reader.seconds("drain_timeout_s", range: 0...86_400) ?? .seconds(30)
+        let poolTables = try reader.tableArray("pool")
+        try reader.refuseUnknownKeys()
+
+        var names = Set<String>()
+        for (index, poolTable) in poolTables.enumerated() {
+            var pool = try parsePool(poolTable, index: index, origin: origin, baseDirectory: baseDirectory)
+            guard names.insert(pool.name).inserted else {
+                throw ConfigError(file: origin, key: "pool[\(index)].name", message: "the pool name \"\(pool.name)\" is used twice; names must be unique")
+            }
+            pool.executable = resolveCommand(pool.command, baseDirectory: baseDirectory)
+            config.pools.append(pool)
+        }
+        if config.pools.isEmpty {
+            throw ConfigError(file: origin, key: "pool", message: "no [[pool]] is defined; add at least one [[pool]] with a name and a command")
+        }
+        return config
+    }
+
+    private func parsePool(_ table: TOMLTable, index: Int, origin: String, baseDirectory: String) throws(ConfigError) -> PoolConfig {
+        var reader = TableReader(table: table, path: "pool[\(index)].", origin: origin)
+        let name = try reader.requiredString("name")
+        guard name.range(of: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", options: .regularExpression) != nil else {
+            throw ConfigError(
+                file: origin,
+                key: "pool[\(index)].name",
+                message: "\"\(name)\" is not a valid pool name; use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        }
+        reader.path = "pool.\(name)."
+        let command = try reader.requiredString("command")
+        var pool = PoolConfig(name: name, command: command, executable: command)
+        pool.args = try reader.stringArray("args")
+        pool.env = try reader.stringTable("env")
+        pool.passEnv = try reader.stringArray("pass_env")
+        for key in pool.env.keys.sorted() + pool.passEnv where !Self.isEnvironmentName(key) {
+            throw ConfigError(file: origin, key: "\(reader.path)env", message: "\"\(key)\" is not a valid environment variable name")
+        }
+        pool.cwd = try reader.string("cwd").map { Self.absolute($0, base: baseDirectory) }
+        pool.spares = try reader.int("spares", range: 0...10_000) ?? 2
+        pool.maxProcessesSetting = try reader.int("max_processes", range: 1...10_000)
+        pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? 1
+        if let whenEmpty = try reader.string("when_empty") {
+            guard let value = WhenEmpty(rawValue: whenEmpty) else {
+                throw ConfigError(file: origin, key: "\(reader.path)when_empty", message: "expected \"start\", \"wait\" or \"reject\", found \"\(whenEmpty)\"")
+            }
+            pool.whenEmpty = value
+        }
+        pool.waitTimeout = try reader.milliseconds("wait_timeout_ms", range: 0...3_600_000) ?? .milliseconds(10000)
+        pool.maxWaiting = try reader.int("max_waiting", range: 0...1_000_000) ?? 64
+        pool.turnTimeout = try reader.seconds("turn_timeout_s", range: 1...604_800) ?? .seconds(600)
+        pool.maxIdle = try reader.seconds("max_idle_s", range: 1...31_536_000) ?? .seconds(3600)
+        pool.maxRequestBytes = try reader.int("max_request_bytes", range: 1...1_073_741_824) ?? 1_048_576
+        if pool.maxProcesses < pool.spares {
+            throw ConfigError(
+                file: origin,
+                key: "\(reader.path)max_processes",
+                message: "max_processes (\(pool.maxProcesses)) is below spares (\(pool.spares)); raise max_processes or lower spares"
+            )
+        }
+
+        if let readyTable = try reader.table("ready") {
+            var ready = TableReader(table: readyTable, path: "\(reader.path)ready.", origin: origin)
+            pool.ready.send = try ready.string("send")
+            pool.ready.expect = try ready.string("expect")
+            pool.ready.timeout = try ready.seconds("timeout_s", range: 1...86_400) ?? .seconds(30)
+            try ready.refuseUnknownKeys()
+        }
+        if let turnTable = try reader.table("turn") {
+            var turn = TableReader(table: turnTable, path: "\(reader.path)turn.", origin: origin)
+            pool.turn.end = try turn.string("end")
+            pool.turn.closeStdin = try turn.bool("close_stdin") ?? false
+            if let input = try turn.string("input") {
+                guard let format = PoolConfig.InputFormat(rawValue: input) else {
+                    throw ConfigError(file: origin, key: "\(turn.path)input", message: "expected \"ndjson\" or \"raw\", found \"\(input)\"")
+                }
+                pool.turn.input = format
+            }
+            try turn.refuseUnknownKeys()
+        }
+        if pool.turn.end == nil && !pool.turn.closeStdin {
+            throw ConfigError(
+                file: origin,
+                key: "\(reader.path)turn.end",
+                message: "a pool needs [pool.turn] end (the substring of a turn's last line) or close_stdin = true (the turn ends when the process exits)"
+            )
+        }
+        try reader.refuseUnknownKeys()
+        return pool
+    }
+
+    /// A command with a slash is a path (relative to the file's directory); a bare name is
+    /// looked for next to the `prewarm` executable, then on PATH. An unresolved command is
+    /// kept as written: its start-ups fail with "command not found", shown in the status.
+    public func resolveCommand(_ command: String, baseDirectory: String) -> String {
+        if command.contains("/") {
+            return Self.absolute(command, base: baseDirectory)
+        }
+        var candidates: [String] = []
+        if let executableDirectory { candidates.append(executableDirectory) }
+        candidates += (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+        for directory in candidates where !directory.isEmpty {
+            let path = (directory as NSString).appendingPathComponent(command)
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return command
+    }
+
+    static func absolute(_ path: String, base: String) -> String {
+        let expanded = (path as NSString).expandingTildeInPath
+        if expanded.hasPrefix("/") { return (expanded as NSString).standardizingPath }
+        return ((base as NSString).appendingPathComponent(expanded) as NSString).standardizingPath
+    }
+
+    static func isEnvironmentName(_ name: String) -> Bool {
+        name.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil
+    }
+
+    static func describe(_ error: any Error) -> String {
+        (error as NSError).localizedFailureReason ?? (error as NSError).localizedDescription
+    }
+}
+
+/// Reads typed values out of one TOML table and remembers which keys were read, so unknown
+/// keys can be refused.
+private struct TableReader {
+    let table: TOMLTable
+    var path: String
+    let origin: String
+    private var known: Set<String> = []
+
+    init(table: TOMLTable, path: String, origin: String) {
+        self.table = table
+        self.path = path
+        self.origin = origin
+    }
+
+    private func error(_ key: String, _ message: String) -> ConfigError {
+        ConfigError(file: origin, key: path + key, message: message)
+    }
+
+    private func found(_ value: any TOMLValueConvertible) -> String {
+        "a \(value.type)"
+    }
+
+    mutating func value(_ key: String) -> (any TOMLValueConvertible)? {
+        known.insert(key)
+        return table[key]
+    }
+
+    mutating func string(_ key: String) throws(ConfigError) -> String? {
+        guard let value = value(key) else { return nil }
+        guard let string = value.string else { throw error(key, "expected a string, found \(found(value))") }
+        return string
+    }
+
+    mutating func requiredString(_ key: String) throws(ConfigError) -> String {
+        guard let string = try string(key) else { throw error(key, "is required") }
+        guard !string.isEmpty else { throw error(key, "must not be empty") }
+        return string
+    }
+
+    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let value = value(key) else { return nil }
+        guard let bool = value.bool else { throw error(key, "expected true or false, found \(found(value))") }
+        return bool
+    }
+
+    mutating func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+        guard let value = value(key) else { return nil }
+        guard value.type == .int, let int = value.int else { throw error(key, "expected an integer, found \(found(value))") }
+        guard range.contains(int) else {
+            throw error(key, "expected an integer from \(range.lowerBound) to \(range.upperBound), found \(int)")
+        }
+        return int
+    }
+
+    /// A number of seconds, integer or decimal.
+    mutating func seconds(_ key: String, range: ClosedRange<Double>) throws(ConfigError) -> Duration? {
+        guard let value = value(key) else { return nil }
+        let number: Double
+        if value.type == .int, let int = value.int {
+            number = Double(int)
+        } else if value.type == .double, let double = value.double {
+            number = double
+        } else {
+            throw error(key, "expected a number of seconds, found \(found(value))")
+        }
+        guard range.contains(number) else {
+            throw error(key, "expected seconds from \(Int(range.lowerBound)) to \(Int(range.upperBound)), found \(number)")
+        }
+        return .milliseconds(Int64((number * 1000).rounded()))
+    }
+
+    mutating func milliseconds(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Duration? {
+        try int(key, range: range).map { .milliseconds($0) }
+    }
+
+    mutating func stringArray(_ key: String) throws(ConfigError) -> [String] {
+        guard let value = value(key) else { return [] }
+        guard let array = value.array else { throw error(key, "expected an array of strings, found \(found(value))") }
+        var result: [String] = []
+        for (index, element) in array.enumerated() {
+            guard let string = element.string else {
+                throw error("\(key)[\(index)]", "expected a string, found \(found(element))")
+            }
+            result.append(string)
+        }
+        return result
+    }
+
+    mutating func intArray(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> [Int] {
+        guard let value = value(key) else { return [] }
+        guard let array = value.array else { throw error(key, "expected an array of integers, found \(found(value))") }
+        var result: [Int] = []
+        for (index, element) in array.enumerated() {
+            guard element.type == .int, let int = element.int, range.contains(int) else {
+                throw error("\(key)[\(index)]", "expected an integer from \(range.lowerBound) to \(range.upperBound)")
+            }
+            result.append(int)
+        }
+        return result
+    }
+
+    mutating func stringTable(_ key: String) throws(ConfigError) -> [String: String] {
+        guard let value = value(key) else { return [:] }
+        guard let table = value.table else { throw error(key, "expected a table of strings, found \(found(value))") }
+        var result: [String: String] = [:]
+        for name in table.keys {
+            guard let string = table[name]?.string else {
+                throw error("\(key).\(name)", "expected a string")
+            }
+            result[name] = string
+        }
+        return result
+    }
+
+    mutating func table(_ key: String) throws(ConfigError) -> TOMLTable? {
+        guard let value = value(key) else { return nil }
+        guard let table = value.table else { throw error(key, "expected a table ([\(path)\(key)]), found \(found(value))") }
+        return table
+    }
+
+    mutating func tableArray(_ key: String) throws(ConfigError) -> [TOMLTable] {
+        guard let value = value(key) else { return [] }
+        guard let array = value.array else { throw error(key, "expected an array of tables ([[\(key)]]), found \(found(value))") }
+        var result: [TOMLTable] = []
+        for (index, element) in array.enumerated() {
+            guard let table = element.table else { throw error("\(key)[\(index)]", "expected a table, found \(found(element))") }
+            result.append(table)
+        }
+        return result
+    }
+
+    func refuseUnknownKeys() throws(ConfigError) {
+        for key in table.keys.sorted() where !known.contains(key) {
+            throw error(key, "unknown key; check its spelling against the configuration reference in README.md")
+        }
+    }
+}
+
+/// A configuration that cannot be used: where, which key, and what is expected.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var file: String
+    public var key: String?
+    public var message: String
+
+    public init(file: String, key: String?, message: String) {
+        self.file = file
+        self.key = key
+        self.message = message
+    }
+
+    public var description: String {
+        if let key { return "\(file): \(key): \(message)" }
+        return "\(file): \(message)"
+    }
+}

@@ -1,0 +1,36 @@
+/// The built-in configuration, used when `serve` finds no `config/prewarm.toml`.
+///
+/// It must stay byte-for-byte equal to `config/prewarm.toml`; a test checks it.
+public enum DefaultConfiguration {
+    public static let toml = #"""
+# Prewarm's default configuration: one pool, "demo", of the fake agent that ships with
+# Prewarm. `prewarm serve` reads this file when run from the repository root, and the same
+# settings are built in, so `prewarm serve` anywhere serves the demo pool.
+# Every key and its default is listed in README.md ("Configuration").
+
+drain_timeout_s = 30
+
+[[pool]]
+name = "demo"
+# A bare command is looked up next to the `prewarm` executable, then on PATH.
+command = "prewarm-fake-agent"
+# Half a second of CPU-bound start-up, then answers of 5 tokens, 50 ms to the first.
+args = ["--init-ms", "500", "--ttft-ms", "50", "--tokens", "5", "--token-ms", "10"]
+spares = 2
+max_starting = 1
+when_empty = "wait"
+wait_timeout_ms = 10000
+turn_timeout_s = 600
+
+[pool.ready]
+# The stream-json initialize handshake, as the Claude Agent SDKs send it.
+send = '{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}'
+expect = '"type":"control_response"'
+timeout_s = 30
+
+[pool.turn]
+# The turn's last line is the one carrying this substring.
+end = '"type":"result"'
+
+"""#
+}

@@ -1,0 +1,319 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Histogram
+import Logging
+import NIOCore
+import Synchronization
+
+/// A pool at run time: the state machine behind a lock, and the thin code that performs its
+/// actions (spawn, retire, hand over, refuse).
+///
+/// Every process is run by one child task of `run()` for its whole life. Turns call
+/// `acquire`, which returns a `Lease` on exactly one process, or throws a `PrewarmError`.
+public final class Pool: Sendable {
+    public let name: String
+    private let keeper: ProcessGroupKeeper?
+    private let environment: [String: String]
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let launches: AsyncStream<ChildProcess>
+    private let launch: AsyncStream<ChildProcess>.Continuation
+
+    /// How often time-driven decisions (wait timeouts, backoff, `max_idle_s`) are checked.
+    static let tickInterval: Duration = .milliseconds(50)
+
+    private struct State: ~Copyable {
+        var config: PoolConfig
+        var machine: PoolStateMachine
+        var processes: [SpareID: ChildProcess] = [:]
+        var waiters: [WaiterID: CheckedContinuation<(SpareID, StartKind), any Error>] = [:]
+        /// Outcomes that arrived before their waiter registered its continuation.
+        var early: [WaiterID: Result<(SpareID, StartKind), PrewarmError>] = [:]
+        var startupMillis = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three)
+        var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    public init(config: PoolConfig, keeper: ProcessGroupKeeper?, environment: [String: String], logger: Logger) {
+        self.name = config.name
+        self.keeper = keeper
+        self.environment = environment
+        var logger = logger
+        logger[metadataKey: "pool.name"] = "\(config.name)"
+        self.logger = logger
+        self.state = Mutex(State(config: config, machine: PoolStateMachine(settings: config.machineSettings)))
+        (self.launches, self.launch) = AsyncStream.makeStream(of: ChildProcess.self)
+    }
+
+    public var config: PoolConfig { state.withLock { $0.config } }
+
+    // MARK: - Running
+
+    /// Runs the pool's processes until `shutdown()`; cancellation kills them.
+    public func run() async {
+        perform(state.withLock { $0.machine.start(now: .now) })
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.tickInterval)
+                    self.perform(self.state.withLock { $0.machine.tick(now: .now) })
+                }
+            }
+            for await process in launches {
+                group.addTask { await process.run(delegate: self) }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Stops taking turns; idle spares and start-ups are retired, busy turns go on.
+    public func drain() {
+        perform(state.withLock { $0.machine.drain(now: .now) })
+    }
+
+    /// Retires every process, busy or not (the end of a drain).
+    public func retireAll() {
+        let processes = state.withLock { Array($0.processes.values) }
+        for process in processes { process.retire() }
+    }
+
+    /// Waits until no process is left, or `timeout` passes; true if none is left.
+    public func waitUntilEmpty(timeout: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let empty = self.state.withLock { state -> Bool in
+                        if state.processes.isEmpty { return true }
+                        state.emptyWaiters.append(continuation)
+                        return false
+                    }
+                    if empty { continuation.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next()!
+            if !first {
+                // Release the waiter that will never be resumed otherwise.
+                let waiters = state.withLock { state in
+                    defer { state.emptyWaiters.removeAll() }
+                    return state.emptyWaiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+            group.cancelAll()
+            return first && state.withLock { $0.processes.isEmpty }
+        }
+    }
+
+    /// Ends `run()` once the processes are gone.
+    public func stopLaunching() {
+        launch.finish()
+    }
+
+    /// Sets the spares target at run time (until the next reload).
+    public func resize(spares: Int) {
+        perform(
+            state.withLock { state in
+                state.config.spares = spares
+                return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
+            }
+        )
+        logger.info("pool resized", metadata: ["pool.spares": "\(spares)"])
+    }
+
+    // MARK: - Turns
+
+    /// Gets exactly one process for `turn` and binds it to the turn; the process's stdout
+    /// flows into `turn.output` from then on.
+    public func acquire(_ turn: Turn) async throws(PrewarmError) -> Lease {
+        let arrived = ContinuousClock.now
+        while true {
+            let (spare, kind) = try await obtain()
+            let process = state.withLock { $0.processes[spare] }
+            if let process, process.claim(turn) {
+                return Lease(pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), process: process)
+            }
+            // It died between readiness and the claim: it is being replaced; ask again.
+            logger.debug("spare gone before its claim; asking again", metadata: ["process.spare": "\(spare)"])
+        }
+    }
+
+    private func obtain() async throws(PrewarmError) -> (SpareID, StartKind) {
+        let (decision, actions) = state.withLock { $0.machine.turnArrived(now: .now) }
+        perform(actions)
+        switch decision {
+        case .take(let spare):
+            return (spare, .warm)
+        case .reject(let reason):
+            throw error(for: reason)
+        case .wait(let waiter):
+            do {
+                return try await withTaskCancellationHandler {
+                    try await withCheckedThrowingContinuation { continuation in
+                        let early = state.withLock { state -> Result<(SpareID, StartKind), PrewarmError>? in
+                            if let early = state.early.removeValue(forKey: waiter) { return early }
+                            state.waiters[waiter] = continuation
+                            return nil
+                        }
+                        if let early { continuation.resume(with: early.mapError { $0 as any Error }) }
+                    }
+                } onCancel: {
+                    self.cancelWait(waiter)
+                }
+            } catch let error as PrewarmError {
+                throw error
+            } catch {
+                throw PrewarmError(.internal, "the wait for a spare was cancelled")
+            }
+        }
+    }
+
+    private func cancelWait(_ waiter: WaiterID) {
+        let (continuation, actions) = state.withLock { state in
+            let continuation = state.waiters.removeValue(forKey: waiter)
+            state.early[waiter] = nil
+            return (continuation, state.machine.waiterCancelled(waiter, now: .now))
+        }
+        continuation?.resume(throwing: CancellationError())
+        perform(actions)
+    }
+
+    private func error(for reason: RejectReason) -> PrewarmError {
+        switch reason {
+        case .noCapacity:
+            return PrewarmError(.noCapacity, "pool \(name) has no idle spare and no room to wait or start one; retry later or raise spares", retryAfter: 1)
+        case .waitTimeout:
+            let waited = state.withLock { ChildProcess.milliseconds($0.config.waitTimeout) }
+            return PrewarmError(.waitTimeout, "pool \(name) had no spare within \(waited) ms (wait_timeout_ms); retry later or raise spares", retryAfter: 1)
+        case .poolFailing:
+            let last = state.withLock { $0.machine.lastError } ?? "unknown"
+            return PrewarmError(.poolFailing, "pool \(name) is failing: its start-ups keep failing (last: \(last)); see prewarm status")
+        case .draining:
+            return PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
+        case .startFailed(let why):
+            return PrewarmError(.startFailed, "the process started for this turn failed: \(why)")
+        }
+    }
+
+    // MARK: - Performing the machine's actions
+
+    private func perform(_ actions: [PoolStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .start(let spare):
+                let process = state.withLock { state in
+                    let process = ChildProcess(id: spare, config: state.config, environment: environment, keeper: keeper, logger: logger)
+                    state.processes[spare] = process
+                    return process
+                }
+                launch.yield(process)
+            case .retire(let spare):
+                state.withLock { $0.processes[spare] }?.retire()
+            case .deliver(let waiter, let spare, let kind):
+                resolve(waiter, .success((spare, kind)))
+            case .reject(let waiter, let reason):
+                resolve(waiter, .failure(error(for: reason)))
+            }
+        }
+    }
+
+    private func resolve(_ waiter: WaiterID, _ result: Result<(SpareID, StartKind), PrewarmError>) {
+        let continuation = state.withLock { state -> CheckedContinuation<(SpareID, StartKind), any Error>? in
+            guard let continuation = state.waiters.removeValue(forKey: waiter) else {
+                state.early[waiter] = result
+                return nil
+            }
+            return continuation
+        }
+        continuation?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    // MARK: - Status
+
+    public func status() -> PoolStatus {
+        state.withLock { state in
+            let machine = state.machine
+            let hasSamples = state.startupMillis.totalCount > 0
+            return PoolStatus(
+                name: name,
+                idle: machine.idleCount,
+                starting: machine.startingCount,
+                busy: machine.busyCount,
+                waiting: machine.waitingCount,
+                targetSpares: state.config.spares,
+                effectiveSpares: machine.effectiveSpares,
+                maxProcesses: machine.settings.maxProcesses,
+                served: machine.counters.served,
+                warm: machine.counters.warm,
+                waited: machine.counters.waited,
+                cold: machine.counters.cold,
+                rejected: machine.counters.rejected,
+                startFailures: machine.counters.startFailures,
+                recycled: machine.counters.recycled,
+                spawnMs: hasSamples
+                    ? .init(p50: Int(state.startupMillis.valueAtPercentile(50)), p99: Int(state.startupMillis.valueAtPercentile(99)))
+                    : .init(p50: nil, p99: nil),
+                failing: machine.failing,
+                lastError: machine.lastError,
+                pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted()
+            )
+        }
+    }
+}
+
+extension Pool: ChildProcessDelegate {
+    func processReady(_ id: SpareID, pid: pid_t, startup: Duration) {
+        perform(
+            state.withLock { state in
+                _ = state.startupMillis.record(UInt64(max(0, ChildProcess.milliseconds(startup))))
+                return state.machine.processReady(id, now: .now)
+            }
+        )
+    }
+
+    func processStartFailed(_ id: SpareID, reason: String) {
+        perform(state.withLock { $0.machine.startFailed(id, reason: reason, now: .now) })
+    }
+
+    func processExited(_ id: SpareID, reason: String) {
+        logger.warning("spare exited while idle", metadata: ["process.spare": "\(id)", "reason": "\(reason)"])
+        perform(state.withLock { $0.machine.processExited(id, reason: reason, now: .now) })
+    }
+
+    func processTurnEnded(_ id: SpareID) {
+        perform(state.withLock { $0.machine.turnEnded(id, now: .now) })
+    }
+
+    func processGone(_ id: SpareID) {
+        let (actions, emptyWaiters) = state.withLock { state in
+            state.processes[id] = nil
+            let actions = state.machine.processGone(id, now: .now)
+            guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>]()) }
+            defer { state.emptyWaiters.removeAll() }
+            return (actions, state.emptyWaiters)
+        }
+        perform(actions)
+        for waiter in emptyWaiters { waiter.resume() }
+    }
+}
+
+/// One process, bound to one turn. The holder must see the turn through (read its output
+/// to the end, or report the client gone).
+public struct Lease: Sendable {
+    public let pool: String
+    public let spare: SpareID
+    public let pid: pid_t
+    public let startKind: StartKind
+    /// From the turn's arrival to the hand-over.
+    public let waited: Duration
+    let process: ChildProcess
+
+    /// The client went away: kill the process at once.
+    public func clientGone() {
+        process.clientGone()
+    }
+}

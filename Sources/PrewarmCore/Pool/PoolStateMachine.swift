@@ -1,0 +1,464 @@
+/// The pool's decisions, as a pure state machine: events in, actions out.
+///
+/// It owns no process, no task and no clock: the caller feeds it events (a turn arrived, a
+/// process became ready, a start-up failed, time passed...) with the current instant, and
+/// performs the actions it returns (start a process, retire one, hand one to a waiting turn,
+/// reject a turn). The same machine runs the live daemon and, in simulated time, the
+/// benchmark's and the advisor's predictions.
+///
+/// Vocabulary:
+/// - a *spare* is a process that reached readiness and waits, idle, for exactly one turn;
+/// - a *start-up* is a process spawned but not ready yet; it is either the pool's (it will
+///   become a spare, or go to the oldest waiting turn) or *dedicated* to one turn (a cold
+///   start, `when_empty = "start"`);
+/// - a *waiter* is a turn that found no idle spare and waits for the next one.
+public struct PoolStateMachine: Sendable {
+    public typealias Instant = ContinuousClock.Instant
+
+    /// The knobs the machine decides by; a subset of the pool's configuration.
+    public struct Settings: Sendable, Equatable {
+        public var spares: Int
+        public var maxProcesses: Int
+        public var maxStarting: Int
+        public var whenEmpty: WhenEmpty
+        public var maxWaiting: Int
+        public var waitTimeout: Duration
+        public var maxIdle: Duration
+        public var backoffInitial: Duration
+        public var backoffMax: Duration
+        /// Consecutive start-up failures after which the pool is failing.
+        public var failingAfter: Int
+
+        public init(
+            spares: Int,
+            maxProcesses: Int,
+            maxStarting: Int = 1,
+            whenEmpty: WhenEmpty = .wait,
+            maxWaiting: Int = 64,
+            waitTimeout: Duration = .seconds(10),
+            maxIdle: Duration = .seconds(3600),
+            backoffInitial: Duration = .seconds(1),
+            backoffMax: Duration = .seconds(60),
+            failingAfter: Int = 3
+        ) {
+            self.spares = spares
+            self.maxProcesses = maxProcesses
+            self.maxStarting = maxStarting
+            self.whenEmpty = whenEmpty
+            self.maxWaiting = maxWaiting
+            self.waitTimeout = waitTimeout
+            self.maxIdle = maxIdle
+            self.backoffInitial = backoffInitial
+            self.backoffMax = backoffMax
+            self.failingAfter = failingAfter
+        }
+    }
+
+    /// What a turn's arrival led to.
+    public enum TurnDecision: Sendable, Equatable {
+        /// An idle spare is handed over at once: a warm start.
+        case take(SpareID)
+        /// The turn waits; an action `.deliver` or `.reject` with this id ends the wait.
+        case wait(WaiterID)
+        /// Refused at once.
+        case reject(RejectReason)
+    }
+
+    /// A side effect for the caller to perform.
+    public enum Action: Sendable, Equatable {
+        /// Spawn a process under this id and report `processReady` or `startFailed` for it.
+        case start(SpareID)
+        /// Stop this process (idle spare, start-up or finished turn) and report `processGone`.
+        case retire(SpareID)
+        /// Hand this process to the waiting turn.
+        case deliver(WaiterID, SpareID, StartKind)
+        /// End this turn's wait with an error.
+        case reject(WaiterID, RejectReason)
+    }
+
+    enum ProcessState: Sendable, Equatable {
+        /// Spawned, not ready; `dedicatedTo` is the turn it was started for (a cold start).
+        case starting(dedicatedTo: WaiterID?)
+        case idle(since: Instant)
+        case busy
+        /// Asked to stop; still holds its resources until `processGone`.
+        case retiring
+    }
+
+    struct Waiter: Sendable, Equatable {
+        let id: WaiterID
+        let deadline: Instant
+    }
+
+    public private(set) var settings: Settings
+    private(set) var processes: [SpareID: ProcessState] = [:]
+    /// Turns waiting for the next spare, oldest first.
+    private(set) var queue: [Waiter] = []
+    /// Cold starts: the turn each dedicated start-up belongs to.
+    private var dedicated: [SpareID: WaiterID] = [:]
+    private var nextSpare: UInt64 = 1
+    private var nextWaiter: UInt64 = 1
+
+    public private(set) var consecutiveFailures = 0
+    public private(set) var backoffUntil: Instant?
+    public private(set) var lastError: String?
+    public private(set) var draining = false
+    public private(set) var counters = Counters()
+
+    public struct Counters: Sendable, Equatable {
+        public var served = 0
+        public var warm = 0
+        public var waited = 0
+        public var cold = 0
+        public var rejected = 0
+        public var startFailures = 0
+        public var recycled = 0
+    }
+
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    // MARK: - Derived counts
+
+    public var idleCount: Int { processes.values.count { if case .idle = $0 { true } else { false } } }
+    public var busyCount: Int { processes.values.count { $0 == .busy } }
+    public var retiringCount: Int { processes.values.count { $0 == .retiring } }
+    /// All start-ups under way, the pool's and the dedicated ones.
+    public var startingCount: Int { processes.values.count { if case .starting = $0 { true } else { false } } }
+    /// Start-ups that will become spares or go to waiters (not dedicated to one turn).
+    var poolStartingCount: Int { processes.values.count { $0 == .starting(dedicatedTo: nil) } }
+    public var waitingCount: Int { queue.count + dedicated.count }
+    public var totalCount: Int { processes.count }
+    /// The pool is failing after `failingAfter` start-up failures in a row, until one succeeds.
+    public var failing: Bool { consecutiveFailures >= settings.failingAfter }
+    /// The number of idle spares the pool aims for.
+    public var effectiveSpares: Int { min(settings.spares, settings.maxProcesses) }
+
+    // MARK: - Events
+
+    /// Starts the pool: the first start-ups.
+    public mutating func start(now: Instant) -> [Action] {
+        var actions: [Action] = []
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A turn arrived and wants a process.
+    public mutating func turnArrived(now: Instant) -> (TurnDecision, [Action]) {
+        var actions: [Action] = []
+        if draining {
+            counters.rejected += 1
+            return (.reject(.draining), actions)
+        }
+        if failing {
+            counters.rejected += 1
+            return (.reject(.poolFailing), actions)
+        }
+        if let spare = oldestIdle() {
+            processes[spare] = .busy
+            count(.warm)
+            refill(now: now, into: &actions)
+            return (.take(spare), actions)
+        }
+        // A start-up under way that no earlier waiter has claimed.
+        if poolStartingCount > queue.count, queue.count < settings.maxWaiting {
+            return (.wait(enqueue(now: now)), actions)
+        }
+        switch settings.whenEmpty {
+        case .reject:
+            counters.rejected += 1
+            refill(now: now, into: &actions)
+            return (.reject(.noCapacity), actions)
+        case .start where totalCount < settings.maxProcesses && !inBackoff(now):
+            let waiter = makeWaiterID()
+            let spare = makeSpareID()
+            processes[spare] = .starting(dedicatedTo: waiter)
+            dedicated[spare] = waiter
+            actions.append(.start(spare))
+            return (.wait(waiter), actions)
+        case .start, .wait:
+            // `start` at its limit behaves like `wait`: the turn queues for the next spare.
+            guard queue.count < settings.maxWaiting else {
+                counters.rejected += 1
+                return (.reject(.noCapacity), actions)
+            }
+            let waiter = enqueue(now: now)
+            refill(now: now, into: &actions)
+            return (.wait(waiter), actions)
+        }
+    }
+
+    /// A start-up reached readiness.
+    public mutating func processReady(_ spare: SpareID, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        guard case .starting(let owner) = processes[spare] else { return actions }
+        consecutiveFailures = 0
+        backoffUntil = nil
+        if let owner {
+            dedicated[spare] = nil
+            processes[spare] = .busy
+            count(.cold)
+            actions.append(.deliver(owner, spare, .cold))
+        } else if !queue.isEmpty {
+            let waiter = queue.removeFirst()
+            processes[spare] = .busy
+            count(.waited)
+            actions.append(.deliver(waiter.id, spare, .waited))
+        } else if draining || idleCount >= effectiveSpares {
+            processes[spare] = .retiring
+            actions.append(.retire(spare))
+        } else {
+            processes[spare] = .idle(since: now)
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A start-up failed: it exited, timed out or could not be spawned.
+    public mutating func startFailed(_ spare: SpareID, reason: String, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        guard case .starting(let owner) = processes[spare] else {
+            // A retiring start-up that went away: nothing failed.
+            processes[spare] = nil
+            refill(now: now, into: &actions)
+            return actions
+        }
+        processes[spare] = nil
+        consecutiveFailures += 1
+        counters.startFailures += 1
+        lastError = reason
+        backoffUntil = now.advanced(by: backoff(afterFailures: consecutiveFailures))
+        if let owner {
+            dedicated[spare] = nil
+            counters.rejected += 1
+            actions.append(.reject(owner, .startFailed(reason)))
+        }
+        if failing {
+            for waiter in queue {
+                counters.rejected += 1
+                actions.append(.reject(waiter.id, .poolFailing))
+            }
+            queue.removeAll()
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A process that was ready (idle or busy) exited or was killed on its own.
+    public mutating func processExited(_ spare: SpareID, reason: String, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        switch processes[spare] {
+        case .idle:
+            lastError = reason
+            processes[spare] = .retiring
+            actions.append(.retire(spare))
+        case .busy:
+            processes[spare] = .retiring
+        default:
+            break
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// The turn on this process is over; the process is being retired (never reused).
+    public mutating func turnEnded(_ spare: SpareID, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        if processes[spare] == .busy {
+            processes[spare] = .retiring
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A process is gone for good: its resources are free.
+    public mutating func processGone(_ spare: SpareID, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        if case .starting(let owner?) = processes[spare] {
+            // A dedicated start-up retired before readiness (drain): its turn cannot go on.
+            counters.rejected += 1
+            actions.append(.reject(owner, .draining))
+        }
+        processes[spare] = nil
+        dedicated[spare] = nil
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A waiting turn gave up (its client went away, or its task was cancelled).
+    public mutating func waiterCancelled(_ waiter: WaiterID, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        queue.removeAll { $0.id == waiter }
+        if let spare = dedicated.first(where: { $0.value == waiter })?.key {
+            // The cold start goes on, as one of the pool's start-ups.
+            dedicated[spare] = nil
+            processes[spare] = .starting(dedicatedTo: nil)
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// Time passed: expire waits, recycle old spares, start what backoff held back.
+    public mutating func tick(now: Instant) -> [Action] {
+        var actions: [Action] = []
+        while let first = queue.first, first.deadline <= now {
+            queue.removeFirst()
+            counters.rejected += 1
+            actions.append(.reject(first.id, .waitTimeout))
+        }
+        for (spare, state) in processes {
+            if case .idle(let since) = state, since.advanced(by: settings.maxIdle) <= now {
+                processes[spare] = .retiring
+                counters.recycled += 1
+                actions.append(.retire(spare))
+            }
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// Changes the spares target at run time; shrinking retires idle spares, oldest first.
+    public mutating func resize(spares: Int, maxProcesses: Int, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        settings.spares = spares
+        settings.maxProcesses = maxProcesses
+        while idleCount > effectiveSpares, let spare = oldestIdle() {
+            processes[spare] = .retiring
+            actions.append(.retire(spare))
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// Stops the pool: no new turns, waiters refused, spares and start-ups retired.
+    /// Busy turns go on.
+    public mutating func drain(now: Instant) -> [Action] {
+        var actions: [Action] = []
+        draining = true
+        for waiter in queue {
+            counters.rejected += 1
+            actions.append(.reject(waiter.id, .draining))
+        }
+        queue.removeAll()
+        for (spare, state) in processes {
+            switch state {
+            case .idle, .starting:
+                if case .starting(let owner?) = state {
+                    counters.rejected += 1
+                    actions.append(.reject(owner, .draining))
+                    dedicated[spare] = nil
+                }
+                processes[spare] = .retiring
+                actions.append(.retire(spare))
+            case .busy, .retiring:
+                break
+            }
+        }
+        return actions
+    }
+
+    // MARK: - Internals
+
+    /// Starts processes until the pool's spares and waiters are covered, within
+    /// `max_starting`, `max_processes` and the backoff.
+    private mutating func refill(now: Instant, into actions: inout [Action]) {
+        guard !draining, !inBackoff(now) else { return }
+        var wanted = effectiveSpares + queue.count - idleCount - poolStartingCount
+        while wanted > 0, startingCount < settings.maxStarting, totalCount < settings.maxProcesses {
+            let spare = makeSpareID()
+            processes[spare] = .starting(dedicatedTo: nil)
+            actions.append(.start(spare))
+            wanted -= 1
+        }
+    }
+
+    private func inBackoff(_ now: Instant) -> Bool {
+        if let backoffUntil, now < backoffUntil { return true }
+        return false
+    }
+
+    /// 1 s after the first failure, doubling up to 60 s.
+    func backoff(afterFailures failures: Int) -> Duration {
+        var delay = settings.backoffInitial
+        for _ in 1..<max(1, failures) where delay < settings.backoffMax {
+            delay *= 2
+        }
+        return min(delay, settings.backoffMax)
+    }
+
+    private func oldestIdle() -> SpareID? {
+        var best: (SpareID, Instant)?
+        for (spare, state) in processes {
+            if case .idle(let since) = state, best == nil || since < best!.1 || (since == best!.1 && spare < best!.0) {
+                best = (spare, since)
+            }
+        }
+        return best?.0
+    }
+
+    private mutating func enqueue(now: Instant) -> WaiterID {
+        let waiter = makeWaiterID()
+        queue.append(Waiter(id: waiter, deadline: now.advanced(by: settings.waitTimeout)))
+        return waiter
+    }
+
+    private mutating func count(_ kind: StartKind) {
+        counters.served += 1
+        switch kind {
+        case .warm: counters.warm += 1
+        case .waited: counters.waited += 1
+        case .cold: counters.cold += 1
+        }
+    }
+
+    private mutating func makeSpareID() -> SpareID {
+        defer { nextSpare += 1 }
+        return SpareID(nextSpare)
+    }
+
+    private mutating func makeWaiterID() -> WaiterID {
+        defer { nextWaiter += 1 }
+        return WaiterID(nextWaiter)
+    }
+}
+
+/// Names one process of a pool, for the pool's whole life (never reused).
+public struct SpareID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// Names one waiting turn.
+public struct WaiterID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { "w\(rawValue)" }
+}
+
+/// How a turn got its process; every count and hit ratio is by these.
+public enum StartKind: String, Sendable, Codable, CaseIterable {
+    /// An idle spare was there when the turn arrived.
+    case warm
+    /// It took a start-up under way, or waited in the queue.
+    case waited
+    /// A process was spawned for this turn.
+    case cold
+}
+
+/// What the pool does when a turn finds no idle spare.
+public enum WhenEmpty: String, Sendable, Codable, CaseIterable {
+    case start, wait, reject
+}
+
+/// Why a turn got no process.
+public enum RejectReason: Sendable, Equatable {
+    case noCapacity
+    case waitTimeout
+    case poolFailing
+    case draining
+    /// The process started for this turn (a cold start) failed.
+    case startFailed(String)
+}

@@ -1,0 +1,68 @@
+/// One pool's figures, as `GET /v1/pools/{name}` returns them.
+public struct PoolStatus: Sendable, Codable, Equatable {
+    public struct Percentiles: Sendable, Codable, Equatable {
+        public var p50: Int?
+        public var p99: Int?
+    }
+
+    public var name: String
+    public var idle: Int
+    public var starting: Int
+    public var busy: Int
+    public var waiting: Int
+    /// `spares` as configured (or as last set by PATCH).
+    public var targetSpares: Int
+    /// What the daemon aims for.
+    public var effectiveSpares: Int
+    public var maxProcesses: Int
+    public var served: Int
+    public var warm: Int
+    public var waited: Int
+    public var cold: Int
+    public var rejected: Int
+    public var startFailures: Int
+    public var recycled: Int
+    /// Start-up to readiness, in milliseconds.
+    public var spawnMs: Percentiles
+    public var failing: Bool
+    public var lastError: String?
+    /// The pids of the pool's processes, whatever their state.
+    public var pids: [Int]
+
+    enum CodingKeys: String, CodingKey {
+        case name, idle, starting, busy, waiting
+        case targetSpares = "target_spares"
+        case effectiveSpares = "effective_spares"
+        case maxProcesses = "max_processes"
+        case served, warm, waited, cold, rejected
+        case startFailures = "start_failures"
+        case recycled
+        case spawnMs = "spawn_ms"
+        case failing
+        case lastError = "last_error"
+        case pids
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(idle, forKey: .idle)
+        try container.encode(starting, forKey: .starting)
+        try container.encode(busy, forKey: .busy)
+        try container.encode(waiting, forKey: .waiting)
+        try container.encode(targetSpares, forKey: .targetSpares)
+        try container.encode(effectiveSpares, forKey: .effectiveSpares)
+        try container.encode(maxProcesses, forKey: .maxProcesses)
+        try container.encode(served, forKey: .served)
+        try container.encode(warm, forKey: .warm)
+        try container.encode(waited, forKey: .waited)
+        try container.encode(cold, forKey: .cold)
+        try container.encode(rejected, forKey: .rejected)
+        try container.encode(startFailures, forKey: .startFailures)
+        try container.encode(recycled, forKey: .recycled)
+        try container.encode(spawnMs, forKey: .spawnMs)
+        try container.encode(failing, forKey: .failing)
+        try container.encode(lastError, forKey: .lastError)  // null when none, not absent
+        try container.encode(pids, forKey: .pids)
+    }
+}

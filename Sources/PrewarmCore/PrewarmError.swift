@@ -1,0 +1,61 @@
+/// An error a client or operator sees: a stable code, a message that says what went wrong
+/// and how to fix it, and the underlying cause if any. Mapped to HTTP in one place
+/// (`PrewarmError+HTTP` in the server).
+public struct PrewarmError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Sendable {
+            case routeNotFound = "route_not_found"
+            case poolNotFound = "pool_not_found"
+            case badJSON = "bad_json"
+            case bodyTooLarge = "body_too_large"
+            case forbidden
+            case noCapacity = "no_capacity"
+            case waitTimeout = "wait_timeout"
+            case poolFailing = "pool_failing"
+            case draining
+            case startFailed = "start_failed"
+            case `internal`
+        }
+
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// 404: no such endpoint.
+        public static let routeNotFound = Code(.routeNotFound)
+        /// 404: no pool of that name.
+        public static let poolNotFound = Code(.poolNotFound)
+        /// 400: the body is not what the endpoint takes.
+        public static let badJSON = Code(.badJSON)
+        /// 413: the body is over the pool's `max_request_bytes`.
+        public static let bodyTooLarge = Code(.bodyTooLarge)
+        /// 403: the peer's uid is not allowed.
+        public static let forbidden = Code(.forbidden)
+        /// 429: no spare, and the pool may not wait or start one.
+        public static let noCapacity = Code(.noCapacity)
+        /// 429: waited `wait_timeout_ms` for a spare.
+        public static let waitTimeout = Code(.waitTimeout)
+        /// 503: start-ups keep failing.
+        public static let poolFailing = Code(.poolFailing)
+        /// 503: the daemon is shutting down.
+        public static let draining = Code(.draining)
+        /// 503: the process started for this turn (a cold start) failed.
+        public static let startFailed = Code(.startFailed)
+        /// 500: a bug or an operating-system failure.
+        public static let `internal` = Code(.internal)
+
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    /// Seconds after which a retry may succeed (429s).
+    public var retryAfter: Int?
+
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
+        self.code = code
+        self.message = message
+        self.retryAfter = retryAfter
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

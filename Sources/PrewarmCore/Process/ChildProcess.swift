@@ -1,0 +1,511 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import NIOPosix
+import Subprocess
+import Synchronization
+import SystemPackage
+
+/// What a process's owner tells its pool.
+protocol ChildProcessDelegate: Sendable {
+    /// The process reached readiness after `startup` and is now an idle spare.
+    func processReady(_ id: SpareID, pid: pid_t, startup: Duration)
+    /// It never became ready: spawn failure, exit or timeout.
+    func processStartFailed(_ id: SpareID, reason: String)
+    /// It exited on its own after readiness (idle or mid-turn).
+    func processExited(_ id: SpareID, reason: String)
+    /// Its turn is over (whatever the outcome); it is being retired.
+    func processTurnEnded(_ id: SpareID)
+    /// It and its process group are gone; its resources are free.
+    func processGone(_ id: SpareID)
+}
+
+/// One child process, owned for its whole life by the task that runs `run()`.
+///
+/// Spawning, the process group and reaping are swift-subprocess's; the pipes are handed to
+/// SwiftNIO (`NIOPipeBootstrap`), so stdout arrives as `ByteBuffer`s on the same event loops
+/// that serve the HTTP connections and goes out to the client without a copy, with NIO's
+/// backpressure. swift-subprocess's own output sequences could not give us either.
+///
+/// Life: starting -> (ready) idle -> (claimed by one turn) busy -> retired. Every decision
+/// about it is taken in one loop over its events (`Event`), in its owner task; other tasks
+/// only post events. Nothing but its one turn ever writes to its stdin.
+final class ChildProcess: Sendable {
+    let id: SpareID
+    private let config: PoolConfig
+    private let environment: [String: String]
+    private let keeper: ProcessGroupKeeper?
+    private let logger: Logger
+    private let events: AsyncStream<Event>
+    private let post: AsyncStream<Event>.Continuation
+    private let phase = Mutex<Phase>(.starting)
+    private let route = Mutex<Route>(.starting)
+    let stderr = StderrRing()
+    private let pidBox = Mutex<pid_t?>(nil)
+
+    /// How long a retired process gets after its stdin closes, and again after SIGTERM.
+    static let retireGrace: Duration = .seconds(1)
+
+    enum Phase: Sendable { case starting, idle, busy, ended }
+
+    /// Where stdout goes.
+    private enum Route: Sendable {
+        /// Looking for the readiness line; nothing is forwarded.
+        case starting
+        /// Unrequested output of an idle process: dropped.
+        case idle
+        /// The turn's output.
+        case turn(Turn)
+        /// After the end-of-turn line: dropped.
+        case ended
+    }
+
+    enum Event: Sendable {
+        case ready
+        case stdoutClosed
+        case readyTimeout
+        case claimed(Turn)
+        case retire
+        case turnCompleted
+        case turnTimeout
+        case clientGone
+        case stdinFailed(String)
+    }
+
+    /// Why the supervision loop ended, and so how the process is stopped and reported.
+    private enum Ending: Sendable {
+        case startFailed(String)
+        /// Retired before or after readiness, with no turn.
+        case retired
+        case diedIdle
+        case turn(Turn, TurnOutcome, detail: String?)
+
+        var killAtOnce: Bool {
+            switch self {
+            case .turn(_, .timeout, _), .turn(_, .killed, _), .turn(_, .error, _): true
+            case .startFailed: true
+            default: false
+            }
+        }
+    }
+
+    var pid: pid_t? { pidBox.withLock { $0 } }
+    var currentPhase: Phase { phase.withLock { $0 } }
+
+    init(id: SpareID, config: PoolConfig, environment: [String: String], keeper: ProcessGroupKeeper?, logger: Logger) {
+        self.id = id
+        self.config = config
+        self.environment = environment
+        self.keeper = keeper
+        self.logger = logger
+        (self.events, self.post) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    // MARK: - Other tasks' side
+
+    /// Binds this idle process to `turn`; false if it is no longer idle (it just died).
+    func claim(_ turn: Turn) -> Bool {
+        let claimed = phase.withLock { phase in
+            guard phase == .idle else { return false }
+            phase = .busy
+            return true
+        }
+        if claimed { post.yield(.claimed(turn)) }
+        return claimed
+    }
+
+    /// Asks the owner to stop the process (idle spare, start-up, or a drain).
+    func retire() { post.yield(.retire) }
+
+    /// The turn's client went away: the process is killed at once.
+    func clientGone() { post.yield(.clientGone) }
+
+    // MARK: - The owner
+
+    /// Spawns the process and supervises it until it and its group are gone.
+    func run(delegate: some ChildProcessDelegate) async {
+        let started = ContinuousClock.now
+        var ending: Ending = .startFailed("not started")
+        var status: TerminationStatus?
+        do {
+            let pipes = try PipeSet()
+            var options = PlatformOptions()
+            options.processGroupID = 0  // a group of its own, killed as a group
+            do {
+                let result = try await Subprocess.run(
+                    .path(FilePath(config.executable)),
+                    arguments: Arguments(config.args),
+                    environment: .custom(childEnvironment()),
+                    workingDirectory: config.cwd.map { FilePath($0) },
+                    platformOptions: options,
+                    input: .fileDescriptor(FileDescriptor(rawValue: pipes.stdinRead), closeAfterSpawningProcess: true),
+                    output: .fileDescriptor(FileDescriptor(rawValue: pipes.stdoutWrite), closeAfterSpawningProcess: true),
+                    error: .fileDescriptor(FileDescriptor(rawValue: pipes.stderrWrite), closeAfterSpawningProcess: true)
+                ) { execution in
+                    let pid = execution.processIdentifier.value
+                    self.pidBox.withLock { $0 = pid }
+                    self.keeper?.track(processGroup: pid)
+                    let ending = await self.supervise(pid: pid, pipes: pipes, started: started, delegate: delegate)
+                    // The group is dead; the leader is a zombie until `run` reaps it.
+                    self.keeper?.untrack(processGroup: pid)
+                    return ending
+                }
+                ending = result.closureResult
+                status = result.terminationStatus
+            } catch {
+                pipes.closeParentEnds()
+                ending = .startFailed(Self.spawnFailure(error, command: config.command, executable: config.executable))
+            }
+        } catch {
+            ending = .startFailed("cannot create pipes: \(error)")
+        }
+        phase.withLock { $0 = .ended }
+        report(ending, status: status, started: started, delegate: delegate)
+        delegate.processGone(id)
+    }
+
+    private func report(_ ending: Ending, status: TerminationStatus?, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) {
+        let exitStatus = status.map(Self.exitCode)
+        switch ending {
+        case .startFailed(var reason):
+            if let status, !reason.contains("exit") { reason += " (\(Self.describe(status)))" }
+            let stderrTail = stderr.lastLines()
+            if !stderrTail.isEmpty { reason += "; stderr: \(stderrTail)" }
+            logger.warning(
+                "start-up failed",
+                metadata: [
+                    "pool.name": "\(config.name)", "process.pid": "\(pid.map(String.init) ?? "-")",
+                    "startup.ms": "\(Self.milliseconds(started.duration(to: .now)))", "startup.outcome": "failed", "reason": "\(reason)",
+                ]
+            )
+            delegate.processStartFailed(id, reason: reason)
+        case .retired, .diedIdle:
+            break
+        case .turn(let turn, let outcome, let detail):
+            var result = TurnResult(outcome: outcome, exitStatus: outcome == .completed ? nil : exitStatus, detail: detail)
+            if outcome == .exited {
+                let stderrTail = stderr.lastLines()
+                result.detail = "the process exited before the end of the turn (\(status.map(Self.describe) ?? "unknown status"))"
+                    + (stderrTail.isEmpty ? "" : "; stderr: \(stderrTail)")
+            }
+            turn.finish(result)
+        }
+    }
+
+    /// Everything between spawn and the death of the group.
+    private func supervise(pid: pid_t, pipes: PipeSet, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) async -> Ending {
+        let channels: (NIOAsyncChannel<ByteBuffer, ByteBuffer>, NIOAsyncChannel<ByteBuffer, Never>)
+        do {
+            channels = try await pipes.makeChannels()
+        } catch {
+            kill(-pid, SIGKILL)
+            return .startFailed("cannot attach to the process's pipes: \(error)")
+        }
+        var ending: Ending = .retired
+        do {
+            try await channels.0.executeThenClose { stdout, stdin in
+                try await channels.1.executeThenClose { stderrStream, _ in
+                    ending = await withTaskGroup(of: Void.self, returning: Ending.self) { group in
+                        group.addTask {
+                            do {
+                                for try await chunk in stderrStream { self.stderr.append(chunk) }
+                            } catch {}
+                        }
+                        group.addTask { await self.pumpStdout(stdout) }
+                        let ending = await self.lifecycle(pid: pid, stdin: stdin, started: started, group: &group, delegate: delegate)
+                        await self.stop(pid: pid, stdin: stdin, atOnce: ending.killAtOnce)
+                        group.cancelAll()
+                        return ending
+                    }
+                }
+            }
+        } catch {
+            kill(-pid, SIGKILL)
+        }
+        return ending
+    }
+
+    /// The one loop where this process's decisions are taken.
+    private func lifecycle(
+        pid: pid_t,
+        stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        started: ContinuousClock.Instant,
+        group: inout TaskGroup<Void>,
+        delegate: some ChildProcessDelegate
+    ) async -> Ending {
+        let post = self.post
+        if let send = config.ready.send {
+            do {
+                try await stdin.write(ByteBuffer(string: send.hasSuffix("\n") ? send : send + "\n"))
+            } catch {
+                return .startFailed("cannot write the readiness line to stdin: \(error)")
+            }
+        }
+        if config.ready.expect == nil {
+            route.withLock { $0 = .idle }
+            post.yield(.ready)
+        } else {
+            let timeout = config.ready.timeout
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                post.yield(.readyTimeout)
+            }
+        }
+        var currentTurn: Turn?
+        for await event in events {
+            switch (phase.withLock { $0 }, event) {
+            case (.starting, .ready):
+                phase.withLock { $0 = .idle }
+                let startup = started.duration(to: .now)
+                logger.info(
+                    "start-up ready",
+                    metadata: [
+                        "pool.name": "\(config.name)", "process.pid": "\(pid)",
+                        "startup.ms": "\(Self.milliseconds(startup))", "startup.outcome": "ready",
+                    ]
+                )
+                delegate.processReady(id, pid: pid, startup: startup)
+            case (.starting, .stdoutClosed):
+                return .startFailed("the process closed stdout before it was ready")
+            case (.starting, .readyTimeout):
+                return .startFailed("not ready after \(Self.milliseconds(config.ready.timeout)) ms (ready.timeout_s)")
+            case (.starting, .retire), (.idle, .retire):
+                phase.withLock { $0 = .ended }
+                return .retired
+            case (.idle, .stdoutClosed):
+                let ended = phase.withLock { phase -> Bool in
+                    // A claim may have raced with the death; the claimed event follows.
+                    guard phase == .idle else { return false }
+                    phase = .ended
+                    return true
+                }
+                if ended {
+                    delegate.processExited(id, reason: "an idle spare exited" + (stderr.lastLines().isEmpty ? "" : "; stderr: \(stderr.lastLines())"))
+                    return .diedIdle
+                }
+                // Busy: handled when the claim arrives, then the closed stdout is seen again.
+                post.yield(.stdoutClosed)
+            case (.busy, .claimed(let turn)):
+                currentTurn = turn
+                route.withLock { $0 = .turn(turn) }
+                let timeout = turn.timeout
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    post.yield(.turnTimeout)
+                }
+                let input = turn.input
+                let closeStdin = turn.closeStdin
+                // Written from a child task, so a process that does not read its stdin cannot
+                // stall this loop (and with it the turn's timeout and its client's departure).
+                group.addTask {
+                    do {
+                        try await stdin.write(input)
+                        if closeStdin { stdin.finish() }
+                    } catch {
+                        post.yield(.stdinFailed("\(error)"))
+                    }
+                }
+            case (.busy, let event):
+                guard let turn = currentTurn else {
+                    // The process died while a claim was on its way: wait for the claim.
+                    if case .stdoutClosed = event { post.yield(.stdoutClosed) }
+                    continue
+                }
+                let outcome: TurnOutcome
+                var detail: String?
+                switch event {
+                case .turnCompleted: outcome = .completed
+                case .stdoutClosed: outcome = .exited
+                case .turnTimeout:
+                    outcome = .timeout
+                    detail = "no end of turn after \(Self.milliseconds(turn.timeout)) ms (turn_timeout_s)"
+                case .clientGone:
+                    outcome = .killed
+                    detail = "the client went away"
+                case .retire:
+                    outcome = .killed
+                    detail = "the daemon stopped before the end of the turn"
+                case .stdinFailed(let error):
+                    outcome = .error
+                    detail = "writing the request to the process failed: \(error)"
+                default: continue
+                }
+                phase.withLock { $0 = .ended }
+                route.withLock { $0 = .ended }
+                delegate.processTurnEnded(id)
+                if outcome != .exited {
+                    // The client has its answer now; the exit status of a process that died
+                    // on its own is only known once it is reaped, after `stop`.
+                    turn.finish(TurnResult(outcome: outcome, detail: detail))
+                }
+                return .turn(turn, outcome, detail: detail)
+            default:
+                continue
+            }
+        }
+        return .retired
+    }
+
+    /// Reads stdout for the process's whole life and routes each line segment.
+    private func pumpStdout(_ stdout: NIOAsyncChannelInboundStream<ByteBuffer>) async {
+        var scanner = LineScanner(ready: config.ready.expect, end: config.turn.end)
+        do {
+            for try await chunk in stdout {
+                for segment in scanner.scan(chunk) {
+                    switch route.withLock({ $0 }) {
+                    case .starting:
+                        if segment.lineHasReady {
+                            route.withLock { $0 = .idle }
+                            post.yield(.ready)
+                        }
+                    case .idle, .ended:
+                        continue
+                    case .turn(let turn):
+                        await turn.output.send(segment.bytes)
+                        if segment.lineHasEnd {
+                            route.withLock { $0 = .ended }
+                            post.yield(.turnCompleted)
+                        }
+                    }
+                }
+            }
+        } catch {}
+        post.yield(.stdoutClosed)
+    }
+
+    /// Stops the process group: gently (stdin closed, then SIGTERM, then SIGKILL, a grace
+    /// period apart) or at once (SIGKILL).
+    private func stop(pid: pid_t, stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>, atOnce: Bool) async {
+        if atOnce {
+            kill(-pid, SIGKILL)
+            return
+        }
+        stdin.finish()
+        if await Self.waitForExit(pid, within: Self.retireGrace) {
+            kill(-pid, SIGKILL)  // whatever the leader left behind in its group
+            return
+        }
+        kill(-pid, SIGTERM)
+        if await Self.waitForExit(pid, within: Self.retireGrace) {
+            kill(-pid, SIGKILL)
+            return
+        }
+        kill(-pid, SIGKILL)
+    }
+
+    /// Waits until `pid` has exited, without reaping it (swift-subprocess reaps it).
+    static func waitForExit(_ pid: pid_t, within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now.advanced(by: limit)
+        while ContinuousClock.now < deadline {
+            var info = siginfo_t()
+            let rc = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            if rc == 0, info._sifields._sigchld.si_pid == pid { return true }
+            // Already reaped by swift-subprocess's monitor: it has exited.
+            if rc != 0, errno == ECHILD { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return false
+    }
+
+    // MARK: - Helpers
+
+    /// The child gets only the pool's `env`, its `pass_env` names, PATH, HOME and LANG;
+    /// never NOTIFY_SOCKET (it is the daemon's, for systemd).
+    private func childEnvironment() -> [Environment.Key: String] {
+        var result: [Environment.Key: String] = [:]
+        for name in ["PATH", "HOME", "LANG"] + config.passEnv where name != "NOTIFY_SOCKET" {
+            if let value = environment[name] { result[Environment.Key(stringLiteral: name)] = value }
+        }
+        for (name, value) in config.env where name != "NOTIFY_SOCKET" {
+            result[Environment.Key(stringLiteral: name)] = value
+        }
+        return result
+    }
+
+    static func spawnFailure(_ error: any Error, command: String, executable: String) -> String {
+        if !executable.hasPrefix("/") {
+            return "command not found: \(command) (looked next to the prewarm executable and on PATH)"
+        }
+        let text = "\(error)"
+        if text.contains("ENOENT") || text.contains("No such file") || text.lowercased().contains("not found") {
+            return "command not found: \(executable)"
+        }
+        return "cannot start \(executable): \(text)"
+    }
+
+    static func exitCode(_ status: TerminationStatus) -> Int32 {
+        switch status {
+        case .exited(let code): code
+        case .signaled(let signal): 128 + signal
+        }
+    }
+
+    static func describe(_ status: TerminationStatus) -> String {
+        switch status {
+        case .exited(let code): "exit status \(code)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// The three pipes of a child: the child's ends go to the spawn, ours to SwiftNIO.
+private struct PipeSet: Sendable {
+    let stdinRead: CInt, stdinWrite: CInt
+    let stdoutRead: CInt, stdoutWrite: CInt
+    let stderrRead: CInt, stderrWrite: CInt
+
+    init() throws {
+        var fds = [CInt](repeating: -1, count: 6)
+        for index in stride(from: 0, to: 6, by: 2) {
+            var pair: [CInt] = [-1, -1]
+            guard makePipe(&pair) else {
+                let error = errno
+                for fd in fds where fd >= 0 { close(fd) }
+                throw PrewarmError(.internal, "pipe2 failed: \(String(cString: strerror(error)))")
+            }
+            fds[index] = pair[0]
+            fds[index + 1] = pair[1]
+        }
+        (stdinRead, stdinWrite, stdoutRead, stdoutWrite, stderrRead, stderrWrite) = (fds[0], fds[1], fds[2], fds[3], fds[4], fds[5])
+    }
+
+    func closeParentEnds() {
+        close(stdinWrite)
+        close(stdoutRead)
+        close(stderrRead)
+    }
+
+    func makeChannels() async throws -> (NIOAsyncChannel<ByteBuffer, ByteBuffer>, NIOAsyncChannel<ByteBuffer, Never>) {
+        let bootstrap = NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        // A small inbound buffer: what a slow client holds back stays in the pipe.
+        let configuration = NIOAsyncChannel<ByteBuffer, ByteBuffer>.Configuration(
+            backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2),
+            isOutboundHalfClosureEnabled: true
+        )
+        let io = try await bootstrap.takingOwnershipOfDescriptors(input: stdoutRead, output: stdinWrite) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: configuration)
+            }
+        }
+        let errors = try await bootstrap.takingOwnershipOfDescriptor(input: stderrRead) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
+            }
+        }
+        return (io, errors)
+    }
+}
+
+/// pipe(2) with both ends close-on-exec (Glibc's module does not export pipe2).
+func makePipe(_ pair: inout [CInt]) -> Bool {
+    guard pipe(&pair) == 0 else { return false }
+    _ = fcntl(pair[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(pair[1], F_SETFD, FD_CLOEXEC)
+    return true
+}

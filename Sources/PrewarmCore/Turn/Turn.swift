@@ -1,0 +1,85 @@
+import AsyncAlgorithms
+import NIOCore
+import Synchronization
+
+/// One turn on one process: the request written to its stdin, the stdout it streams back,
+/// and how it ended.
+///
+/// The process's owner task produces `output` (a rendezvous channel: the owner reads the
+/// process's stdout only as fast as the client takes it, so a slow reader holds back the
+/// process instead of filling the daemon's memory) and then sets the result exactly once.
+public final class Turn: Sendable {
+    public let id: String
+    public let input: ByteBuffer
+    public let closeStdin: Bool
+    public let timeout: Duration
+    /// stdout of the process from the start of the turn to the end of the turn.
+    public let output = AsyncChannel<ByteBuffer>()
+    private let state = Mutex<State>(State())
+
+    private struct State {
+        var result: TurnResult?
+        var waiters: [CheckedContinuation<TurnResult, Never>] = []
+    }
+
+    public init(id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration) {
+        self.id = id
+        self.input = input
+        self.closeStdin = closeStdin
+        self.timeout = timeout
+    }
+
+    /// Sets the result (the first call wins) and ends `output`.
+    func finish(_ result: TurnResult) {
+        let waiters = state.withLock { state -> [CheckedContinuation<TurnResult, Never>] in
+            guard state.result == nil else { return [] }
+            state.result = result
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        output.finish()
+        for waiter in waiters { waiter.resume(returning: result) }
+    }
+
+    /// How the turn ended; waits until it has.
+    public func result() async -> TurnResult {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> TurnResult? in
+                if let result = state.result { return result }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    public var isFinished: Bool { state.withLock { $0.result != nil } }
+}
+
+/// How a turn ended.
+public enum TurnOutcome: String, Sendable, Codable {
+    /// The end-of-turn line came.
+    case completed
+    /// The process exited before the end of the turn.
+    case exited
+    /// `turn_timeout_s` passed.
+    case timeout
+    /// The daemon killed the process: its client went away, or the drain timed out.
+    case killed
+    /// The daemon could not drive the process (a write to its stdin failed...).
+    case error
+}
+
+public struct TurnResult: Sendable, Equatable {
+    public var outcome: TurnOutcome
+    /// The process's exit status when it exited on its own (128 + signal when killed).
+    public var exitStatus: Int32?
+    /// A one-line explanation for the log and the client.
+    public var detail: String?
+
+    public init(outcome: TurnOutcome, exitStatus: Int32? = nil, detail: String? = nil) {
+        self.outcome = outcome
+        self.exitStatus = exitStatus
+        self.detail = detail
+    }
+}

@@ -1,0 +1,348 @@
+// Agent.swift — the stream-json protocol of prewarm-fake-agent: JSON output,
+// the serialized stdout `Writer`, the handling of input lines (initialize
+// control requests and user turns) and the idle chatter thread.
+
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#else
+import Darwin
+#endif
+
+// MARK: - JSON output
+
+/// A JSON value whose objects keep their keys in the order written, so every
+/// output line has a fixed shape with `type` first, like the real CLI's.
+enum JSON: ExpressibleByStringInterpolation, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByNilLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
+{
+    case null
+    case bool(Bool)
+    case int(Int)
+    case string(String)
+    case array([JSON])
+    case object([(String, JSON)])
+
+    init(stringLiteral value: String) { self = .string(value) }
+    init(integerLiteral value: Int) { self = .int(value) }
+    init(booleanLiteral value: Bool) { self = .bool(value) }
+    init(nilLiteral: ()) { self = .null }
+    init(arrayLiteral elements: JSON...) { self = .array(elements) }
+    init(dictionaryLiteral elements: (String, JSON)...) { self = .object(elements) }
+
+    /// An id echoed back from a request: strings and integers are kept, anything else is null.
+    init(echoing value: Any?) {
+        switch value {
+        case let string as String: self = .string(string)
+        case let int as Int: self = .int(int)
+        default: self = .null
+        }
+    }
+
+    /// The compact single-line encoding.
+    var encoded: String {
+        var out = ""
+        encode(into: &out)
+        return out
+    }
+
+    private func encode(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let value): out += value ? "true" : "false"
+        case .int(let value): out += String(value)
+        case .string(let value): JSON.encode(string: value, into: &out)
+        case .array(let elements):
+            out += "["
+            for (index, element) in elements.enumerated() {
+                if index > 0 { out += "," }
+                element.encode(into: &out)
+            }
+            out += "]"
+        case .object(let members):
+            out += "{"
+            for (index, (key, value)) in members.enumerated() {
+                if index > 0 { out += "," }
+                JSON.encode(string: key, into: &out)
+                out += ":"
+                value.encode(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static func encode(string: String, into out: inout String) {
+        out += "\""
+        for scalar in string.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+}
+
+// MARK: - Output
+
+/// Writes `bytes` to `fd` with as few write(2) calls as the kernel allows
+/// (one, unless the write is cut short). Returns false with errno set on failure.
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let written = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += written
+        }
+        return true
+    }
+}
+
+/// Writes one line to stderr; failures are ignored.
+func note(_ message: String) {
+    _ = writeAll(STDERR_FILENO, Array((message + "\n").utf8))
+}
+
+/// Serializes stdout: every line goes out whole, in one write(2), under a lock
+/// shared by the turn code and the chatter thread, so lines never interleave.
+/// The same lock guards `turnInProgress`, which silences chatter during turns.
+///
+/// `@unchecked Sendable`: all mutable state is guarded by `lock`.
+final class Writer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var turnInProgress = false
+
+    /// Writes `value` as one line.
+    func send(_ value: JSON) {
+        writeLine(Array(value.encoded.utf8))
+    }
+
+    /// Writes raw `bytes` plus "\n" as one line (used for the garbage fault).
+    func writeLine(_ bytes: [UInt8]) {
+        lock.withLock { writeStdout(bytes + [UInt8(ascii: "\n")]) }
+    }
+
+    func beginTurn() {
+        lock.withLock { turnInProgress = true }
+    }
+
+    func endTurn() {
+        lock.withLock { turnInProgress = false }
+    }
+
+    /// Writes the unrequested idle lines, unless a turn is running.
+    func chatter(pid: Int32) {
+        lock.withLock {
+            guard !turnInProgress else { return }
+            let line: JSON = ["type": "system", "subtype": "ui_invalidate", "pid": .int(Int(pid))]
+            writeStdout(Array((line.encoded + "\n").utf8))
+            note("chatter \(pid)")
+        }
+    }
+
+    /// A reader that went away ends the program quietly (exit 0); any other
+    /// write error is reported and ends it with status 1.
+    private func writeStdout(_ bytes: [UInt8]) {
+        guard !writeAll(STDOUT_FILENO, bytes) else { return }
+        let error = errno
+        if error == EPIPE { _exit(0) }
+        note("fake-agent: stdout write failed: \(String(cString: strerror(error)))")
+        _exit(1)
+    }
+}
+
+// MARK: - Protocol
+
+/// Handles input lines one at a time on the main thread.
+final class Agent {
+    private let options: Options
+    private let writer: Writer
+    private let ballast: MemoryBallast
+    private let pid = Int(getpid())
+    private let childPID: JSON
+    private let sessionID = UUID().uuidString.lowercased()
+    private let workingDirectory = FileManager.default.currentDirectoryPath
+    private var turnsServed = 0
+
+    init(options: Options, writer: Writer, ballast: MemoryBallast, childPID: pid_t?) {
+        self.options = options
+        self.writer = writer
+        self.ballast = ballast
+        self.childPID = childPID.map { .int(Int($0)) } ?? .null
+    }
+
+    /// Handles one input line (without its "\n"), received at `receivedAt`
+    /// (monotonic nanoseconds). The content is never echoed or logged.
+    func handle(line: [UInt8], receivedAt: UInt64) {
+        guard line.contains(where: { !isJSONWhitespace($0) }) else { return }
+        guard let message = try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])
+        else {
+            note("fake-agent: ignoring a non-JSON input line (\(line.count) bytes)")
+            return
+        }
+        guard let object = message as? [String: Any] else { return }
+        switch object["type"] as? String {
+        case "control_request": answerControlRequest(object)
+        case "user": runTurn(receivedAt: receivedAt)
+        default: break
+        }
+    }
+
+    /// The non-JSON lines `--garbage` writes once start-up is done.
+    func writeStartupGarbage() {
+        writer.writeLine(Array("this is not json {{{".utf8))
+        writer.writeLine([UInt8](repeating: UInt8(ascii: "x"), count: 100_000))
+    }
+
+    private func isJSONWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
+    }
+
+    // MARK: Control requests
+
+    private func answerControlRequest(_ object: [String: Any]) {
+        let requestID = JSON(echoing: object["request_id"])
+        let subtype = (object["request"] as? [String: Any])?["subtype"] as? String ?? ""
+        let response: JSON
+        if subtype == "initialize" {
+            response = [
+                "subtype": "success",
+                "request_id": requestID,
+                "response": [
+                    "pid": .int(pid),
+                    "commands": [],
+                    "output_style": "default",
+                    "models": [["value": "fake", "displayName": "Fake"]],
+                    "child_pid": childPID,
+                ],
+            ]
+        } else {
+            response = [
+                "subtype": "error",
+                "request_id": requestID,
+                "error": "unsupported subtype: \(subtype)",
+            ]
+        }
+        writer.send(["type": "control_response", "response": response])
+    }
+
+    // MARK: Turns
+
+    private func runTurn(receivedAt: UInt64) {
+        writer.beginTurn()
+        defer { writer.endTurn() }
+        turnsServed += 1
+        ballast.allocate(mib: options.turnMiB)
+
+        writer.send(systemInitLine())
+        if options.hangTurn { hangForever() }
+        if options.garbage { writeTurnGarbage() }
+
+        sleepMilliseconds(options.ttftMs)
+        var text = ""
+        for index in 0..<options.tokens {
+            if index > 0 { sleepMilliseconds(options.tokenMs) }
+            let token = "tok\(index) "
+            text += token
+            writer.send(tokenLine(token))
+            if options.crashMidTurn { crashMidTurn() }
+        }
+        if options.crashMidTurn { crashMidTurn() }  // only reached with --tokens 0
+
+        writer.send(assistantLine(text))
+        let durationMs = Int((monotonicNanoseconds() - receivedAt) / 1_000_000)
+        writer.send(resultLine(text, durationMs: durationMs))
+    }
+
+    private func writeTurnGarbage() {
+        writer.writeLine(Array("garbage line: not json <<<".utf8))
+        writer.writeLine([0xFF, 0xFE, 0x00])
+    }
+
+    private func crashMidTurn() -> Never {
+        note("fake-agent: simulated crash mid-turn")
+        _exit(3)
+    }
+
+    private func systemInitLine() -> JSON {
+        [
+            "type": "system",
+            "subtype": "init",
+            "pid": .int(pid),
+            "cwd": .string(workingDirectory),
+            "session_id": .string(sessionID),
+            "model": "fake",
+            "tools": [],
+            "turns_served": .int(turnsServed),
+            "child_pid": childPID,
+        ]
+    }
+
+    private func tokenLine(_ token: String) -> JSON {
+        [
+            "type": "stream_event",
+            "event": [
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": ["type": "text_delta", "text": .string(token)],
+            ],
+            "session_id": .string(sessionID),
+        ]
+    }
+
+    private func assistantLine(_ text: String) -> JSON {
+        [
+            "type": "assistant",
+            "message": [
+                "id": "msg_fake_\(turnsServed)",
+                "type": "message",
+                "role": "assistant",
+                "model": "fake",
+                "content": [["type": "text", "text": .string(text)]],
+            ],
+            "session_id": .string(sessionID),
+        ]
+    }
+
+    private func resultLine(_ text: String, durationMs: Int) -> JSON {
+        [
+            "type": "result",
+            "subtype": "success",
+            "is_error": false,
+            "pid": .int(pid),
+            "turns_served": .int(turnsServed),
+            "duration_ms": .int(durationMs),
+            "num_turns": 1,
+            "result": .string(text),
+            "session_id": .string(sessionID),
+        ]
+    }
+}
+
+// MARK: - Chatter
+
+/// Starts a background thread that, every `intervalMs`, writes the idle
+/// chatter lines (skipped while a turn is running).
+func startChatter(writer: Writer, intervalMs: Int) {
+    let pid = getpid()
+    Thread.detachNewThread {
+        while true {
+            sleepMilliseconds(intervalMs)
+            writer.chatter(pid: pid)
+        }
+    }
+}

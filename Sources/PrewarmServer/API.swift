@@ -1,0 +1,102 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PrewarmCore
+
+/// The HTTP/1.1 API served on the Unix socket.
+public struct API: Sendable {
+    let broker: Broker
+
+    public init(broker: Broker) {
+        self.broker = broker
+    }
+
+    public func makeRouter() -> Router<PrewarmRequestContext> {
+        let router = Router(context: PrewarmRequestContext.self)
+        router.middlewares.add(ErrorMiddleware())
+        if !broker.configuration.allowedUIDs.isEmpty {
+            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs))
+        }
+        router.get("/healthz") { _, _ in
+            broker.draining
+                ? Self.json(["status": "draining"], status: .serviceUnavailable)
+                : Self.json(["status": "ok"])
+        }
+        router.get("/v1/pools") { _, _ in
+            try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
+        }
+        router.get("/v1/pools/:name") { _, context in
+            try Self.encoded(try pool(context).status())
+        }
+        router.patch("/v1/pools/:name") { request, context in
+            let pool = try pool(context)
+            var request = request
+            let body = try await Self.collect(&request, limit: 64 * 1024)
+            guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+                throw PrewarmError(.badJSON, "the body must be a JSON object such as {\"spares\": 4}")
+            }
+            let unknown = Set(object.keys).subtracting(["spares"])
+            guard unknown.isEmpty else {
+                throw PrewarmError(.badJSON, "unknown field(s) \(unknown.sorted().joined(separator: ", ")); only \"spares\" can be changed")
+            }
+            struct Resize: Decodable { var spares: Int }
+            guard let spares = try? JSONDecoder().decode(Resize.self, from: Data(buffer: body)).spares, (0...10_000).contains(spares) else {
+                throw PrewarmError(.badJSON, "\"spares\" must be an integer from 0 to 10000")
+            }
+            pool.resize(spares: spares)
+            return try Self.encoded(pool.status())
+        }
+        router.post("/v1/pools/:name/turns") { request, context in
+            try await TurnResponder(broker: broker).respond(to: request, pool: try pool(context), context: context)
+        }
+        return router
+    }
+
+    private func pool(_ context: PrewarmRequestContext) throws -> Pool {
+        let name = context.parameters.get("name") ?? ""
+        guard let pool = broker.pool(named: name) else {
+            let known = broker.allPools.map(\.name).joined(separator: ", ")
+            throw PrewarmError(.poolNotFound, "no pool named \"\(name)\"; pools: \(known)")
+        }
+        return pool
+    }
+
+    static func collect(_ request: inout Request, limit: Int) async throws -> ByteBuffer {
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw PrewarmError(.bodyTooLarge, "the request body is over \(limit) bytes (max_request_bytes); send less or raise the limit")
+        }
+    }
+
+    static func json(_ object: [String: String], status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func encoded(_ value: some Encodable) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(value)
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// `GET /v1/pools`.
+public struct PoolList: Codable, Sendable {
+    public var pools: [PoolStatus]
+}
+
+extension HTTPField.Name {
+    static let prewarmTurnID = Self("Prewarm-Turn-Id")!
+    static let prewarmStart = Self("Prewarm-Start")!
+    static let prewarmWaitMs = Self("Prewarm-Wait-Ms")!
+    static let prewarmPid = Self("Prewarm-Pid")!
+    static let prewarmOutcome = Self("Prewarm-Outcome")!
+    static let prewarmExitStatus = Self("Prewarm-Exit-Status")!
+    static let prewarmOutcomeLine = Self("Prewarm-Outcome-Line")!
+    static let xRequestID = Self("X-Request-Id")!
+    static let trailer = Self("Trailer")!
+}

@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PrewarmCore
+import ServiceLifecycle
+
+/// `prewarm serve`: the keeper, the broker and the HTTP server on the Unix socket, as one
+/// service group. On SIGTERM/SIGINT the broker drains first (new turns get 503 `draining`,
+/// busy turns finish within `drain_timeout_s`), then the server stops, the socket file is
+/// removed, and the keeper, last, kills whatever might be left.
+public struct Daemon: Sendable {
+    public let configuration: Configuration
+    public let socketPath: String
+    /// The `prewarm` executable, run as `prewarm keeper`; nil runs without a keeper.
+    public let keeperExecutable: String?
+    public let logger: Logger
+
+    public init(configuration: Configuration, socketPath: String, keeperExecutable: String?, logger: Logger) {
+        self.configuration = configuration
+        self.socketPath = socketPath
+        self.keeperExecutable = keeperExecutable
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        signal(SIGPIPE, SIG_IGN)  // children get default dispositions back at spawn
+        try SocketFile.prepare(path: socketPath)
+        let logger = self.logger
+        let keeper = try keeperExecutable.map { try ProcessGroupKeeper(executable: $0, logger: logger) }
+        let broker = Broker(configuration: configuration, keeper: keeper, environment: ProcessInfo.processInfo.environment, logger: logger)
+        let router = API(broker: broker).makeRouter()
+        let configuration = self.configuration
+        let socketPath = self.socketPath
+        let app = Application(
+            router: router,
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
+            onServerRunning: { _ in
+                do {
+                    try SocketFile.applyPermissions(path: socketPath, group: configuration.socketGroup, open: !configuration.allowedUIDs.isEmpty)
+                    logger.info("serving", metadata: ["socket.path": "\(socketPath)", "pools": "\(configuration.pools.map(\.name).joined(separator: ","))"])
+                } catch {
+                    logger.error("cannot set the socket's permissions", metadata: ["error": "\(error)"])
+                }
+            },
+            logger: logger
+        )
+        var services: [any Service] = []
+        if let keeper { services.append(keeper) }
+        services += [app, broker]
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        defer { SocketFile.remove(path: socketPath) }
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+/// The socket file: stale ones replaced, live ones refused, permissions set.
+enum SocketFile {
+    /// Refuses a socket a live daemon answers on; removes a stale one.
+    static func prepare(path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw PrewarmError(.internal, "\(path) exists and is not a socket; remove it or choose another --socket")
+        }
+        if isLive(path: path) {
+            throw PrewarmError(.internal, "another daemon is serving on \(path); stop it first, or give this one another --socket")
+        }
+        unlink(path)
+    }
+
+    /// True when something accepts connections on the socket.
+    static func isLive(path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return result == 0
+    }
+
+    /// 0600 by default; 0660 and the group with `socket_group`; 0666 with `allowed_uids`
+    /// (SO_PEERCRED decides then).
+    static func applyPermissions(path: String, group: String?, open: Bool) throws {
+        var mode: mode_t = 0o600
+        if let group {
+            let gid: gid_t
+            if let number = gid_t(group) {
+                gid = number
+            } else if let entry = getgrnam(group) {
+                gid = entry.pointee.gr_gid
+            } else {
+                throw PrewarmError(.internal, "socket_group \"\(group)\" is not a group on this host")
+            }
+            guard chown(path, uid_t.max, gid) == 0 else {
+                throw PrewarmError(.internal, "cannot give \(path) to group \(group): \(String(cString: strerror(errno)))")
+            }
+            mode = 0o660
+        }
+        if open { mode = 0o666 }
+        guard chmod(path, mode) == 0 else {
+            throw PrewarmError(.internal, "cannot chmod \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    static func remove(path: String) {
+        var info = stat()
+        if lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK {
+            unlink(path)
+        }
+    }
+}
+
+/// Where the socket is: `--socket`, else `$PREWARM_SOCKET`, else `socket` in the
+/// configuration, else `$XDG_RUNTIME_DIR/prewarm.sock`, else `/tmp/prewarm-$UID.sock`.
+public enum SocketPath {
+    public static func resolve(flag: String?, environment: [String: String], configured: String?) -> String {
+        if let flag, !flag.isEmpty { return flag }
+        if let value = environment["PREWARM_SOCKET"], !value.isEmpty { return value }
+        if let configured, !configured.isEmpty { return configured }
+        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/prewarm.sock" }
+        return "/tmp/prewarm-\(getuid()).sock"
+    }
+}

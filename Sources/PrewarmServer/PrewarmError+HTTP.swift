@@ -1,0 +1,59 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import PrewarmCore
+
+/// The one place where errors become HTTP: `{"error":{"code":"...","message":"..."}}`.
+extension PrewarmError: HTTPResponseError {
+    public var status: HTTPResponse.Status {
+        switch code {
+        case .routeNotFound, .poolNotFound: .notFound
+        case .badJSON: .badRequest
+        case .bodyTooLarge: .contentTooLarge
+        case .forbidden: .forbidden
+        case .noCapacity, .waitTimeout: .tooManyRequests
+        case .poolFailing, .draining, .startFailed: .serviceUnavailable
+        default: .internalServerError
+        }
+    }
+
+    public var headers: HTTPFields {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        return headers
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: jsonBody)))
+    }
+
+    var jsonBody: Data {
+        let body = ["error": ["code": code.description, "message": message]]
+        return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+    }
+}
+
+/// Turns every error that leaves a handler into the API's JSON error shape.
+struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as PrewarmError {
+            return try error.response(from: request, context: context)
+        } catch let error as HTTPError where error.status == .notFound {
+            return try PrewarmError(.routeNotFound, "no endpoint \(request.method) \(request.uri.path); see README.md for the API")
+                .response(from: request, context: context)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            return try PrewarmError(.bodyTooLarge, "the request body is too large").response(from: request, context: context)
+        } catch is NIOTooManyBytesError {
+            return try PrewarmError(.bodyTooLarge, "the request body is too large").response(from: request, context: context)
+        } catch let error as HTTPError where error.status == .methodNotAllowed {
+            return try PrewarmError(.routeNotFound, "\(request.method) is not allowed on \(request.uri.path); see README.md for the API")
+                .response(from: request, context: context)
+        } catch {
+            context.logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return try PrewarmError(.internal, "internal error: \(error)").response(from: request, context: context)
+        }
+    }
+}

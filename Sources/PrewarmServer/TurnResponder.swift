@@ -1,0 +1,155 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PrewarmCore
+
+/// `POST /v1/pools/{name}/turns`: one turn on one process, streamed back.
+///
+/// The body is read whole first (it is small, and a slow upload must not hold a spare), then
+/// checked, then a process is acquired, the body written to its stdin and its stdout streamed
+/// back until the end of the turn. The outcome comes as the `Prewarm-Outcome` trailer, or
+/// as a last `prewarm_outcome` line for clients that cannot read trailers.
+struct TurnResponder {
+    let broker: Broker
+
+    func respond(to request: Request, pool: Pool, context: PrewarmRequestContext) async throws -> Response {
+        let arrived = ContinuousClock.now
+        if broker.draining {
+            throw PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
+        }
+        let config = pool.config
+        var request = request
+        var body = try await API.collect(&request, limit: config.maxRequestBytes)
+        try Self.check(body, format: config.turn.input)
+        if body.readableBytesView.last != UInt8(ascii: "\n") {
+            body.writeString("\n")
+        }
+        let bytesIn = body.readableBytes
+        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? Self.makeTurnID()
+        let turn = Turn(id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout)
+
+        // Hummingbird does not cancel a handler whose client went away: watch the channel.
+        let channel = context.channel
+        let acquisition = Task { try await pool.acquire(turn) }
+        channel.closeFuture.whenComplete { _ in acquisition.cancel() }
+        let lease: Lease
+        do {
+            lease = try await acquisition.value
+        } catch let error as PrewarmError {
+            Self.logRejection(context.logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
+            throw error
+        }
+        channel.closeFuture.whenComplete { _ in lease.clientGone() }
+
+        let outcomeLine = request.headers[.prewarmOutcomeLine] == "1"
+        var headers: HTTPFields = [
+            .contentType: "application/x-ndjson",
+            .prewarmTurnID: turnID,
+            .prewarmStart: lease.startKind.rawValue,
+            .prewarmWaitMs: String(Self.milliseconds(lease.waited)),
+            .prewarmPid: String(lease.pid),
+        ]
+        if !outcomeLine {
+            headers[.trailer] = "Prewarm-Outcome, Prewarm-Exit-Status"
+        }
+        let logger = context.logger
+        let poolName = pool.name
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody { writer in
+                var firstByte: Duration?
+                var bytesOut = 0
+                do {
+                    for await chunk in turn.output {
+                        if firstByte == nil { firstByte = arrived.duration(to: .now) }
+                        bytesOut += chunk.readableBytes
+                        try await writer.write(chunk)
+                    }
+                } catch {
+                    // The client stopped reading: the process is killed, the turn is over.
+                    lease.clientGone()
+                    _ = await turn.result()
+                    throw error
+                }
+                let result = await turn.result()
+                Self.logTurn(
+                    logger, pool: poolName, turnID: turnID, lease: lease, firstByte: firstByte, duration: arrived.duration(to: .now),
+                    result: result, bytesIn: bytesIn, bytesOut: bytesOut
+                )
+                if outcomeLine {
+                    try await writer.write(Self.outcomeLine(result))
+                    try await writer.finish(nil)
+                } else {
+                    var trailers: HTTPFields = [.prewarmOutcome: result.outcome.rawValue]
+                    if let status = result.exitStatus { trailers[.prewarmExitStatus] = String(status) }
+                    try await writer.finish(trailers)
+                }
+            }
+        )
+    }
+
+    /// `{"type":"prewarm_outcome","outcome":...,"exit_status":...}`, the last line for
+    /// clients that cannot read trailers.
+    static func outcomeLine(_ result: TurnResult) -> ByteBuffer {
+        var object: [String: Any] = ["type": "prewarm_outcome", "outcome": result.outcome.rawValue]
+        object["exit_status"] = result.exitStatus.map { $0 as Any } ?? NSNull()
+        if let detail = result.detail { object["detail"] = detail }
+        var data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        data.append(UInt8(ascii: "\n"))
+        return ByteBuffer(bytes: data)
+    }
+
+    /// In `ndjson` pools every non-empty line of the body must be JSON.
+    static func check(_ body: ByteBuffer, format: PoolConfig.InputFormat) throws {
+        guard body.readableBytes > 0 else {
+            throw PrewarmError(.badJSON, "the request body is empty; send the turn's stream-json line(s)")
+        }
+        guard format == .ndjson else { return }
+        for (index, line) in body.readableBytesView.split(separator: UInt8(ascii: "\n")).enumerated() {
+            if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\t") }) { continue }
+            if (try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])) == nil {
+                throw PrewarmError(
+                    .badJSON,
+                    "line \(index + 1) of the request body is not JSON; a turn is newline-delimited JSON (stream-json), one message per line"
+                )
+            }
+        }
+    }
+
+    static func makeTurnID() -> String {
+        "t-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "")
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+
+    static func logTurn(
+        _ logger: Logger, pool: String, turnID: String, lease: Lease, firstByte: Duration?, duration: Duration,
+        result: TurnResult, bytesIn: Int, bytesOut: Int
+    ) {
+        logger.info(
+            "turn",
+            metadata: [
+                "pool.name": "\(pool)", "turn.id": "\(turnID)", "process.pid": "\(lease.pid)",
+                "turn.start": "\(lease.startKind.rawValue)", "turn.wait_ms": "\(milliseconds(lease.waited))",
+                "turn.first_byte_ms": "\(firstByte.map { String(milliseconds($0)) } ?? "-")",
+                "turn.duration_ms": "\(milliseconds(duration))", "turn.outcome": "\(result.outcome.rawValue)",
+                "turn.bytes_in": "\(bytesIn)", "turn.bytes_out": "\(bytesOut)",
+            ]
+        )
+    }
+
+    static func logRejection(_ logger: Logger, pool: String, turnID: String, error: PrewarmError, arrived: ContinuousClock.Instant) {
+        logger.info(
+            "turn rejected",
+            metadata: [
+                "pool.name": "\(pool)", "turn.id": "\(turnID)", "turn.outcome": "rejected",
+                "error.code": "\(error.code)", "turn.wait_ms": "\(milliseconds(arrived.duration(to: .now)))",
+            ]
+        )
+    }
+}
