@@ -136,6 +136,7 @@ public struct ConfigurationLoader: Sendable {
             }
             try turn.refuseUnknownKeys()
         }
+        try reader.refuseUnknownKeys()
         if pool.turn.end == nil && !pool.turn.closeStdin {
             throw ConfigError(
                 file: origin,
@@ -143,7 +144,6 @@ public struct ConfigurationLoader: Sendable {
                 message: "a pool needs [pool.turn] end (the substring of a turn's last line) or close_stdin = true (the turn ends when the process exits)"
             )
         }
-        try reader.refuseUnknownKeys()
         return pool
     }
 

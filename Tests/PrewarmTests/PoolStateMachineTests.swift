@@ -1,0 +1,211 @@
+import Testing
+
+@testable import PrewarmCore
+
+@Suite("Pool state machine")
+struct PoolStateMachineTests {
+    typealias Machine = PoolStateMachine
+    let t0 = ContinuousClock.now
+
+    func machine(spares: Int = 2, maxProcesses: Int? = nil, maxStarting: Int = 1, whenEmpty: WhenEmpty = .wait, maxWaiting: Int = 64) -> Machine {
+        Machine(
+            settings: .init(
+                spares: spares, maxProcesses: maxProcesses ?? spares + 8, maxStarting: maxStarting, whenEmpty: whenEmpty,
+                maxWaiting: maxWaiting, waitTimeout: .seconds(10), maxIdle: .seconds(3600)
+            )
+        )
+    }
+
+    func starts(_ actions: [Machine.Action]) -> [SpareID] {
+        actions.compactMap { if case .start(let id) = $0 { id } else { nil } }
+    }
+
+    /// Brings a pool up to its target by completing start-ups one at a time.
+    func warmUp(_ m: inout Machine) {
+        var pending = starts(m.start(now: t0))
+        while let id = pending.first {
+            pending.removeFirst()
+            pending += starts(m.processReady(id, now: t0))
+        }
+    }
+
+    /// Start-ups respect max_starting: a pool of 4 starts one at a time by default.
+    @Test func startsAtMostMaxStarting() {
+        var m = machine(spares: 4)
+        #expect(starts(m.start(now: t0)).count == 1)
+        var m2 = machine(spares: 4, maxStarting: 3)
+        #expect(starts(m2.start(now: t0)).count == 3)
+    }
+
+    /// A turn takes an idle spare (warm), and its replacement starts at once.
+    @Test func warmTakeRefills() {
+        var m = machine(spares: 2)
+        warmUp(&m)
+        #expect(m.idleCount == 2)
+        let (decision, actions) = m.turnArrived(now: t0)
+        guard case .take = decision else {
+            Issue.record("expected a warm take, got \(decision)")
+            return
+        }
+        #expect(starts(actions).count == 1)
+        #expect(m.counters.warm == 1)
+        #expect(m.busyCount == 1)
+    }
+
+    /// Each spare is handed out once: two turns never get the same process.
+    @Test func neverHandsTheSameSpareTwice() {
+        var m = machine(spares: 3, maxStarting: 3)
+        warmUp(&m)
+        var taken = Set<SpareID>()
+        for _ in 0..<3 {
+            if case .take(let id) = m.turnArrived(now: t0).0 { #expect(taken.insert(id).inserted) }
+        }
+        #expect(taken.count == 3)
+    }
+
+    /// With no idle spare, a turn takes a start-up under way (waited); a second turn does not
+    /// take the same start-up.
+    @Test func waiterTakesUnpromisedStartup() {
+        var m = machine(spares: 1)
+        let first = starts(m.start(now: t0))
+        #expect(first.count == 1)
+        let (d1, _) = m.turnArrived(now: t0)
+        guard case .wait(let w1) = d1 else {
+            Issue.record("expected wait")
+            return
+        }
+        let actions = m.processReady(first[0], now: t0)
+        #expect(actions.contains(.deliver(w1, first[0], .waited)))
+        #expect(m.counters.waited == 1)
+    }
+
+    /// when_empty = reject: no spare means 429 at once.
+    @Test func rejectWhenEmpty() {
+        var m = machine(spares: 0, whenEmpty: .reject)
+        _ = m.start(now: t0)
+        #expect(m.turnArrived(now: t0).0 == .reject(.noCapacity))
+        #expect(m.counters.rejected == 1)
+    }
+
+    /// when_empty = start: a cold process dedicated to the turn, delivered as cold.
+    @Test func coldStart() {
+        var m = machine(spares: 0, whenEmpty: .start)
+        _ = m.start(now: t0)
+        let (decision, actions) = m.turnArrived(now: t0)
+        guard case .wait(let waiter) = decision, let spare = starts(actions).first else {
+            Issue.record("expected a dedicated start-up")
+            return
+        }
+        #expect(m.processReady(spare, now: t0).contains(.deliver(waiter, spare, .cold)))
+        #expect(m.counters.cold == 1)
+    }
+
+    /// max_waiting bounds the queue; the rest is rejected.
+    @Test func maxWaiting() {
+        var m = machine(spares: 0, maxWaiting: 2)
+        _ = m.start(now: t0)
+        if case .wait = m.turnArrived(now: t0).0 {} else { Issue.record("first should wait") }
+        if case .wait = m.turnArrived(now: t0).0 {} else { Issue.record("second should wait") }
+        #expect(m.turnArrived(now: t0).0 == .reject(.noCapacity))
+    }
+
+    /// A waiter is refused with wait_timeout once its deadline passes.
+    @Test func waitTimeout() {
+        var m = machine(spares: 0)
+        _ = m.start(now: t0)
+        guard case .wait(let waiter) = m.turnArrived(now: t0).0 else {
+            Issue.record("expected wait")
+            return
+        }
+        #expect(m.tick(now: t0.advanced(by: .seconds(5))).contains(.reject(waiter, .waitTimeout)) == false)
+        #expect(m.tick(now: t0.advanced(by: .seconds(10))).contains(.reject(waiter, .waitTimeout)))
+    }
+
+    /// Start-up failures back off 1 s, 2 s, 4 s...; after 3 in a row the pool is failing,
+    /// waiters and new turns get pool_failing; one success clears it.
+    @Test func backoffAndFailing() {
+        var m = machine(spares: 1)
+        var spare = starts(m.start(now: t0))[0]
+        guard case .wait(let waiter) = m.turnArrived(now: t0).0 else {
+            Issue.record("expected wait")
+            return
+        }
+        var now = t0
+        #expect(starts(m.startFailed(spare, reason: "exit 1", now: now)).isEmpty)  // backoff 1 s
+        #expect(m.backoffUntil == now.advanced(by: .seconds(1)))
+        now = now.advanced(by: .seconds(1))
+        spare = starts(m.tick(now: now))[0]
+        _ = m.startFailed(spare, reason: "exit 1", now: now)
+        #expect(m.backoffUntil == now.advanced(by: .seconds(2)))
+        now = now.advanced(by: .seconds(2))
+        spare = starts(m.tick(now: now))[0]
+        let actions = m.startFailed(spare, reason: "exit 1", now: now)
+        #expect(m.failing)
+        #expect(actions.contains(.reject(waiter, .poolFailing)))
+        #expect(m.turnArrived(now: now).0 == .reject(.poolFailing))
+        now = now.advanced(by: .seconds(4))
+        spare = starts(m.tick(now: now))[0]
+        _ = m.processReady(spare, now: now)
+        #expect(!m.failing)
+        #expect(m.idleCount == 1)
+    }
+
+    /// The backoff doubles from 1 s up to 60 s.
+    @Test func backoffCaps() {
+        let m = machine()
+        #expect(m.backoff(afterFailures: 1) == .seconds(1))
+        #expect(m.backoff(afterFailures: 4) == .seconds(8))
+        #expect(m.backoff(afterFailures: 20) == .seconds(60))
+    }
+
+    /// An idle spare that dies is retired and replaced at once.
+    @Test func idleDeathReplaced() {
+        var m = machine(spares: 1)
+        warmUp(&m)
+        let spare = m.processes.keys.first!
+        let actions = m.processExited(spare, reason: "died", now: t0)
+        #expect(actions.contains(.retire(spare)))
+        #expect(starts(actions).count == 1)
+    }
+
+    /// Spares older than max_idle_s are recycled.
+    @Test func maxIdleRecycles() {
+        var m = machine(spares: 1)
+        warmUp(&m)
+        let actions = m.tick(now: t0.advanced(by: .seconds(3600)))
+        #expect(actions.contains { if case .retire = $0 { true } else { false } })
+        #expect(m.counters.recycled == 1)
+    }
+
+    /// Shrinking retires idle spares; growing starts more.
+    @Test func resize() {
+        var m = machine(spares: 3, maxStarting: 3)
+        warmUp(&m)
+        let shrink = m.resize(spares: 1, maxProcesses: 9, now: t0)
+        #expect(shrink.filter { if case .retire = $0 { true } else { false } }.count == 2)
+        var grow = machine(spares: 1)
+        warmUp(&grow)
+        #expect(starts(grow.resize(spares: 2, maxProcesses: 10, now: t0)).count == 1)
+    }
+
+    /// max_processes bounds spares + starting + busy (+ retiring).
+    @Test func maxProcessesBounds() {
+        var m = machine(spares: 2, maxProcesses: 2, maxStarting: 2)
+        warmUp(&m)
+        _ = m.turnArrived(now: t0)
+        _ = m.turnArrived(now: t0)
+        #expect(m.totalCount == 2)
+        #expect(starts(m.tick(now: t0)).isEmpty)
+    }
+
+    /// A drain refuses waiters and new turns, retires spares and start-ups, leaves busy ones.
+    @Test func drain() {
+        var m = machine(spares: 2, maxStarting: 2)
+        warmUp(&m)
+        _ = m.turnArrived(now: t0)
+        let actions = m.drain(now: t0)
+        #expect(actions.filter { if case .retire = $0 { true } else { false } }.count == 2)  // the idle one and the replacement start-up
+        #expect(m.busyCount == 1)
+        #expect(m.turnArrived(now: t0).0 == .reject(.draining))
+    }
+}
