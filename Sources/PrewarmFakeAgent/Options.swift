@@ -58,8 +58,10 @@ extension Options {
                     throw UsageError(message: "option '\(name)' needs a value")
                 }
                 options[keyPath: field] = try parseCount(value, for: name)
+            } else if argument.hasPrefix("-") {
+                throw UsageError(message: "unknown option '\(name)'")
             } else {
-                throw UsageError(message: "unknown option '\(argument)'")
+                throw UsageError(message: "unexpected argument '\(argument)'")
             }
         }
         return options
