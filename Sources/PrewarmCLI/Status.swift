@@ -29,6 +29,31 @@ struct Status: AsyncParsableCommand {
         }
         let list = try JSONDecoder().decode(PoolList.self, from: Data(response.body.readableBytesView))
         print(Self.table(list.pools))
+        // The memory section; a daemon without /v1/memory (older) just has none.
+        if let memory = try? await client.request(.GET, "/v1/memory"), memory.status == 200,
+            let figures = try? JSONDecoder().decode(MemoryStatus.self, from: Data(memory.body.readableBytesView))
+        {
+            print("")
+            print(Self.memoryTable(figures))
+        }
+    }
+
+    static func memoryTable(_ memory: MemoryStatus) -> String {
+        func mib(_ bytes: Int?) -> String { bytes.map { "\($0 >> 20) MiB" } ?? "-" }
+        var lines = [
+            "memory: limit \(mib(memory.limit)) (\(memory.limitSource)), usage \(mib(memory.usage)), budget \(mib(memory.budget)), charged \(mib(memory.charged))"
+                + (memory.pressure ? ", UNDER PRESSURE" : "") + (memory.oomKills > 0 ? ", OOM kills: \(memory.oomKills)" : "")
+                + (memory.enforce ? "" : " (not enforced)")
+        ]
+        var rows = [["POOL", "SPARE", "TURN PEAK", "ESTIMATES", "CHARGED", "MAX PROCESSES", "SPARES", "EFFECTIVE", "SHED"]]
+        for pool in memory.pools {
+            rows.append([
+                pool.name, mib(pool.spareBytes), mib(pool.turnPeakBytes), pool.measured ? "measured" : (pool.spareMeasured ? "spare measured" : "configured"),
+                mib(pool.charged), "\(pool.maxProcesses)", "\(pool.spares)", "\(pool.effectiveSpares)", "\(pool.shed)",
+            ])
+        }
+        lines.append(align(rows))
+        return lines.joined(separator: "\n")
     }
 
     static func table(_ pools: [PoolStatus]) -> String {
@@ -43,6 +68,12 @@ struct Status: AsyncParsableCommand {
                 pool.lastError ?? "-",
             ])
         }
+        return align(rows)
+    }
+
+    /// Columns padded to their widest cell; the last column is not padded.
+    static func align(_ rows: [[String]]) -> String {
+        guard let header = rows.first else { return "" }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in
             row.enumerated().map { column, cell in

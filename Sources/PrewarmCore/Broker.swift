@@ -8,17 +8,28 @@ import Synchronization
 public final class Broker: Service, Sendable {
     public let configuration: Configuration
     private let pools: [String: Pool]
+    /// The memory budget every pool is charged against.
+    public let memory: MemoryGovernor
     private let logger: Logger
     private let isDraining = Atomic<Bool>(false)
 
-    public init(configuration: Configuration, keeper: ProcessGroupKeeper?, environment: [String: String], logger: Logger) {
+    public init(
+        configuration: Configuration,
+        keeper: ProcessGroupKeeper?,
+        environment: [String: String],
+        systemRoot: SystemRoot = .host,
+        logger: Logger
+    ) {
         self.configuration = configuration
         self.logger = logger
+        let memory = MemoryGovernor(config: configuration.memory, root: systemRoot, logger: logger)
+        self.memory = memory
         var pools: [String: Pool] = [:]
         for config in configuration.pools {
-            pools[config.name] = Pool(config: config, keeper: keeper, environment: environment, logger: logger)
+            pools[config.name] = Pool(config: config, keeper: keeper, governor: memory, environment: environment, logger: logger)
         }
         self.pools = pools
+        memory.attach(configuration.pools.compactMap { pools[$0.name] })
     }
 
     public var draining: Bool { isDraining.load(ordering: .relaxed) }
@@ -33,9 +44,11 @@ public final class Broker: Service, Sendable {
             for pool in allPools {
                 group.addTask { await pool.run() }
             }
+            let sampler = Task { await self.memory.run() }
             group.addTask {
                 try? await gracefulShutdown()
                 await self.drain()
+                sampler.cancel()
             }
         }
     }

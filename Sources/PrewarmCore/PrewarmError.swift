@@ -14,6 +14,7 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case poolFailing = "pool_failing"
             case draining
             case startFailed = "start_failed"
+            case memoryExhausted = "memory_exhausted"
             case `internal`
         }
 
@@ -40,6 +41,8 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         public static let draining = Code(.draining)
         /// 503: the process started for this turn (a cold start) failed.
         public static let startFailed = Code(.startFailed)
+        /// 429: the turn's memory does not fit in the budget, or the cgroup is under pressure.
+        public static let memoryExhausted = Code(.memoryExhausted)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 

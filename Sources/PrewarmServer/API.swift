@@ -27,6 +27,9 @@ public struct API: Sendable {
         router.get("/v1/pools") { _, _ in
             try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
         }
+        router.get("/v1/memory") { _, _ in
+            try Self.encoded(broker.memory.status())
+        }
         router.get("/v1/pools/:name") { _, context in
             try Self.encoded(try pool(context).status())
         }

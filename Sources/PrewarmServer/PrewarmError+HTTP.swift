@@ -12,7 +12,7 @@ extension PrewarmError: HTTPResponseError {
         case .badJSON: .badRequest
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden
-        case .noCapacity, .waitTimeout: .tooManyRequests
+        case .noCapacity, .waitTimeout, .memoryExhausted: .tooManyRequests
         case .poolFailing, .draining, .startFailed: .serviceUnavailable
         default: .internalServerError
         }

@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {
-    let loader = ConfigurationLoader(executableDirectory: "/nonexistent", environment: ["PATH": "/usr/bin:/bin"])
+    let loader = ConfigurationLoader(executableDirectory: "/nonexistent", environment: ["PATH": "/usr/bin:/bin"], cpus: 2)
 
     static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -44,6 +44,51 @@ struct ConfigurationTests {
         #expect(pool.turnTimeout == .seconds(600) && pool.maxIdle == .seconds(3600) && pool.maxRequestBytes == 1_048_576)
         #expect(pool.ready.timeout == .seconds(30) && pool.turn.closeStdin == false)
         #expect(config.drainTimeout == .seconds(30) && config.allowedUIDs.isEmpty)
+        #expect(pool.spareBytes == 300 << 20 && pool.turnBytes == 500 << 20)
+        #expect(config.memory == MemoryConfig(reserve: 256 << 20, highWatermark: 0.9, lowWatermark: 0.8, limit: nil, enforce: true))
+    }
+
+    /// `[memory]` and the per-pool estimates; max_starting defaults to half the CPUs.
+    @Test func memorySettings() throws {
+        let eightCPUs = ConfigurationLoader(executableDirectory: nil, environment: [:], cpus: 8)
+        let config = try eightCPUs.parse(
+            """
+            [memory]
+            reserve_mib = 128
+            high_watermark = 0.95
+            low_watermark = 0.85
+            limit_mib = 2048
+            enforce = false
+            [[pool]]
+            name = "p"
+            command = "/bin/x"
+            spare_mib = 200
+            turn_mib = 400
+            [pool.turn]
+            end = "r"
+            """,
+            origin: "t", baseDirectory: "/"
+        )
+        #expect(config.memory == MemoryConfig(reserve: 128 << 20, highWatermark: 0.95, lowWatermark: 0.85, limit: 2048 << 20, enforce: false))
+        #expect(config.pools[0].spareBytes == 200 << 20 && config.pools[0].turnBytes == 400 << 20)
+        #expect(config.pools[0].maxStarting == 4)
+    }
+
+    /// Bad `[memory]` values are refused with what is expected.
+    @Test(arguments: [
+        ("high_watermark = 1.5", "memory.high_watermark", "at most 1"),
+        ("low_watermark = 0.95", "memory.low_watermark", "below high_watermark"),
+        ("reserve_mib = -1", "memory.reserve_mib", "from 0"),
+        ("limitmib = 3", "memory.limitmib", "unknown key"),
+    ])
+    func badMemoryValueRefused(line: String, key: String, expected: String) {
+        let text = "[memory]\n\(line)\n[[pool]]\nname = \"p\"\ncommand = \"x\"\n[pool.turn]\nend = \"r\"\n"
+        #expect {
+            try parse(text)
+        } throws: { error in
+            let error = error as! ConfigError
+            return error.key == key && error.message.contains(expected)
+        }
     }
 
     /// Unknown keys are refused, naming the file and the key.

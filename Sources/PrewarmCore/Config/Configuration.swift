@@ -8,6 +8,8 @@ public struct Configuration: Sendable, Equatable {
     public var allowedUIDs: [UInt32]
     /// How long busy turns may run on after SIGTERM.
     public var drainTimeout: Duration
+    /// `[memory]`: the budget the pools are sized from.
+    public var memory: MemoryConfig
     public var pools: [PoolConfig]
     /// Where the configuration came from, for messages ("built-in defaults" or a path).
     public var origin: String
@@ -17,9 +19,11 @@ public struct Configuration: Sendable, Equatable {
         socketGroup: String? = nil,
         allowedUIDs: [UInt32] = [],
         drainTimeout: Duration = .seconds(30),
+        memory: MemoryConfig = MemoryConfig(),
         pools: [PoolConfig],
         origin: String
     ) {
+        self.memory = memory
         self.socket = socket
         self.socketGroup = socketGroup
         self.allowedUIDs = allowedUIDs
@@ -30,6 +34,29 @@ public struct Configuration: Sendable, Equatable {
 
     public func pool(named name: String) -> PoolConfig? {
         pools.first { $0.name == name }
+    }
+}
+
+/// `[memory]`: how much of the cgroup's memory the pools may use, and when to back off.
+public struct MemoryConfig: Sendable, Equatable {
+    /// Kept free for everything that is not a pool's process (`reserve_mib`).
+    public var reserve: Int
+    /// Fraction of the limit above which start-ups stop and idle spares are shed.
+    public var highWatermark: Double
+    /// Fraction of the limit below which start-ups resume.
+    public var lowWatermark: Double
+    /// A limit for hosts without a cgroup limit (`limit_mib`); the lower of it and the
+    /// cgroup's limit applies.
+    public var limit: Int?
+    /// With false, memory is measured and reported but nothing is refused or shed.
+    public var enforce: Bool
+
+    public init(reserve: Int = 256 << 20, highWatermark: Double = 0.9, lowWatermark: Double = 0.8, limit: Int? = nil, enforce: Bool = true) {
+        self.reserve = reserve
+        self.highWatermark = highWatermark
+        self.lowWatermark = lowWatermark
+        self.limit = limit
+        self.enforce = enforce
     }
 }
 
@@ -49,6 +76,9 @@ public struct PoolConfig: Sendable, Equatable {
     /// `nil` means the default, spares + 8, which follows the spares on a resize.
     public var maxProcessesSetting: Int?
     public var maxStarting: Int
+    /// Starting estimates of one process's memory, until measured (`spare_mib`, `turn_mib`).
+    public var spareBytes: Int
+    public var turnBytes: Int
     public var whenEmpty: WhenEmpty
     public var waitTimeout: Duration
     public var maxWaiting: Int
@@ -102,6 +132,8 @@ public struct PoolConfig: Sendable, Equatable {
         spares: Int = 2,
         maxProcesses: Int? = nil,
         maxStarting: Int = 1,
+        spareBytes: Int = 300 << 20,
+        turnBytes: Int = 500 << 20,
         whenEmpty: WhenEmpty = .wait,
         waitTimeout: Duration = .milliseconds(10000),
         maxWaiting: Int = 64,
@@ -121,6 +153,8 @@ public struct PoolConfig: Sendable, Equatable {
         self.spares = spares
         self.maxProcessesSetting = maxProcesses
         self.maxStarting = maxStarting
+        self.spareBytes = spareBytes
+        self.turnBytes = turnBytes
         self.whenEmpty = whenEmpty
         self.waitTimeout = waitTimeout
         self.maxWaiting = maxWaiting

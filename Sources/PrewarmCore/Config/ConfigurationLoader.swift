@@ -8,11 +8,22 @@ public struct ConfigurationLoader: Sendable {
     public var executableDirectory: String?
     /// The daemon's environment (for PATH lookups and `pass_env` checks).
     public var environment: [String: String]
+    /// CPUs the daemon may use (affinity and cgroup quota); the default `max_starting` is
+    /// half of them, at least 1.
+    public var cpus: Int
 
-    public init(executableDirectory: String?, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        executableDirectory: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        cpus: Int = Cgroup.cpu().effective
+    ) {
         self.executableDirectory = executableDirectory
         self.environment = environment
+        self.cpus = cpus
     }
+
+    /// The default `max_starting`: max(1, cpus / 2).
+    public var defaultMaxStarting: Int { max(1, cpus / 2) }
 
     /// The file `serve` reads without `--config`: `config/prewarm.toml` in the working
     /// directory if it exists, else the built-in defaults.
@@ -57,6 +68,9 @@ public struct ConfigurationLoader: Sendable {
         config.socketGroup = try reader.string("socket_group")
         config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
         config.drainTimeout = try reader.seconds("drain_timeout_s", range: 0...86_400) ?? .seconds(30)
+        if let memoryTable = try reader.table("memory") {
+            config.memory = try parseMemory(memoryTable, origin: origin)
+        }
         let poolTables = try reader.tableArray("pool")
         try reader.refuseUnknownKeys()
 
@@ -73,6 +87,25 @@ public struct ConfigurationLoader: Sendable {
             throw ConfigError(file: origin, key: "pool", message: "no [[pool]] is defined; add at least one [[pool]] with a name and a command")
         }
         return config
+    }
+
+    private func parseMemory(_ table: TOMLTable, origin: String) throws(ConfigError) -> MemoryConfig {
+        var reader = TableReader(table: table, path: "memory.", origin: origin)
+        var memory = MemoryConfig()
+        memory.reserve = try reader.int("reserve_mib", range: 0...16_777_216).map { $0 << 20 } ?? memory.reserve
+        memory.highWatermark = try reader.fraction("high_watermark") ?? memory.highWatermark
+        memory.lowWatermark = try reader.fraction("low_watermark") ?? memory.lowWatermark
+        memory.limit = try reader.int("limit_mib", range: 1...16_777_216).map { $0 << 20 }
+        memory.enforce = try reader.bool("enforce") ?? true
+        try reader.refuseUnknownKeys()
+        guard memory.lowWatermark < memory.highWatermark else {
+            throw ConfigError(
+                file: origin,
+                key: "memory.low_watermark",
+                message: "low_watermark (\(memory.lowWatermark)) must be below high_watermark (\(memory.highWatermark)), so the pool does not flap"
+            )
+        }
+        return memory
     }
 
     private func parsePool(_ table: TOMLTable, index: Int, origin: String, baseDirectory: String) throws(ConfigError) -> PoolConfig {
@@ -97,7 +130,9 @@ public struct ConfigurationLoader: Sendable {
         pool.cwd = try reader.string("cwd").map { Self.absolute($0, base: baseDirectory) }
         pool.spares = try reader.int("spares", range: 0...10_000) ?? 2
         pool.maxProcessesSetting = try reader.int("max_processes", range: 1...10_000)
-        pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? 1
+        pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? defaultMaxStarting
+        pool.spareBytes = try reader.int("spare_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.spareBytes
+        pool.turnBytes = try reader.int("turn_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.turnBytes
         if let whenEmpty = try reader.string("when_empty") {
             guard let value = WhenEmpty(rawValue: whenEmpty) else {
                 throw ConfigError(file: origin, key: "\(reader.path)when_empty", message: "expected \"start\", \"wait\" or \"reject\", found \"\(whenEmpty)\"")
@@ -248,6 +283,21 @@ private struct TableReader {
             throw error(key, "expected seconds from \(Int(range.lowerBound)) to \(Int(range.upperBound)), found \(number)")
         }
         return .milliseconds(Int64((number * 1000).rounded()))
+    }
+
+    /// A fraction above 0 and at most 1.
+    mutating func fraction(_ key: String) throws(ConfigError) -> Double? {
+        guard let value = value(key) else { return nil }
+        let number: Double
+        if value.type == .double, let double = value.double {
+            number = double
+        } else if value.type == .int, let int = value.int {
+            number = Double(int)
+        } else {
+            throw error(key, "expected a fraction such as 0.9, found \(found(value))")
+        }
+        guard number > 0, number <= 1 else { throw error(key, "expected a fraction above 0 and at most 1, found \(number)") }
+        return number
     }
 
     mutating func milliseconds(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Duration? {

@@ -10,6 +10,15 @@ public enum DefaultConfiguration {
 
 drain_timeout_s = 30
 
+[memory]
+# The pools are sized from the memory limit of the daemon's cgroup (or the host's memory):
+# budget = limit - reserve_mib - the daemon's own RSS. Every process is charged against it.
+reserve_mib = 256
+# Above 90% of the limit, start-ups stop and idle spares are shed, until usage is below 80%.
+high_watermark = 0.9
+low_watermark = 0.8
+enforce = true
+
 [[pool]]
 name = "demo"
 # A bare command is looked up next to the `prewarm` executable, then on PATH.
@@ -17,7 +26,11 @@ command = "prewarm-fake-agent"
 # Half a second of CPU-bound start-up, then answers of 5 tokens, 50 ms to the first.
 args = ["--init-ms", "500", "--ttft-ms", "50", "--tokens", "5", "--token-ms", "10"]
 spares = 2
-max_starting = 1
+# max_starting defaults to half the CPUs (at least 1): concurrent start-ups slow each other.
+# Starting estimates of one process's memory (idle spare, and peak during a turn) until
+# measured; the fake agent is small.
+spare_mib = 32
+turn_mib = 48
 when_empty = "wait"
 wait_timeout_ms = 10000
 turn_timeout_s = 600

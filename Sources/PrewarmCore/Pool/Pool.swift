@@ -14,6 +14,7 @@ import Synchronization
 public final class Pool: Sendable {
     public let name: String
     private let keeper: ProcessGroupKeeper?
+    private let governor: MemoryGovernor?
     private let environment: [String: String]
     private let logger: Logger
     private let state: Mutex<State>
@@ -32,31 +33,65 @@ public final class Pool: Sendable {
         var early: [WaiterID: Result<(SpareID, StartKind), PrewarmError>] = [:]
         var startupMillis = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three)
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        /// What a spare costs at readiness, and a turn at its peak (measured, else configured).
+        var spareCost: PeakEstimator
+        var turnPeak: PeakEstimator
+        /// Spares already measured at readiness.
+        var measuredReady: Set<SpareID> = []
+        /// The highest reading of each busy process so far, and its group's members.
+        var busyPeaks: [SpareID: Int] = [:]
+        var members: [SpareID: [Int32]] = [:]
+
+        var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
 
-    public init(config: PoolConfig, keeper: ProcessGroupKeeper?, environment: [String: String], logger: Logger) {
+    public init(config: PoolConfig, keeper: ProcessGroupKeeper?, governor: MemoryGovernor? = nil, environment: [String: String], logger: Logger) {
         self.name = config.name
         self.keeper = keeper
+        self.governor = governor
         self.environment = environment
         var logger = logger
         logger[metadataKey: "pool.name"] = "\(config.name)"
         self.logger = logger
-        self.state = Mutex(State(config: config, machine: PoolStateMachine(settings: config.machineSettings)))
+        var settings = config.machineSettings
+        settings.costs = MemoryCosts(spare: config.spareBytes, turn: config.turnBytes)
+        self.state = Mutex(
+            State(
+                config: config,
+                machine: PoolStateMachine(settings: settings),
+                spareCost: PeakEstimator(configured: config.spareBytes),
+                turnPeak: PeakEstimator(configured: config.turnBytes)
+            )
+        )
         (self.launches, self.launch) = AsyncStream.makeStream(of: ChildProcess.self)
     }
 
     public var config: PoolConfig { state.withLock { $0.config } }
 
+    /// Runs one step of the state machine: under the memory ledger's lock when memory is
+    /// governed (the room in, the pool's charge out), else under the pool's own.
+    private func mutate<R>(_ body: (inout State) -> R) -> R {
+        guard let governor else { return state.withLock { body(&$0) } }
+        return governor.transact(pool: name) { room, pressure in
+            state.withLock { state in
+                state.machine.room = room
+                state.machine.pressure = pressure
+                let result = body(&state)
+                return (result, state.machine.chargedBytes)
+            }
+        }
+    }
+
     // MARK: - Running
 
     /// Runs the pool's processes until `shutdown()`; cancellation kills them.
     public func run() async {
-        perform(state.withLock { $0.machine.start(now: .now) })
+        perform(mutate { $0.machine.start(now: .now) })
         await withDiscardingTaskGroup { group in
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: Self.tickInterval)
-                    self.perform(self.state.withLock { $0.machine.tick(now: .now) })
+                    self.perform(self.mutate { $0.machine.tick(now: .now) })
                 }
             }
             for await process in launches {
@@ -68,7 +103,7 @@ public final class Pool: Sendable {
 
     /// Stops taking turns; idle spares and start-ups are retired, busy turns go on.
     public func drain() {
-        perform(state.withLock { $0.machine.drain(now: .now) })
+        perform(mutate { $0.machine.drain(now: .now) })
     }
 
     /// Retires every process, busy or not (the end of a drain).
@@ -117,7 +152,7 @@ public final class Pool: Sendable {
     /// Sets the spares target at run time (until the next reload).
     public func resize(spares: Int) {
         perform(
-            state.withLock { state in
+            mutate { state in
                 state.config.spares = spares
                 return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
             }
@@ -143,8 +178,20 @@ public final class Pool: Sendable {
     }
 
     private func obtain() async throws(PrewarmError) -> (SpareID, StartKind) {
-        let (decision, actions) = state.withLock { $0.machine.turnArrived(now: .now) }
+        let (decision, actions, shortfall) = mutate { state in
+            let (decision, actions) = state.machine.turnArrived(now: .now)
+            // Short of memory: the other pools' idle spares make room for this turn.
+            let turn = state.machine.settings.costs?.turn ?? 0
+            let short = state.machine.room != nil && !state.machine.fits(turn)
+            return (decision, actions, short ? turn : nil)
+        }
         perform(actions)
+        if let shortfall {
+            switch decision {
+            case .take: break
+            case .wait, .reject: governor?.requestRoom(shortfall, for: name)
+            }
+        }
         switch decision {
         case .take(let spare):
             return (spare, .warm)
@@ -173,7 +220,7 @@ public final class Pool: Sendable {
     }
 
     private func cancelWait(_ waiter: WaiterID) {
-        let (continuation, actions) = state.withLock { state in
+        let (continuation, actions) = mutate { state in
             let continuation = state.waiters.removeValue(forKey: waiter)
             state.early[waiter] = nil
             return (continuation, state.machine.waiterCancelled(waiter, now: .now))
@@ -190,12 +237,23 @@ public final class Pool: Sendable {
             let waited = state.withLock { ChildProcess.milliseconds($0.config.waitTimeout) }
             return PrewarmError(.waitTimeout, "pool \(name) had no spare within \(waited) ms (wait_timeout_ms); retry later or raise spares", retryAfter: 1)
         case .poolFailing:
-            let last = state.withLock { $0.machine.lastError } ?? "unknown"
+            let last = mutate { $0.machine.lastError } ?? "unknown"
             return PrewarmError(.poolFailing, "pool \(name) is failing: its start-ups keep failing (last: \(last)); see prewarm status")
         case .draining:
             return PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
         case .startFailed(let why):
             return PrewarmError(.startFailed, "the process started for this turn failed: \(why)")
+        case .memoryExhausted:
+            let (costs, pressure) = state.withLock { ($0.costs, $0.machine.pressure) }
+            let why =
+                pressure
+                ? "the cgroup is above its high watermark (memory pressure)"
+                : "its peak (\(costs.turn >> 20) MiB) does not fit in the memory budget next to the turns running"
+            return PrewarmError(
+                .memoryExhausted,
+                "pool \(name) cannot take this turn now: \(why); retry later, or see GET /v1/memory and prewarm size",
+                retryAfter: 1
+            )
         }
     }
 
@@ -232,10 +290,84 @@ public final class Pool: Sendable {
         continuation?.resume(with: result.mapError { $0 as any Error })
     }
 
+    // MARK: - Memory
+
+    var idleCount: Int { state.withLock { $0.machine.idleCount } }
+
+    /// Measures the processes (`groups`: process group -> members, from one /proc scan):
+    /// a spare once at readiness, a busy process on every sample (its peak is kept until
+    /// the turn ends). A process's cost includes its group: MCP servers, tools. With `all`,
+    /// every process is read, and the sum returned (the pools' own usage).
+    @discardableResult
+    func sampleMemory(groups: [Int32: [Int32]], root: SystemRoot, all: Bool = false) -> Int {
+        let targets = state.withLock { state in
+            state.processes.compactMap { id, process -> (SpareID, Int32, busy: Bool)? in
+                guard let pid = process.pid else { return nil }
+                switch state.machine.processes[id] {
+                case .idle where !state.measuredReady.contains(id): return (id, pid, false)
+                case .busy: return (id, pid, true)
+                default: return all ? (id, pid, false) : nil
+                }
+            }
+        }
+        guard !targets.isEmpty else { return 0 }
+        var readings: [(SpareID, Int, busy: Bool, members: [Int32])] = []
+        for (id, pid, busy) in targets {
+            guard let reading = ProcessMemory.group(pid, groups: groups, root: root) else { continue }
+            readings.append((id, Int(clamping: reading.cost), busy, groups[pid] ?? [pid]))
+        }
+        perform(
+            mutate { state in
+                let before = state.costs
+                for (id, bytes, busy, members) in readings {
+                    state.members[id] = members
+                    if busy {
+                        state.busyPeaks[id] = max(state.busyPeaks[id] ?? 0, bytes)
+                    } else if case .idle = state.machine.processes[id], state.measuredReady.insert(id).inserted {
+                        state.spareCost.record(bytes)
+                    }
+                }
+                return state.costs == before ? [] : state.machine.setCosts(state.costs, now: .now)
+            }
+        )
+        return readings.reduce(0) { $0 + $1.1 }
+    }
+
+    /// Retires idle spares, oldest first, until `bytes` are freed; returns the bytes freed.
+    func shedIdle(upTo bytes: Int) -> Int {
+        let (freed, actions) = mutate { $0.machine.shedIdle(upTo: bytes, now: .now) }
+        perform(actions)
+        if freed > 0 { logger.info("idle spares shed for memory", metadata: ["memory.freed_mib": "\(freed >> 20)"]) }
+        return freed
+    }
+
+    public func memoryStatus() -> MemoryStatus.PoolMemory {
+        mutate { state in
+            MemoryStatus.PoolMemory(
+                name: name,
+                spareBytes: state.spareCost.value,
+                turnPeakBytes: state.turnPeak.value,
+                measured: state.spareCost.measured && state.turnPeak.measured,
+                spareMeasured: state.spareCost.measured,
+                turnMeasured: state.turnPeak.measured,
+                charged: state.machine.chargedBytes,
+                maxProcesses: state.machine.memoryMaxProcesses,
+                spares: state.config.spares,
+                effectiveSpares: state.machine.effectiveSpares,
+                shed: state.machine.counters.shed
+            )
+        }
+    }
+
+    /// The pool's memory estimates now (measured, or configured).
+    public var memoryCosts: (costs: MemoryCosts, measured: Bool) {
+        state.withLock { ($0.costs, $0.spareCost.measured && $0.turnPeak.measured) }
+    }
+
     // MARK: - Status
 
     public func status() -> PoolStatus {
-        state.withLock { state in
+        mutate { state in
             let machine = state.machine
             let hasSamples = state.startupMillis.totalCount > 0
             return PoolStatus(
@@ -246,7 +378,7 @@ public final class Pool: Sendable {
                 waiting: machine.waitingCount,
                 targetSpares: state.config.spares,
                 effectiveSpares: machine.effectiveSpares,
-                maxProcesses: machine.settings.maxProcesses,
+                maxProcesses: machine.memoryMaxProcesses,
                 served: machine.counters.served,
                 warm: machine.counters.warm,
                 waited: machine.counters.waited,
@@ -254,6 +386,7 @@ public final class Pool: Sendable {
                 rejected: machine.counters.rejected,
                 startFailures: machine.counters.startFailures,
                 recycled: machine.counters.recycled,
+                shed: machine.counters.shed,
                 spawnMs: hasSamples
                     ? .init(p50: Int(state.startupMillis.valueAtPercentile(50)), p99: Int(state.startupMillis.valueAtPercentile(99)))
                     : .init(p50: nil, p99: nil),
@@ -268,7 +401,7 @@ public final class Pool: Sendable {
 extension Pool: ChildProcessDelegate {
     func processReady(_ id: SpareID, pid: pid_t, startup: Duration) {
         perform(
-            state.withLock { state in
+            mutate { state in
                 _ = state.startupMillis.record(UInt64(max(0, ChildProcess.milliseconds(startup))))
                 return state.machine.processReady(id, now: .now)
             }
@@ -276,21 +409,40 @@ extension Pool: ChildProcessDelegate {
     }
 
     func processStartFailed(_ id: SpareID, reason: String) {
-        perform(state.withLock { $0.machine.startFailed(id, reason: reason, now: .now) })
+        perform(mutate { $0.machine.startFailed(id, reason: reason, now: .now) })
     }
 
     func processExited(_ id: SpareID, reason: String) {
         logger.warning("spare exited while idle", metadata: ["process.spare": "\(id)", "reason": "\(reason)"])
-        perform(state.withLock { $0.machine.processExited(id, reason: reason, now: .now) })
+        perform(mutate { $0.machine.processExited(id, reason: reason, now: .now) })
     }
 
     func processTurnEnded(_ id: SpareID) {
-        perform(state.withLock { $0.machine.turnEnded(id, now: .now) })
+        // The turn's last reading, before the process is stopped: its members as last seen.
+        let (pid, members) = state.withLock { ($0.processes[id]?.pid, $0.members[id]) }
+        var final: Int?
+        if let pid {
+            final = (members ?? [pid]).compactMap { ProcessMemory.read(pid: $0) }.reduce(0) { $0 + Int(clamping: $1.cost) }
+        }
+        perform(
+            mutate { state in
+                var actions = state.machine.turnEnded(id, now: .now)
+                let peak = max(state.busyPeaks.removeValue(forKey: id) ?? 0, final ?? 0)
+                if peak > 0 {
+                    state.turnPeak.record(peak)
+                    actions += state.machine.setCosts(state.costs, now: .now)
+                }
+                return actions
+            }
+        )
     }
 
     func processGone(_ id: SpareID) {
-        let (actions, emptyWaiters) = state.withLock { state in
+        let (actions, emptyWaiters) = mutate { state in
             state.processes[id] = nil
+            state.measuredReady.remove(id)
+            state.busyPeaks[id] = nil
+            state.members[id] = nil
             let actions = state.machine.processGone(id, now: .now)
             guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>]()) }
             defer { state.emptyWaiters.removeAll() }

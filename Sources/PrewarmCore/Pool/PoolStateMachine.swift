@@ -12,6 +12,14 @@
 ///   become a spare, or go to the oldest waiting turn) or *dedicated* to one turn (a cold
 ///   start, `when_empty = "start"`);
 /// - a *waiter* is a turn that found no idle spare and waits for the next one.
+///
+/// Memory: with `Settings.costs` and a `room` (the budget less what other pools hold), every
+/// process is charged (start-ups and busy turns at the turn peak, idle spares at the spare
+/// cost) and nothing is started that does not fit. Busy turns come first: a turn that needs
+/// room sheds idle spares to get it; spares are what gets shed, never busy turns. Under
+/// `pressure` (the cgroup near its limit) no process is started at all. The caller sets
+/// `room` and `pressure` before each event, under the same lock as the charge it records
+/// after it, so the check and the charge are one step.
 public struct PoolStateMachine: Sendable {
     public typealias Instant = ContinuousClock.Instant
 
@@ -28,6 +36,8 @@ public struct PoolStateMachine: Sendable {
         public var backoffMax: Duration
         /// Consecutive start-up failures after which the pool is failing.
         public var failingAfter: Int
+        /// What one process costs; nil when memory is not governed.
+        public var costs: MemoryCosts?
 
         public init(
             spares: Int,
@@ -39,8 +49,10 @@ public struct PoolStateMachine: Sendable {
             maxIdle: Duration = .seconds(3600),
             backoffInitial: Duration = .seconds(1),
             backoffMax: Duration = .seconds(60),
-            failingAfter: Int = 3
+            failingAfter: Int = 3,
+            costs: MemoryCosts? = nil
         ) {
+            self.costs = costs
             self.spares = spares
             self.maxProcesses = maxProcesses
             self.maxStarting = maxStarting
@@ -81,8 +93,9 @@ public struct PoolStateMachine: Sendable {
         case starting(dedicatedTo: WaiterID?)
         case idle(since: Instant)
         case busy
-        /// Asked to stop; still holds its resources until `processGone`.
-        case retiring
+        /// Asked to stop; still holds its memory until `processGone`: a spare's if it was
+        /// idle (or just ready), a turn's otherwise.
+        case retiring(wasIdle: Bool)
     }
 
     struct Waiter: Sendable, Equatable {
@@ -104,6 +117,10 @@ public struct PoolStateMachine: Sendable {
     public private(set) var lastError: String?
     public private(set) var draining = false
     public private(set) var counters = Counters()
+    /// Bytes this pool may hold in all: the budget less what the other pools hold. nil: no limit.
+    public var room: Int?
+    /// The cgroup is above its high watermark: start nothing.
+    public var pressure = false
 
     public struct Counters: Sendable, Equatable {
         public var served = 0
@@ -113,6 +130,8 @@ public struct PoolStateMachine: Sendable {
         public var rejected = 0
         public var startFailures = 0
         public var recycled = 0
+        /// Idle spares retired to make room for turns, or under memory pressure.
+        public var shed = 0
     }
 
     public init(settings: Settings) {
@@ -123,7 +142,7 @@ public struct PoolStateMachine: Sendable {
 
     public var idleCount: Int { processes.values.count { if case .idle = $0 { true } else { false } } }
     public var busyCount: Int { processes.values.count { $0 == .busy } }
-    public var retiringCount: Int { processes.values.count { $0 == .retiring } }
+    public var retiringCount: Int { processes.values.count { if case .retiring = $0 { true } else { false } } }
     /// All start-ups under way, the pool's and the dedicated ones.
     public var startingCount: Int { processes.values.count { if case .starting = $0 { true } else { false } } }
     /// Start-ups that will become spares or go to waiters (not dedicated to one turn).
@@ -132,8 +151,80 @@ public struct PoolStateMachine: Sendable {
     public var totalCount: Int { processes.count }
     /// The pool is failing after `failingAfter` start-up failures in a row, until one succeeds.
     public var failing: Bool { consecutiveFailures >= settings.failingAfter }
-    /// The number of idle spares the pool aims for.
-    public var effectiveSpares: Int { min(settings.spares, settings.maxProcesses) }
+    /// The number of idle spares the pool aims for: the configured `spares`, or what fits.
+    public var effectiveSpares: Int {
+        min(settings.spares, settings.maxProcesses, memorySpares ?? .max)
+    }
+
+    // MARK: - Memory
+
+    /// What each process is charged now, in bytes.
+    public var chargedBytes: Int {
+        guard let costs = settings.costs else { return 0 }
+        return processes.values.reduce(0) { $0 + Self.charge($1, costs) }
+    }
+
+    static func charge(_ state: ProcessState, _ costs: MemoryCosts) -> Int {
+        switch state {
+        case .starting, .busy: costs.turn
+        case .idle: costs.spare
+        case .retiring(let wasIdle): wasIdle ? costs.spare : costs.turn
+        }
+    }
+
+    /// Whether `extra` more bytes fit in the room. A retiring spare has its stdin closed and
+    /// is gone within milliseconds, so a turn taking a warm spare may count its bytes as free
+    /// (`countRetiringSparesFree`); start-ups never do.
+    func fits(_ extra: Int, countRetiringSparesFree: Bool = false) -> Bool {
+        guard let room, let costs = settings.costs else { return true }
+        var charged = chargedBytes
+        if countRetiringSparesFree {
+            charged -= processes.values.count { $0 == .retiring(wasIdle: true) } * costs.spare
+        }
+        return charged + extra <= room
+    }
+
+    /// How many spares fit next to the busy turns and start-ups dedicated to turns, leaving
+    /// room for one spare to become a turn (its peak over its idle cost) without shedding.
+    var memorySpares: Int? {
+        guard let room, let costs = settings.costs, costs.spare > 0 else { return nil }
+        var held = 0
+        for state in processes.values {
+            switch state {
+            case .idle, .starting(dedicatedTo: nil): break
+            default: held += Self.charge(state, costs)
+            }
+        }
+        let headroom = max(0, costs.turn - costs.spare)
+        return max(0, (room - held - headroom) / costs.spare)
+    }
+
+    /// The most processes this pool could run at once, all busy, in its room.
+    public var memoryMaxProcesses: Int {
+        guard let room, let costs = settings.costs, costs.turn > 0 else { return settings.maxProcesses }
+        return min(settings.maxProcesses, max(0, room / costs.turn))
+    }
+
+    /// New estimates of what a process costs (measured, or a reload).
+    public mutating func setCosts(_ costs: MemoryCosts?, now: Instant) -> [Action] {
+        settings.costs = costs
+        var actions: [Action] = []
+        shedWhileOverBudget(into: &actions)
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// Retires idle spares, oldest first, until `bytes` are freed or none is left (memory
+    /// pressure, or another pool's turn needs the room). Returns the bytes freed.
+    public mutating func shedIdle(upTo bytes: Int, now: Instant) -> (freed: Int, [Action]) {
+        var actions: [Action] = []
+        var freed = 0
+        while freed < bytes, let spare = oldestIdle() {
+            shed(spare, into: &actions)
+            freed += max(1, settings.costs?.spare ?? 1)
+        }
+        return (freed, actions)
+    }
 
     // MARK: - Events
 
@@ -155,21 +246,33 @@ public struct PoolStateMachine: Sendable {
             counters.rejected += 1
             return (.reject(.poolFailing), actions)
         }
-        if let spare = oldestIdle() {
-            processes[spare] = .busy
-            count(.warm)
-            refill(now: now, into: &actions)
-            return (.take(spare), actions)
+        if let spare = oldestIdle(), queue.isEmpty {
+            // Busy turns come first: shed other idle spares until the turn's peak fits.
+            let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
+            while !fits(extra, countRetiringSparesFree: true), let other = oldestIdle(excluding: spare) {
+                shed(other, into: &actions)
+            }
+            if fits(extra, countRetiringSparesFree: true) {
+                processes[spare] = .busy
+                count(.warm)
+                refill(now: now, into: &actions)
+                return (.take(spare), actions)
+            }
+            // Even alone, the spare cannot become a turn: the busy turns hold the memory.
+            return memoryExhausted(now: now, into: &actions)
         }
         // A start-up under way that no earlier waiter has claimed.
         if poolStartingCount > queue.count, queue.count < settings.maxWaiting {
             return (.wait(enqueue(now: now)), actions)
         }
+        let memoryBlocked = pressure || !fits(settings.costs?.turn ?? 0)
         switch settings.whenEmpty {
         case .reject:
             counters.rejected += 1
             refill(now: now, into: &actions)
-            return (.reject(.noCapacity), actions)
+            return (.reject(memoryBlocked ? .memoryExhausted : .noCapacity), actions)
+        case .start where totalCount < settings.maxProcesses && !inBackoff(now) && memoryBlocked:
+            return memoryExhausted(now: now, into: &actions)
         case .start where totalCount < settings.maxProcesses && !inBackoff(now):
             let waiter = makeWaiterID()
             let spare = makeSpareID()
@@ -189,6 +292,17 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
+    /// No room for the turn: it waits for memory if the pool waits, else it is refused.
+    private mutating func memoryExhausted(now: Instant, into actions: inout [Action]) -> (TurnDecision, [Action]) {
+        if settings.whenEmpty == .wait, queue.count < settings.maxWaiting {
+            let waiter = enqueue(now: now)
+            refill(now: now, into: &actions)
+            return (.wait(waiter), actions)
+        }
+        counters.rejected += 1
+        return (.reject(.memoryExhausted), actions)
+    }
+
     /// A start-up reached readiness.
     public mutating func processReady(_ spare: SpareID, now: Instant) -> [Action] {
         var actions: [Action] = []
@@ -206,7 +320,7 @@ public struct PoolStateMachine: Sendable {
             count(.waited)
             actions.append(.deliver(waiter.id, spare, .waited))
         } else if draining || idleCount >= effectiveSpares {
-            processes[spare] = .retiring
+            processes[spare] = .retiring(wasIdle: true)
             actions.append(.retire(spare))
         } else {
             processes[spare] = .idle(since: now)
@@ -251,10 +365,10 @@ public struct PoolStateMachine: Sendable {
         switch processes[spare] {
         case .idle:
             lastError = reason
-            processes[spare] = .retiring
+            processes[spare] = .retiring(wasIdle: true)
             actions.append(.retire(spare))
         case .busy:
-            processes[spare] = .retiring
+            processes[spare] = .retiring(wasIdle: false)
         default:
             break
         }
@@ -266,7 +380,7 @@ public struct PoolStateMachine: Sendable {
     public mutating func turnEnded(_ spare: SpareID, now: Instant) -> [Action] {
         var actions: [Action] = []
         if processes[spare] == .busy {
-            processes[spare] = .retiring
+            processes[spare] = .retiring(wasIdle: false)
         }
         refill(now: now, into: &actions)
         return actions
@@ -309,11 +423,12 @@ public struct PoolStateMachine: Sendable {
         }
         for (spare, state) in processes {
             if case .idle(let since) = state, since.advanced(by: settings.maxIdle) <= now {
-                processes[spare] = .retiring
+                processes[spare] = .retiring(wasIdle: true)
                 counters.recycled += 1
                 actions.append(.retire(spare))
             }
         }
+        shedWhileOverBudget(into: &actions)
         refill(now: now, into: &actions)
         return actions
     }
@@ -324,7 +439,7 @@ public struct PoolStateMachine: Sendable {
         settings.spares = spares
         settings.maxProcesses = maxProcesses
         while idleCount > effectiveSpares, let spare = oldestIdle() {
-            processes[spare] = .retiring
+            processes[spare] = .retiring(wasIdle: true)
             actions.append(.retire(spare))
         }
         refill(now: now, into: &actions)
@@ -349,7 +464,8 @@ public struct PoolStateMachine: Sendable {
                     actions.append(.reject(owner, .draining))
                     dedicated[spare] = nil
                 }
-                processes[spare] = .retiring
+                let wasIdle = if case .idle = state { true } else { false }
+                processes[spare] = .retiring(wasIdle: wasIdle)
                 actions.append(.retire(spare))
             case .busy, .retiring:
                 break
@@ -360,12 +476,23 @@ public struct PoolStateMachine: Sendable {
 
     // MARK: - Internals
 
-    /// Starts processes until the pool's spares and waiters are covered, within
-    /// `max_starting`, `max_processes` and the backoff.
+    /// Hands idle spares to waiting turns while their peaks fit (turns that waited for
+    /// memory), then starts processes until the pool's spares and waiters are covered,
+    /// within `max_starting`, `max_processes`, the memory room and the backoff.
     private mutating func refill(now: Instant, into actions: inout [Action]) {
-        guard !draining, !inBackoff(now) else { return }
+        guard !draining else { return }
+        let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
+        while let waiter = queue.first, let spare = oldestIdle(), fits(extra, countRetiringSparesFree: true) {
+            queue.removeFirst()
+            processes[spare] = .busy
+            count(.waited)
+            actions.append(.deliver(waiter.id, spare, .waited))
+        }
+        guard !inBackoff(now), !pressure else { return }
         var wanted = effectiveSpares + queue.count - idleCount - poolStartingCount
-        while wanted > 0, startingCount < settings.maxStarting, totalCount < settings.maxProcesses {
+        while wanted > 0, startingCount < settings.maxStarting, totalCount < settings.maxProcesses,
+            fits(settings.costs?.turn ?? 0)
+        {
             let spare = makeSpareID()
             processes[spare] = .starting(dedicatedTo: nil)
             actions.append(.start(spare))
@@ -387,9 +514,23 @@ public struct PoolStateMachine: Sendable {
         return min(delay, settings.backoffMax)
     }
 
-    private func oldestIdle() -> SpareID? {
+    /// Retires an idle spare to free memory.
+    private mutating func shed(_ spare: SpareID, into actions: inout [Action]) {
+        processes[spare] = .retiring(wasIdle: true)
+        counters.shed += 1
+        actions.append(.retire(spare))
+    }
+
+    /// The room shrank (other pools grew, estimates rose): shed idle spares until the pool fits.
+    private mutating func shedWhileOverBudget(into actions: inout [Action]) {
+        while !fits(0, countRetiringSparesFree: true), let spare = oldestIdle() {
+            shed(spare, into: &actions)
+        }
+    }
+
+    private func oldestIdle(excluding excluded: SpareID? = nil) -> SpareID? {
         var best: (SpareID, Instant)?
-        for (spare, state) in processes {
+        for (spare, state) in processes where spare != excluded {
             if case .idle(let since) = state, best == nil || since < best!.1 || (since == best!.1 && spare < best!.0) {
                 best = (spare, since)
             }
@@ -461,4 +602,19 @@ public enum RejectReason: Sendable, Equatable {
     case draining
     /// The process started for this turn (a cold start) failed.
     case startFailed(String)
+    /// The turn's memory does not fit in the budget (or the cgroup is under pressure).
+    case memoryExhausted
+}
+
+/// What one process of a pool is charged against the memory budget, in bytes.
+public struct MemoryCosts: Sendable, Equatable {
+    /// An idle spare, as measured at readiness.
+    public var spare: Int
+    /// A start-up or a busy turn: the turn's peak.
+    public var turn: Int
+
+    public init(spare: Int, turn: Int) {
+        self.spare = spare
+        self.turn = turn
+    }
 }

@@ -22,6 +22,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var rejected: Int
     public var startFailures: Int
     public var recycled: Int
+    /// Idle spares retired to make room (for turns, or under memory pressure).
+    public var shed: Int
     /// Start-up to readiness, in milliseconds.
     public var spawnMs: Percentiles
     public var failing: Bool
@@ -36,7 +38,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case maxProcesses = "max_processes"
         case served, warm, waited, cold, rejected
         case startFailures = "start_failures"
-        case recycled
+        case recycled, shed
         case spawnMs = "spawn_ms"
         case failing
         case lastError = "last_error"
@@ -60,6 +62,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(rejected, forKey: .rejected)
         try container.encode(startFailures, forKey: .startFailures)
         try container.encode(recycled, forKey: .recycled)
+        try container.encode(shed, forKey: .shed)
         try container.encode(spawnMs, forKey: .spawnMs)
         try container.encode(failing, forKey: .failing)
         try container.encode(lastError, forKey: .lastError)  // null when none, not absent
