@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import PrewarmClient
 import PrewarmCore
+import PrewarmServer
 
 #if canImport(Glibc)
 import Glibc
@@ -27,15 +28,22 @@ final class TestDaemon: @unchecked Sendable {
 
     /// Starts a daemon with `pools` (TOML `[[pool]]` tables; `FAKE` stands for the fake agent's
     /// path) and waits until it answers `/healthz`.
-    init(pools: String, top: String = "", waitForIdle: Bool = true) async throws {
+    /// With `cgroup`, the daemon starts inside that cgroup directory (its children follow).
+    init(pools: String, top: String = "", waitForIdle: Bool = true, cgroup: String? = nil) async throws {
         directory = try Self.makeTemporaryDirectory()
         socket = directory + "/prewarm.sock"
         logPath = directory + "/daemon.log"
         let config = directory + "/prewarm.toml"
         try (top + "\n" + pools.replacingOccurrences(of: "FAKE", with: Self.fakeAgent)).write(toFile: config, atomically: true, encoding: .utf8)
         process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.prewarm)
-        process.arguments = ["serve", "--config", config, "--socket", socket]
+        if let cgroup {
+            // The shell joins the cgroup, then becomes the daemon (same pid).
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$1\" serve --config \"$2\" --socket \"$3\"", cgroup, Self.prewarm, config, socket]
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.prewarm)
+            process.arguments = ["serve", "--config", config, "--socket", socket]
+        }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardError = log
@@ -60,8 +68,12 @@ final class TestDaemon: @unchecked Sendable {
 
     func pools() async throws -> [PoolStatus] {
         let response = try await client.request(.GET, "/v1/pools")
-        struct List: Decodable { var pools: [PoolStatus] }
-        return try JSONDecoder().decode(List.self, from: Data(response.body.readableBytesView)).pools
+        return try JSONDecoder().decode(PoolList.self, from: Data(response.body.readableBytesView)).pools
+    }
+
+    func memory() async throws -> MemoryStatus {
+        let response = try await client.request(.GET, "/v1/memory")
+        return try JSONDecoder().decode(MemoryStatus.self, from: Data(response.body.readableBytesView))
     }
 
     func pool(_ name: String) async throws -> PoolStatus {
