@@ -63,12 +63,24 @@ let package = Package(
             ],
             swiftSettings: strictSwift6
         ),
+        // `prewarm bench`: targets, load shapes, the report and its chart.
+        .target(
+            name: "PrewarmBench",
+            dependencies: [
+                "PrewarmCore",
+                "PrewarmClient",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6
+        ),
         .executableTarget(
             name: "PrewarmCLI",
             dependencies: [
                 "PrewarmCore",
                 "PrewarmServer",
                 "PrewarmClient",
+                "PrewarmBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -86,6 +98,7 @@ let package = Package(
             name: "PrewarmTests",
             dependencies: [
                 "PrewarmCore",
+                "PrewarmBench",
                 "PrewarmServer",
                 "PrewarmClient",
                 .product(name: "NIOCore", package: "swift-nio"),

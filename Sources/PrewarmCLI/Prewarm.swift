@@ -10,7 +10,7 @@ struct Prewarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prewarm",
         abstract: "Keeps already-initialised agent CLI processes ready, one per turn.",
-        subcommands: [Serve.self, Turn.self, Status.self, Size.self, Keeper.self]
+        subcommands: [Serve.self, Turn.self, Status.self, Size.self, Bench.self, Keeper.self]
     )
 }
 

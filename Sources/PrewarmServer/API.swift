@@ -20,9 +20,9 @@ public struct API: Sendable {
             router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs))
         }
         router.get("/healthz") { _, _ in
-            broker.draining
-                ? Self.json(["status": "draining"], status: .serviceUnavailable)
-                : Self.json(["status": "ok"])
+            var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid())))
+            if broker.draining { response.status = .serviceUnavailable }
+            return response
         }
         router.get("/v1/pools") { _, _ in
             try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
@@ -88,6 +88,12 @@ public struct API: Sendable {
 }
 
 /// `GET /v1/pools`.
+/// `GET /healthz`: `ok` or `draining`, and the daemon's pid (for tools that watch it).
+public struct Health: Codable, Sendable {
+    public var status: String
+    public var pid: Int
+}
+
 public struct PoolList: Codable, Sendable {
     public var pools: [PoolStatus]
 }

@@ -176,7 +176,7 @@ struct MemoryBudgetTests {
     /// never exceeds its room: the check and the charge are one step.
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
     func neverOvershoots(seed: UInt64) {
-        var random = SplitMix64(seed: seed)
+        var random = SeededGenerator(seed: seed)
         for whenEmpty in WhenEmpty.allCases {
             var m = machine(spares: 6, spare: 150, turn: 350, room: 900, whenEmpty: whenEmpty, maxStarting: 3)
             _ = m.start(now: t0)
@@ -216,18 +216,5 @@ struct MemoryBudgetTests {
         #expect(estimate.value > 300, "and decays slowly: \(estimate.value)")
         for _ in 0..<200 { estimate.record(200) }
         #expect(estimate.value == 200, "an old outlier stops counting: \(estimate.value)")
-    }
-}
-
-/// A small seeded generator, so a failing sequence can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -165,6 +165,19 @@ public struct PoolConfig: Sendable, Equatable {
         self.turn = turn
     }
 
+    /// The child's environment: only the pool's `env`, its `pass_env` names, PATH, HOME and
+    /// LANG from the daemon's; never NOTIFY_SOCKET (it is the daemon's, for systemd).
+    public func childEnvironment(from daemon: [String: String]) -> [String: String] {
+        var result: [String: String] = [:]
+        for name in ["PATH", "HOME", "LANG"] + passEnv where name != "NOTIFY_SOCKET" {
+            if let value = daemon[name] { result[name] = value }
+        }
+        for (name, value) in env where name != "NOTIFY_SOCKET" {
+            result[name] = value
+        }
+        return result
+    }
+
     /// spares + starting + busy at most (PHP-FPM's `pm.max_children`).
     public var maxProcesses: Int { maxProcessesSetting ?? spares + 8 }
 

@@ -411,14 +411,9 @@ final class ChildProcess: Sendable {
 
     // MARK: - Helpers
 
-    /// The child gets only the pool's `env`, its `pass_env` names, PATH, HOME and LANG;
-    /// never NOTIFY_SOCKET (it is the daemon's, for systemd).
     private func childEnvironment() -> [Environment.Key: String] {
         var result: [Environment.Key: String] = [:]
-        for name in ["PATH", "HOME", "LANG"] + config.passEnv where name != "NOTIFY_SOCKET" {
-            if let value = environment[name] { result[Environment.Key(stringLiteral: name)] = value }
-        }
-        for (name, value) in config.env where name != "NOTIFY_SOCKET" {
+        for (name, value) in config.childEnvironment(from: environment) {
             result[Environment.Key(stringLiteral: name)] = value
         }
         return result
