@@ -65,7 +65,7 @@ final class DaemonMonitor: Sendable {
         let cpu = pid.flatMap(Self.cpuSeconds)
         state.withLock { $0.cpuStart = cpu }
         while !Task.isCancelled {
-            let at = milliseconds(origin.duration(to: .now)) / 1000
+            let at = origin.duration(to: .now).milliseconds / 1000
             if let response = try? await client.request(.GET, "/v1/pools/\(pool)"), response.status == 200,
                 let status = try? JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView))
             {
@@ -136,7 +136,7 @@ public struct BenchRunner: Sendable {
                             let index = next.increment() - 1
                             guard index < turns else { return mine }
                             let arrival = ContinuousClock.now
-                            let at = milliseconds(origin.duration(to: arrival)) / 1000
+                            let at = origin.duration(to: arrival).milliseconds / 1000
                             mine.append(await target.turn(index: index, arrival: arrival, at: at))
                             report(done.increment(), of: turns, target.name)
                         }
@@ -163,7 +163,7 @@ public struct BenchRunner: Sendable {
         watching?.cancel()
         _ = await watching?.value
         let watched = watcher?.finish()
-        progress("\(target.name): \(total) turns done in \(String(format: "%.1f", milliseconds(origin.duration(to: .now)) / 1000)) s")
+        progress("\(target.name): \(total) turns done in \(String(format: "%.1f", origin.duration(to: .now).milliseconds / 1000)) s")
         return TargetResult(
             name: target.name,
             samples: samples.sorted { $0.index < $1.index },

@@ -1,11 +1,10 @@
 import Foundation
-import NIOCore
-import PrewarmClient
 import PrewarmCore
 
-/// One turn as the harness saw it. Times in milliseconds from the turn's start: its arrival
-/// for the daemon and `spawn` (they include any queueing), the moment the request is written
-/// for `direct-warm` (its process was made ready beforehand).
+/// One turn as the harness saw it. Times in milliseconds from the moment the harness sends
+/// the turn (connects to the daemon, spawns the CLI); for `direct-warm`, from the moment the
+/// request is written (its process was made ready beforehand). A turn that waited for a
+/// spare includes its wait.
 public struct TurnSample: Sendable, Codable, Equatable {
     public var index: Int
     /// Seconds from the run's start to the turn's arrival.
@@ -54,53 +53,59 @@ public struct FirstTokenRule: Sendable {
     }
 }
 
-func milliseconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-}
 
 // MARK: - The daemon
 
-/// Turns sent to a pool of a running daemon, as an upstream service would.
+/// Turns sent to a pool of a running daemon, as an upstream service would: one connection
+/// per turn, the body as stream-json lines, the response read as it streams.
 public struct PoolTarget: BenchTarget {
     public let name: String
     let pool: String
-    let client: UnixHTTPClient
+    let socket: String
     let body: String
     let firstToken: FirstTokenRule
 
     public init(pool: String, socket: String, body: String, firstToken: FirstTokenRule) {
         self.name = "prewarm:\(pool)"
         self.pool = pool
-        self.client = UnixHTTPClient(socketPath: socket)
+        self.socket = socket
         self.body = body
         self.firstToken = firstToken
     }
 
     public func turn(index: Int, arrival: ContinuousClock.Instant, at: Double) async -> TurnSample {
+        await onThread { self.blockingTurn(index: index, at: at) }
+    }
+
+    private func blockingTurn(index: Int, at: Double) -> TurnSample {
         var sample = TurnSample(index: index, at: at, outcome: "broken")
-        var pending: [UInt8] = []
-        var errorBody = ""
+        let started = ContinuousClock.now
         do {
-            let trailers = try await client.stream(
-                .POST, "/v1/pools/\(pool)/turns", headers: [("Content-Type", "application/x-ndjson")], body: ByteBuffer(string: body)
-            ) { head in
-                sample.status = head.status
-                sample.start = head.headers.first(name: "Prewarm-Start")
-                sample.waitMs = head.headers.first(name: "Prewarm-Wait-Ms").flatMap(Double.init)
-                sample.pid = head.headers.first(name: "Prewarm-Pid").flatMap(Int.init)
-            } onBody: { chunk in
+            let connection = try BlockingHTTPConnection(socketPath: socket)
+            let bodyBytes = Array(body.utf8)
+            let head =
+                "POST /v1/pools/\(pool)/turns HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\n"
+                + "Content-Length: \(bodyBytes.count)\r\nTE: trailers\r\nConnection: close\r\n\r\n"
+            try connection.send(Array(head.utf8) + bodyBytes)
+            let (status, headers) = try connection.readHead()
+            sample.status = status
+            sample.start = headers["prewarm-start"]
+            sample.waitMs = headers["prewarm-wait-ms"].flatMap(Double.init)
+            sample.pid = headers["prewarm-pid"].flatMap(Int.init)
+            var pending: [UInt8] = []
+            var errorBody: [UInt8] = []
+            let trailers = try connection.readBody(headers: headers) { piece in
                 let now = ContinuousClock.now
-                guard sample.status == 200 else {
-                    errorBody += String(buffer: chunk)
+                guard status == 200 else {
+                    errorBody += piece
                     return
                 }
-                if sample.firstByteMs == nil { sample.firstByteMs = milliseconds(arrival.duration(to: now)) }
+                if sample.firstByteMs == nil { sample.firstByteMs = started.duration(to: now).milliseconds }
                 guard sample.firstTokenMs == nil else { return }
-                pending.append(contentsOf: chunk.readableBytesView)
+                pending += piece
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = pending[..<newline]
-                    if firstToken.matches(line) {
-                        sample.firstTokenMs = milliseconds(arrival.duration(to: now))
+                    if firstToken.matches(pending[..<newline]) {
+                        sample.firstTokenMs = started.duration(to: now).milliseconds
                         pending.removeAll()
                         break
                     }
@@ -108,20 +113,21 @@ public struct PoolTarget: BenchTarget {
                 }
             }
             let end = ContinuousClock.now
-            switch sample.status {
+            let errorCode = Self.errorCode(String(decoding: errorBody, as: UTF8.self))
+            switch status {
             case 200:
-                let outcome = trailers?.first(name: "Prewarm-Outcome") ?? "unknown"
+                let outcome = trailers["prewarm-outcome"] ?? "unknown"
                 sample.outcome = outcome == "completed" ? "completed" : "broken"
                 if outcome != "completed" { sample.detail = "outcome \(outcome)" }
-                sample.completionMs = milliseconds(arrival.duration(to: end))
+                sample.completionMs = started.duration(to: end).milliseconds
             case 429:
                 sample.outcome = "429"
-                sample.detail = Self.errorCode(errorBody)
+                sample.detail = errorCode
             case 503:
                 sample.outcome = "503"
-                sample.detail = Self.errorCode(errorBody)
+                sample.detail = errorCode
             default:
-                sample.detail = "HTTP \(sample.status ?? 0): \(Self.errorCode(errorBody) ?? "")"
+                sample.detail = "HTTP \(status): \(errorCode ?? "")"
             }
         } catch {
             sample.detail = "\(error)"
@@ -134,6 +140,15 @@ public struct PoolTarget: BenchTarget {
             let error = object["error"] as? [String: Any]
         else { return nil }
         return error["code"] as? String
+    }
+}
+
+/// Runs blocking work on a thread of its own: no task or event-loop hop on the clock.
+func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: work()) }
+        thread.stackSize = 1 << 20
+        thread.start()
     }
 }
 
@@ -183,18 +198,12 @@ public struct CommandTarget: BenchTarget {
     }
 
     public func turn(index: Int, arrival: ContinuousClock.Instant, at: Double) async -> TurnSample {
-        // Blocking pipes on a thread of their own: no task or event-loop hop on the clock.
-        await withCheckedContinuation { continuation in
-            let thread = Thread {
-                continuation.resume(returning: self.blockingTurn(index: index, arrival: arrival, at: at))
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
-        }
+        await onThread { self.blockingTurn(index: index, at: at) }
     }
 
-    private func blockingTurn(index: Int, arrival: ContinuousClock.Instant, at: Double) -> TurnSample {
+    private func blockingTurn(index: Int, at: Double) -> TurnSample {
         var sample = TurnSample(index: index, at: at, start: prewarmed ? "warm" : "cold", outcome: "broken")
+        let sent = ContinuousClock.now
         let process: DirectProcess
         do {
             process = try DirectProcess(executable: executable, arguments: arguments, environment: environment, directory: directory)
@@ -218,7 +227,7 @@ public struct CommandTarget: BenchTarget {
                 if line.contains(substring: expected) { break }
             }
         }
-        let started = prewarmed ? ContinuousClock.now : arrival
+        let started = prewarmed ? ContinuousClock.now : sent
         guard process.write(body) else {
             sample.detail = "cannot write the turn"
             return sample
@@ -227,16 +236,16 @@ public struct CommandTarget: BenchTarget {
         if endMarker == nil { process.closeInput() }  // the turn ends at end of file
         while let line = process.readLine() {
             let now = ContinuousClock.now
-            if sample.firstByteMs == nil { sample.firstByteMs = milliseconds(started.duration(to: now)) }
-            if sample.firstTokenMs == nil && firstToken.matches(line) { sample.firstTokenMs = milliseconds(started.duration(to: now)) }
+            if sample.firstByteMs == nil { sample.firstByteMs = started.duration(to: now).milliseconds }
+            if sample.firstTokenMs == nil && firstToken.matches(line) { sample.firstTokenMs = started.duration(to: now).milliseconds }
             if let endMarker, line.contains(substring: endMarker) {
-                sample.completionMs = milliseconds(started.duration(to: now))
+                sample.completionMs = started.duration(to: now).milliseconds
                 sample.outcome = "completed"
                 return sample
             }
         }
         if endMarker == nil {
-            sample.completionMs = milliseconds(started.duration(to: .now))
+            sample.completionMs = started.duration(to: .now).milliseconds
             sample.outcome = "completed"
         } else {
             sample.detail = "exited before the end of the turn"

@@ -148,6 +148,8 @@ struct Bench: AsyncParsableCommand {
                 throw ExitStatus.fail(ExitStatus.usage, "--baseline needs --pool NAME of a pool in \(configuration.origin) (whose command it runs)")
             }
             for name in baseline {
+                // A quiet daemon: its refills must not share the CPU with the baseline.
+                for name in pool { try await Self.waitForSpares(UnixHTTPClient(socketPath: socket), pool: name, progress: progress) }
                 let target = CommandTarget(pool: poolConfig, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name == "direct-warm")
                 reports.append(TargetReport(await runner.run(target)))
             }

@@ -81,9 +81,16 @@ public struct UnixHTTPClient: Sendable {
                 requestHead.headers.add(name: "Content-Length", value: String(body.readableBytes))
             }
             requestHead.headers.add(name: "Connection", value: "close")
-            try await outbound.write(.head(requestHead))
-            if let body { try await outbound.write(.body(.byteBuffer(body))) }
-            try await outbound.write(.end(nil))
+            // One write for the whole request: a server may answer (and close) as soon as it
+            // has the head, and a separate write of the end would then fail.
+            var parts: [HTTPClientRequestPart] = [.head(requestHead)]
+            if let body { parts.append(.body(.byteBuffer(body))) }
+            parts.append(.end(nil))
+            do {
+                try await outbound.write(contentsOf: parts)
+            } catch {
+                // Closed under us: the answer may already be in; read it before giving up.
+            }
             var sawHead = false
             for try await part in inbound {
                 switch part {

@@ -48,7 +48,7 @@ struct TurnResponder {
             .contentType: "application/x-ndjson",
             .prewarmTurnID: turnID,
             .prewarmStart: lease.startKind.rawValue,
-            .prewarmWaitMs: String(Self.milliseconds(lease.waited)),
+            .prewarmWaitMs: String(lease.waited.wholeMilliseconds),
             .prewarmPid: String(lease.pid),
         ]
         if !outcomeLine {
@@ -123,9 +123,6 @@ struct TurnResponder {
         "t-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "")
     }
 
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-    }
 
     static func logTurn(
         _ logger: Logger, pool: String, turnID: String, lease: Lease, firstByte: Duration?, duration: Duration,
@@ -135,9 +132,9 @@ struct TurnResponder {
             "turn",
             metadata: [
                 "pool.name": "\(pool)", "turn.id": "\(turnID)", "process.pid": "\(lease.pid)",
-                "turn.start": "\(lease.startKind.rawValue)", "turn.wait_ms": "\(milliseconds(lease.waited))",
-                "turn.first_byte_ms": "\(firstByte.map { String(milliseconds($0)) } ?? "-")",
-                "turn.duration_ms": "\(milliseconds(duration))", "turn.outcome": "\(result.outcome.rawValue)",
+                "turn.start": "\(lease.startKind.rawValue)", "turn.wait_ms": "\(lease.waited.wholeMilliseconds)",
+                "turn.first_byte_ms": "\(firstByte.map { String($0.wholeMilliseconds) } ?? "-")",
+                "turn.duration_ms": "\(duration.wholeMilliseconds)", "turn.outcome": "\(result.outcome.rawValue)",
                 "turn.bytes_in": "\(bytesIn)", "turn.bytes_out": "\(bytesOut)",
             ]
         )
@@ -148,7 +145,7 @@ struct TurnResponder {
             "turn rejected",
             metadata: [
                 "pool.name": "\(pool)", "turn.id": "\(turnID)", "turn.outcome": "rejected",
-                "error.code": "\(error.code)", "turn.wait_ms": "\(milliseconds(arrived.duration(to: .now)))",
+                "error.code": "\(error.code)", "turn.wait_ms": "\(arrived.duration(to: .now).wholeMilliseconds)",
             ]
         )
     }

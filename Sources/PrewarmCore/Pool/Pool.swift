@@ -234,7 +234,7 @@ public final class Pool: Sendable {
         case .noCapacity:
             return PrewarmError(.noCapacity, "pool \(name) has no idle spare and no room to wait or start one; retry later or raise spares", retryAfter: 1)
         case .waitTimeout:
-            let waited = state.withLock { ChildProcess.milliseconds($0.config.waitTimeout) }
+            let waited = state.withLock { $0.config.waitTimeout.wholeMilliseconds }
             return PrewarmError(.waitTimeout, "pool \(name) had no spare within \(waited) ms (wait_timeout_ms); retry later or raise spares", retryAfter: 1)
         case .poolFailing:
             let last = mutate { $0.machine.lastError } ?? "unknown"
@@ -402,7 +402,7 @@ extension Pool: ChildProcessDelegate {
     func processReady(_ id: SpareID, pid: pid_t, startup: Duration) {
         perform(
             mutate { state in
-                _ = state.startupMillis.record(UInt64(max(0, ChildProcess.milliseconds(startup))))
+                _ = state.startupMillis.record(UInt64(max(0, startup.wholeMilliseconds)))
                 return state.machine.processReady(id, now: .now)
             }
         )

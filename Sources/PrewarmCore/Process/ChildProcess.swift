@@ -177,7 +177,7 @@ final class ChildProcess: Sendable {
                 "start-up failed",
                 metadata: [
                     "pool.name": "\(config.name)", "process.pid": "\(pid.map(String.init) ?? "-")",
-                    "startup.ms": "\(Self.milliseconds(started.duration(to: .now)))", "startup.outcome": "failed", "reason": "\(reason)",
+                    "startup.ms": "\(started.duration(to: .now).wholeMilliseconds)", "startup.outcome": "failed", "reason": "\(reason)",
                 ]
             )
             delegate.processStartFailed(id, reason: reason)
@@ -263,14 +263,14 @@ final class ChildProcess: Sendable {
                     "start-up ready",
                     metadata: [
                         "pool.name": "\(config.name)", "process.pid": "\(pid)",
-                        "startup.ms": "\(Self.milliseconds(startup))", "startup.outcome": "ready",
+                        "startup.ms": "\(startup.wholeMilliseconds)", "startup.outcome": "ready",
                     ]
                 )
                 delegate.processReady(id, pid: pid, startup: startup)
             case (.starting, .stdoutClosed):
                 return .startFailed("the process closed stdout before it was ready")
             case (.starting, .readyTimeout):
-                return .startFailed("not ready after \(Self.milliseconds(config.ready.timeout)) ms (ready.timeout_s)")
+                return .startFailed("not ready after \(config.ready.timeout.wholeMilliseconds) ms (ready.timeout_s)")
             case (.starting, .retire), (.idle, .retire):
                 phase.withLock { $0 = .ended }
                 return .retired
@@ -320,7 +320,7 @@ final class ChildProcess: Sendable {
                 case .stdoutClosed: outcome = .exited
                 case .turnTimeout:
                     outcome = .timeout
-                    detail = "no end of turn after \(Self.milliseconds(turn.timeout)) ms (turn_timeout_s)"
+                    detail = "no end of turn after \(turn.timeout.wholeMilliseconds) ms (turn_timeout_s)"
                 case .clientGone:
                     outcome = .killed
                     detail = "the client went away"
@@ -444,9 +444,6 @@ final class ChildProcess: Sendable {
         }
     }
 
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-    }
 }
 
 /// The three pipes of a child: the child's ends go to the spawn, ours to SwiftNIO.
