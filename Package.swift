@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "prewarm", targets: ["PrewarmCLI"]),
         .executable(name: "prewarm-fake-agent", targets: ["PrewarmFakeAgent"]),
+        .executable(name: "prewarm-fake-model", targets: ["PrewarmFakeModel"]),
         .library(name: "PrewarmCore", targets: ["PrewarmCore"]),
     ],
     dependencies: [
@@ -86,6 +87,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift6
+        ),
+        // A fake Anthropic Messages API on loopback, for the real CLI in tests and benchmarks.
+        .executableTarget(
+            name: "PrewarmFakeModel",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSwift6
         ),

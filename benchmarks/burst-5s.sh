@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/burst-5s.sh            results in benchmarks/results/burst-5s-N.{json,svg}
 source "$(dirname "$0")/common.sh"
-fake_pool "$work/pool.toml" '"--init-ms", "5000", "--ttft-ms", "50", "--tokens", "5", "--token-ms", "10"' 8 1 'wait_timeout_ms = 60000'
+fake_pool "$work/pool.toml" '"--init-ms", "5000", "--ttft-ms", "20", "--tokens", "5", "--token-ms", "10"' 8 1 'wait_timeout_ms = 60000'
 for n in 1 4 8; do
     "$bin/prewarm" bench --config "$work/pool.toml" --pool p --baseline spawn \
         --burst "$n" --every 60 --bursts 3 \

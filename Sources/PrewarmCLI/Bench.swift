@@ -232,10 +232,17 @@ struct Bench: AsyncParsableCommand {
 }
 
 /// A daemon started for a bench run: `prewarm serve` on a private socket, stopped after.
-struct BenchDaemon {
+/// (Foundation's Process is used from one task at a time, and from the signal handler.)
+final class BenchDaemon: @unchecked Sendable {
     let process: Process
     let socket: String
     let directory: String
+
+    init(process: Process, socket: String, directory: String) {
+        self.process = process
+        self.socket = socket
+        self.directory = directory
+    }
 
     static func start(config: String) async throws -> BenchDaemon {
         guard let executable = CommonOptions.executablePath else {
@@ -253,6 +260,7 @@ struct BenchDaemon {
         process.standardOutput = FileHandle(forWritingAtPath: log)
         try process.run()
         let daemon = BenchDaemon(process: process, socket: socket, directory: directory)
+        daemon.stopOnSignals()
         let client = UnixHTTPClient(socketPath: socket)
         for _ in 0..<300 {
             if (try? await client.request(.GET, "/healthz"))?.status == 200 { return daemon }
@@ -265,6 +273,24 @@ struct BenchDaemon {
         daemon.stop()
         throw ExitStatus.fail(ExitStatus.unavailable, "the daemon did not answer within 15 s")
     }
+
+    /// SIGINT or SIGTERM to the bench stops the daemon it started (which stops its
+    /// processes) before the bench exits: nothing it started outlives it.
+    func stopOnSignals() {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                self.stop()
+                exit(128 + number)
+            }
+            source.resume()
+            Self.signalSources.append(source)
+        }
+    }
+
+    /// Kept alive for the run; written once, before any signal can arrive.
+    nonisolated(unsafe) private static var signalSources: [any DispatchSourceSignal] = []
 
     func stop() {
         guard process.isRunning else { return }
