@@ -1,9 +1,14 @@
 # Shared by the benchmark scripts: a release build, and a pool configuration of the fake agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product prewarm >&2
-swift build -c release --product prewarm-fake-agent >&2
-bin=$(swift build -c release --show-bin-path)
+# PREWARM_BIN: a directory with release builds of prewarm and prewarm-fake-agent (skips the build).
+if [ -n "${PREWARM_BIN:-}" ]; then
+    bin=$PREWARM_BIN
+else
+    swift build -c release --product prewarm >&2
+    swift build -c release --product prewarm-fake-agent >&2
+    bin=$(swift build -c release --show-bin-path)
+fi
 out=benchmarks/results
 mkdir -p "$out"
 work=$(mktemp -d)

@@ -34,3 +34,35 @@ struct LineScannerTests {
         #expect(scanner.scan(ByteBuffer(string: "aaab\n"))[0].lineHasReady)
     }
 }
+
+/// `end_type`: the end of a turn is the line whose top-level JSON type matches, not any line
+/// that merely contains the text.
+@Suite("End type")
+struct EndTypeTests {
+    func ends(_ chunks: [String]) -> [Bool] {
+        var scanner = LineScanner(ready: nil, end: #""type":"result""#)
+        var check = EndTypeCheck(type: "result")
+        var found: [Bool] = []
+        for chunk in chunks {
+            for segment in scanner.scan(ByteBuffer(string: chunk)) {
+                let end = check.confirm(segment)
+                if segment.completesLine { found.append(end) }
+            }
+        }
+        return found
+    }
+
+    @Test func topLevelTypeOnly() {
+        let lines = [
+            #"{"type":"assistant","message":{"content":[{"type":"text","text":"x"}]},"nested":{"type":"result"}}"# + "\n",
+            #"{"type":"user","message":{"content":"{\"type\":\"result\"}"}}"# + "\n",
+            #"{"subtype":"success","type":"result","result":"done"}"# + "\n",
+        ]
+        #expect(ends(lines) == [false, false, true])
+    }
+
+    @Test func splitAcrossChunks() {
+        #expect(ends([#"{"type":"res"#, #"ult","x":1}"# + "\n"]) == [true])
+        #expect(ends(["not json \"type\":\"result\"\n"]) == [false])
+    }
+}

@@ -105,15 +105,24 @@ public struct PoolConfig: Sendable, Equatable {
     public struct TurnEnd: Sendable, Equatable {
         /// A substring; the stdout line containing it is the turn's last.
         public var end: String?
+        /// A JSON type: the stdout line whose top-level `type` is this is the turn's last
+        /// (the line is parsed, since the substring can appear inside tool output).
+        public var endType: String?
         /// Close stdin right after the request, for CLIs that read to EOF.
         public var closeStdin: Bool
         /// How the request body is checked: `ndjson` (every line JSON) or `raw`.
         public var input: InputFormat
 
-        public init(end: String? = nil, closeStdin: Bool = false, input: InputFormat = .ndjson) {
+        public init(end: String? = nil, endType: String? = nil, closeStdin: Bool = false, input: InputFormat = .ndjson) {
             self.end = end
+            self.endType = endType
             self.closeStdin = closeStdin
             self.input = input
+        }
+
+        /// The substring a candidate last line contains: `end`, else `"type":"<end_type>"`.
+        public var marker: String? {
+            end ?? endType.map { #""type":"\#($0)""# }
         }
     }
 

@@ -162,6 +162,7 @@ public struct ConfigurationLoader: Sendable {
         if let turnTable = try reader.table("turn") {
             var turn = TableReader(table: turnTable, path: "\(reader.path)turn.", origin: origin)
             pool.turn.end = try turn.string("end")
+            pool.turn.endType = try turn.string("end_type")
             pool.turn.closeStdin = try turn.bool("close_stdin") ?? false
             if let input = try turn.string("input") {
                 guard let format = PoolConfig.InputFormat(rawValue: input) else {
@@ -172,11 +173,11 @@ public struct ConfigurationLoader: Sendable {
             try turn.refuseUnknownKeys()
         }
         try reader.refuseUnknownKeys()
-        if pool.turn.end == nil && !pool.turn.closeStdin {
+        if pool.turn.end == nil && pool.turn.endType == nil && !pool.turn.closeStdin {
             throw ConfigError(
                 file: origin,
                 key: "\(reader.path)turn.end",
-                message: "a pool needs [pool.turn] end (the substring of a turn's last line) or close_stdin = true (the turn ends when the process exits)"
+                message: "a pool needs [pool.turn] end (the substring of a turn's last line), end_type (the top-level JSON type of its last line) or close_stdin = true (the turn ends when the process exits)"
             )
         }
         return pool

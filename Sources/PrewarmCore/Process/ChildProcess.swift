@@ -350,10 +350,14 @@ final class ChildProcess: Sendable {
 
     /// Reads stdout for the process's whole life and routes each line segment.
     private func pumpStdout(_ stdout: NIOAsyncChannelInboundStream<ByteBuffer>) async {
-        var scanner = LineScanner(ready: config.ready.expect, end: config.turn.end)
+        var scanner = LineScanner(ready: config.ready.expect, end: config.turn.marker)
+        var endCheck = config.turn.endType.map { EndTypeCheck(type: $0) }
         do {
             for try await chunk in stdout {
-                for segment in scanner.scan(chunk) {
+                for var segment in scanner.scan(chunk) {
+                    if endCheck != nil {
+                        segment.lineHasEnd = endCheck!.confirm(segment)
+                    }
                     switch route.withLock({ $0 }) {
                     case .starting:
                         if segment.lineHasReady {

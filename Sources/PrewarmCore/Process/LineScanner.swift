@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 
 /// Cuts a process's stdout into segments that end at line boundaries, and tells, at the end
@@ -90,5 +91,53 @@ struct SubstringMatcher: Sendable {
     mutating func reset() {
         state = 0
         matched = false
+    }
+}
+
+/// Confirms an end-of-turn candidate by parsing it: the line's top-level JSON `type` must be
+/// the pool's `end_type` (a substring match alone would also fire on tool output that holds
+/// the same text). Only candidate lines are kept, as slices of the buffers they arrived in,
+/// and only until their newline.
+struct EndTypeCheck: Sendable {
+    let type: String
+    private var pending: [ByteBuffer] = []
+    private var pendingBytes = 0
+    /// Lines longer than this are not parsed (a result line is far smaller).
+    static let limit = 64 << 20
+
+    init(type: String) {
+        self.type = type
+    }
+
+    /// Whether the line this segment completes is the turn's last.
+    mutating func confirm(_ segment: LineScanner.Segment) -> Bool {
+        if pendingBytes + segment.bytes.readableBytes <= Self.limit {
+            pending.append(segment.bytes)
+            pendingBytes += segment.bytes.readableBytes
+        } else {
+            pendingBytes = Self.limit + 1
+        }
+        guard segment.completesLine else { return false }
+        defer {
+            pending.removeAll(keepingCapacity: true)
+            pendingBytes = 0
+        }
+        guard segment.lineHasEnd, pendingBytes <= Self.limit else { return false }
+        var line = ByteBuffer()
+        line.reserveCapacity(pendingBytes)
+        for var piece in pending { line.writeBuffer(&piece) }
+        return Self.topLevelType(of: line) == type
+    }
+
+    /// The value of the top-level `type` key of a JSON object line, or nil.
+    static func topLevelType(of line: ByteBuffer) -> String? {
+        guard let bytes = line.getBytes(at: line.readerIndex, length: line.readableBytes),
+            let object = try? JSONDecoder().decode(TypeOnly.self, from: Data(bytes))
+        else { return nil }
+        return object.type
+    }
+
+    private struct TypeOnly: Decodable {
+        var type: String?
     }
 }
