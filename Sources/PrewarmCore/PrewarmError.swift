@@ -15,6 +15,7 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case draining
             case startFailed = "start_failed"
             case memoryExhausted = "memory_exhausted"
+            case claimRefused = "claim_refused"
             case `internal`
         }
 
@@ -43,6 +44,8 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         public static let startFailed = Code(.startFailed)
         /// 429: the turn's memory does not fit in the budget, or the cgroup is under pressure.
         public static let memoryExhausted = Code(.memoryExhausted)
+        /// 409: the CLI refused to bind the spare to the turn's session (`reason` says why).
+        public static let claimRefused = Code(.claimRefused)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 
@@ -53,11 +56,14 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// Seconds after which a retry may succeed (429s).
     public var retryAfter: Int?
+    /// A machine-readable reason next to the message (a refused claim's reason token).
+    public var reason: String?
 
-    public init(_ code: Code, _ message: String, retryAfter: Int? = nil) {
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil, reason: String? = nil) {
         self.code = code
         self.message = message
         self.retryAfter = retryAfter
+        self.reason = reason
     }
 
     public var description: String { "\(code): \(message)" }

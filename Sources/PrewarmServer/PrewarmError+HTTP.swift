@@ -10,6 +10,7 @@ extension PrewarmError: HTTPResponseError {
         switch code {
         case .routeNotFound, .poolNotFound: .notFound
         case .badJSON: .badRequest
+        case .claimRefused: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden
         case .noCapacity, .waitTimeout, .memoryExhausted: .tooManyRequests
@@ -29,7 +30,9 @@ extension PrewarmError: HTTPResponseError {
     }
 
     var jsonBody: Data {
-        let body = ["error": ["code": code.description, "message": message]]
+        var error = ["code": code.description, "message": message]
+        if let reason { error["reason"] = reason }
+        let body = ["error": error]
         return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
     }
 }

@@ -22,25 +22,16 @@ struct TurnResponder {
         let config = pool.config
         var request = request
         var body = try await API.collect(&request, limit: config.maxRequestBytes)
-        try Self.check(body, format: config.turn.input)
+        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? Self.makeTurnID()
+        let plan = try Self.plan(body: &body, contentType: request.headers[.contentType], config: config, turnID: turnID)
         if body.readableBytesView.last != UInt8(ascii: "\n") {
             body.writeString("\n")
         }
         let bytesIn = body.readableBytes
-        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? Self.makeTurnID()
-        let turn = Turn(id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout)
 
         // Hummingbird does not cancel a handler whose client went away: watch the channel.
         let channel = context.channel
-        let acquisition = Task { try await pool.acquire(turn) }
-        channel.closeFuture.whenComplete { _ in acquisition.cancel() }
-        let lease: Lease
-        do {
-            lease = try await acquisition.value
-        } catch let error as PrewarmError {
-            Self.logRejection(context.logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
-            throw error
-        }
+        let (turn, lease) = try await Self.acquire(pool: pool, plan: plan, body: body, turnID: turnID, config: config, context: context, arrived: arrived)
         channel.closeFuture.whenComplete { _ in lease.clientGone() }
 
         let outcomeLine = request.headers[.prewarmOutcomeLine] == "1"
@@ -100,6 +91,83 @@ struct TurnResponder {
         var data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         data.append(UInt8(ascii: "\n"))
         return ByteBuffer(bytes: data)
+    }
+
+    /// Acquires a process for the turn; a refused claim with `claim_fallback` becomes a cold
+    /// start with the same session (and a new turn object: the refused one is spent).
+    static func acquire(
+        pool: Pool, plan: Plan, body: ByteBuffer, turnID: String, config: PoolConfig, context: PrewarmRequestContext, arrived: ContinuousClock.Instant
+    ) async throws -> (Turn, Lease) {
+        var plan = plan
+        let channel = context.channel
+        while true {
+            let turn = Turn(
+                id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: plan.claim,
+                dropLeadingChatter: config.kind == .claude
+            )
+            let launch = plan.launch
+            let acquisition = Task { try await pool.acquire(turn, launch: launch) }
+            channel.closeFuture.whenComplete { _ in acquisition.cancel() }
+            do {
+                return (turn, try await acquisition.value)
+            } catch let error as PrewarmError {
+                if error.code == .claimRefused, let fallback = plan.fallback {
+                    context.logger.info(
+                        "claim refused; cold start instead",
+                        metadata: ["pool.name": "\(pool.name)", "turn.id": "\(turnID)", "claim.reason": "\(error.reason ?? "")"]
+                    )
+                    plan = fallback
+                    continue
+                }
+                logRejection(context.logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
+                throw error
+            }
+        }
+    }
+
+    /// How a turn gets its process, and what is written first.
+    struct Plan: Sendable {
+        var launch: Pool.Launch = .spare
+        var claim: Turn.Claim?
+        /// With `claim_fallback`: what to do when the claim is refused.
+        var fallback: Plan? { fallbackPlan.map { $0.value } }
+        var fallbackPlan: Box?
+
+        final class Box: Sendable {
+            let value: Plan
+            init(_ value: Plan) { self.value = value }
+        }
+    }
+
+    /// Checks the body, and for a claude pool decides between a claimed spare, a spare as it
+    /// is, and a cold start with the turn's own session. A JSON body
+    /// (`{"prompt": ..., "session": {...}}`) becomes the user message; any other body is
+    /// written as it is.
+    static func plan(body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String) throws -> Plan {
+        guard let claude = config.claude else {
+            try check(body, format: config.turn.input)
+            return Plan()
+        }
+        var session = claude.session
+        if contentType?.lowercased().hasPrefix("application/json") == true {
+            let request = try ClaudeTurnRequest.parse(Data(buffer: body))
+            session = (request.session ?? SessionSettings()).over(claude.session)
+            body = ByteBuffer(string: SessionSettings.userLine(prompt: request.prompt))
+        } else {
+            try check(body, format: config.turn.input)
+        }
+        let cold = Plan(launch: .cold(config.forSession(session)))
+        if session.resume != nil {
+            return cold  // a claimed spare cannot resume a session: the CLI refuses
+        }
+        if claude.claim && claude.claimSupported {
+            let id = "prewarm-claim-\(turnID)"
+            return Plan(
+                claim: Turn.Claim(id: id, line: session.claimRequest(id: id)),
+                fallbackPlan: claude.claimFallback ? Plan.Box(cold) : nil
+            )
+        }
+        return config.sparesServe(session) ? Plan() : cold
     }
 
     /// In `ndjson` pools every non-empty line of the body must be JSON.

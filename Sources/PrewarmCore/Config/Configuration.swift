@@ -87,6 +87,57 @@ public struct PoolConfig: Sendable, Equatable {
     public var maxRequestBytes: Int
     public var ready: Readiness
     public var turn: TurnEnd
+    /// `kind`: a generic command, or the Claude Code CLI (with its defaults and claims).
+    public var kind: Kind = .command
+    /// For `kind = "claude"`.
+    public var claude: ClaudeSettings?
+
+    public enum Kind: String, Sendable, Equatable, CaseIterable {
+        case command, claude
+    }
+
+    /// A Claude Code CLI pool: the default session, and whether spares are claimed.
+    public struct ClaudeSettings: Sendable, Equatable {
+        /// Spares start with `--await-claim` in `parkingDirectory` and each turn's session is
+        /// applied at hand-off by a `claim_session` request.
+        public var claim: Bool
+        /// A refused claim falls back to a cold start with the same settings (else 409).
+        public var claimFallback: Bool
+        /// The pool's session; a turn's own settings go over it.
+        public var session: SessionSettings
+        /// `CLAUDE_CONFIG_DIR` of the pool's processes.
+        public var configDirectory: String
+        /// Where claimed spares wait: an empty directory of their own.
+        public var parkingDirectory: String
+        /// `args` as written in the file (after the CLI's own flags).
+        public var extraArguments: [String] = []
+        /// The CLI knows `--await-claim` (found out when the pool starts).
+        public var claimSupported = true
+
+        public init(claim: Bool = true, claimFallback: Bool = false, session: SessionSettings = SessionSettings(), configDirectory: String, parkingDirectory: String) {
+            self.claim = claim
+            self.claimFallback = claimFallback
+            self.session = session
+            self.configDirectory = configDirectory
+            self.parkingDirectory = parkingDirectory
+        }
+
+        /// The CLI's stream-json flags (partial messages, so first tokens stream; permission
+        /// prompts over stdio, so an upstream can answer them).
+        public static let streamArguments = [
+            "--output-format", "stream-json", "--verbose", "--input-format", "stream-json", "--include-partial-messages",
+            "--permission-prompt-tool", "stdio",
+        ]
+        /// The CLI's arguments for a pool process: parked (`--await-claim`), or bound to a
+        /// session from the start.
+        public func arguments(for session: SessionSettings?) -> [String] {
+            if let session { return Self.streamArguments + session.arguments + extraArguments }
+            return Self.streamArguments + ["--await-claim"] + extraArguments
+        }
+
+        public static let initialize =
+            #"{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}"#
+    }
 
     public struct Readiness: Sendable, Equatable {
         /// A line written to stdin at start-up.
@@ -172,6 +223,23 @@ public struct PoolConfig: Sendable, Equatable {
         self.maxRequestBytes = maxRequestBytes
         self.ready = ready
         self.turn = turn
+    }
+
+    /// A claude pool's settings for a process started for one turn with `session`: its cwd,
+    /// its flags (`--resume` included), its environment.
+    public func forSession(_ session: SessionSettings) -> PoolConfig {
+        guard let claude else { return self }
+        var config = self
+        config.args = claude.arguments(for: session)
+        config.cwd = session.cwd ?? (claude.claim ? nil : cwd)
+        for (key, value) in session.env ?? [:] { config.env[key] = value }
+        return config
+    }
+
+    /// Whether a spare of this claude pool (started without a claim) serves `session`.
+    public func sparesServe(_ session: SessionSettings) -> Bool {
+        guard let claude else { return true }
+        return session.resume == nil && session == claude.session
     }
 
     /// The child's environment: only the pool's `env`, its `pass_env` names, PATH, HOME and

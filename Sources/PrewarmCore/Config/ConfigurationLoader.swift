@@ -119,8 +119,16 @@ public struct ConfigurationLoader: Sendable {
             )
         }
         reader.path = "pool.\(name)."
-        let command = try reader.requiredString("command")
+        var kind = PoolConfig.Kind.command
+        if let value = try reader.string("kind") {
+            guard let known = PoolConfig.Kind(rawValue: value) else {
+                throw ConfigError(file: origin, key: "\(reader.path)kind", message: "expected \"command\" or \"claude\", found \"\(value)\"")
+            }
+            kind = known
+        }
+        let command = kind == .claude ? (try reader.string("command") ?? "claude") : try reader.requiredString("command")
         var pool = PoolConfig(name: name, command: command, executable: command)
+        pool.kind = kind
         pool.args = try reader.stringArray("args")
         pool.env = try reader.stringTable("env")
         pool.passEnv = try reader.stringArray("pass_env")
@@ -172,6 +180,9 @@ public struct ConfigurationLoader: Sendable {
             }
             try turn.refuseUnknownKeys()
         }
+        if kind == .claude {
+            try applyClaudeDefaults(to: &pool, reader: &reader, origin: origin, baseDirectory: baseDirectory)
+        }
         try reader.refuseUnknownKeys()
         if pool.turn.end == nil && pool.turn.endType == nil && !pool.turn.closeStdin {
             throw ConfigError(
@@ -181,6 +192,59 @@ public struct ConfigurationLoader: Sendable {
             )
         }
         return pool
+    }
+
+    /// `kind = "claude"`: the CLI's flags, handshake, end of turn and environment, and the
+    /// claim settings, unless the file says otherwise.
+    private func applyClaudeDefaults(to pool: inout PoolConfig, reader: inout TableReader, origin: String, baseDirectory: String) throws(ConfigError) {
+        let state = stateDirectory + "/" + pool.name
+        var claude = PoolConfig.ClaudeSettings(
+            claim: try reader.bool("claim") ?? true,
+            claimFallback: try reader.bool("claim_fallback") ?? false,
+            configDirectory: try reader.string("config_dir").map { Self.absolute($0, base: baseDirectory) } ?? state + "/claude-config",
+            parkingDirectory: try reader.string("parking_dir").map { Self.absolute($0, base: baseDirectory) } ?? state + "/parking"
+        )
+        if let sessionTable = try reader.table("session") {
+            var session = TableReader(table: sessionTable, path: "\(reader.path)session.", origin: origin)
+            claude.session.cwd = try session.string("cwd").map { Self.absolute($0, base: baseDirectory) }
+            claude.session.permissionMode = try session.string("permission_mode")
+            claude.session.systemPrompt = try session.string("system_prompt")
+            claude.session.appendSystemPrompt = try session.string("append_system_prompt")
+            let directories = try session.stringArray("additional_directories").map { Self.absolute($0, base: baseDirectory) }
+            claude.session.additionalDirectories = directories.isEmpty ? nil : directories
+            let env = try session.stringTable("env")
+            claude.session.env = env.isEmpty ? nil : env
+            try session.refuseUnknownKeys()
+            do {
+                try claude.session.validate()
+            } catch {
+                throw ConfigError(file: origin, key: "\(reader.path)session", message: error.message)
+            }
+        }
+        claude.extraArguments = pool.args
+        pool.args = claude.arguments(for: claude.claim ? nil : claude.session)
+        if pool.ready.send == nil && pool.ready.expect == nil {
+            pool.ready.send = PoolConfig.ClaudeSettings.initialize
+            pool.ready.expect = #""type":"control_response""#
+        }
+        if pool.turn.end == nil && pool.turn.endType == nil && !pool.turn.closeStdin {
+            pool.turn.endType = "result"
+        }
+        pool.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = pool.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] ?? "1"
+        pool.env["CLAUDE_CONFIG_DIR"] = claude.configDirectory
+        if claude.claim {
+            pool.cwd = claude.parkingDirectory
+        } else if let cwd = claude.session.cwd {
+            pool.cwd = cwd
+        }
+        pool.claude = claude
+    }
+
+    /// Where pools keep their state (a claude pool's CLAUDE_CONFIG_DIR and parking
+    /// directory): `$XDG_STATE_HOME/prewarm`, else `~/.local/state/prewarm`.
+    public var stateDirectory: String {
+        if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/prewarm" }
+        return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state/prewarm"
     }
 
     /// A command with a slash is a path (relative to the file's directory); a bare name is

@@ -41,6 +41,8 @@ public final class Pool: Sendable {
         /// The highest reading of each busy process so far, and its group's members.
         var busyPeaks: [SpareID: Int] = [:]
         var members: [SpareID: [Int32]] = [:]
+        /// Settings of processes started for one turn (cold starts with their own session).
+        var launches: [SpareID: PoolConfig] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
@@ -162,14 +164,27 @@ public final class Pool: Sendable {
 
     // MARK: - Turns
 
+    /// Where a turn's process comes from.
+    public enum Launch: Sendable {
+        /// One of the pool's spares (or a process started the pool's way).
+        case spare
+        /// A process started for this turn alone, with these settings (a session no spare
+        /// can serve, a resume): always cold.
+        case cold(PoolConfig)
+    }
+
     /// Gets exactly one process for `turn` and binds it to the turn; the process's stdout
-    /// flows into `turn.output` from then on.
-    public func acquire(_ turn: Turn) async throws(PrewarmError) -> Lease {
+    /// flows into `turn.output` from then on. A turn with a claim returns once the CLI has
+    /// accepted it (else `claim_refused`, and the spare is retired).
+    public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
         let arrived = ContinuousClock.now
         while true {
-            let (spare, kind) = try await obtain()
+            let (spare, kind) = try await obtain(launch)
             let process = state.withLock { $0.processes[spare] }
             if let process, process.claim(turn) {
+                if turn.claim != nil, case .refused(let reason, let message) = await turn.claimOutcome() {
+                    throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
+                }
                 return Lease(pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), process: process)
             }
             // It died between readiness and the claim: it is being replaced; ask again.
@@ -177,9 +192,21 @@ public final class Pool: Sendable {
         }
     }
 
-    private func obtain() async throws(PrewarmError) -> (SpareID, StartKind) {
+    private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind) {
         let (decision, actions, shortfall) = mutate { state in
-            let (decision, actions) = state.machine.turnArrived(now: .now)
+            let (decision, actions): (PoolStateMachine.TurnDecision, [PoolStateMachine.Action])
+            switch launch {
+            case .spare:
+                (decision, actions) = state.machine.turnArrived(now: .now)
+            case .cold(let config):
+                (decision, actions) = state.machine.coldTurnArrived(now: .now)
+                // The process started for this turn gets the turn's settings.
+                if case .wait(let waiter) = decision {
+                    for case .start(let spare) in actions where state.machine.owner(of: spare) == waiter {
+                        state.launches[spare] = config
+                    }
+                }
+            }
             // Short of memory: the other pools' idle spares make room for this turn.
             let turn = state.machine.settings.costs?.turn ?? 0
             let short = state.machine.room != nil && !state.machine.fits(turn)
@@ -264,7 +291,8 @@ public final class Pool: Sendable {
             switch action {
             case .start(let spare):
                 let process = state.withLock { state in
-                    let process = ChildProcess(id: spare, config: state.config, environment: environment, keeper: keeper, logger: logger)
+                    let config = state.launches.removeValue(forKey: spare) ?? state.config
+                    let process = ChildProcess(id: spare, config: config, environment: environment, keeper: keeper, logger: logger)
                     state.processes[spare] = process
                     return process
                 }

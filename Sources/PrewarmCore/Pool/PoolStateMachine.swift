@@ -292,6 +292,37 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
+    /// A turn no spare can serve (its own session settings, a session to resume): a process
+    /// is started for it alone, a cold start, if the pool's limits and memory allow.
+    public mutating func coldTurnArrived(now: Instant) -> (TurnDecision, [Action]) {
+        var actions: [Action] = []
+        if draining {
+            counters.rejected += 1
+            return (.reject(.draining), actions)
+        }
+        if failing {
+            counters.rejected += 1
+            return (.reject(.poolFailing), actions)
+        }
+        guard totalCount < settings.maxProcesses else {
+            counters.rejected += 1
+            return (.reject(.noCapacity), actions)
+        }
+        guard !pressure, fits(settings.costs?.turn ?? 0) else {
+            counters.rejected += 1
+            return (.reject(.memoryExhausted), actions)
+        }
+        let waiter = makeWaiterID()
+        let spare = makeSpareID()
+        processes[spare] = .starting(dedicatedTo: waiter)
+        dedicated[spare] = waiter
+        actions.append(.start(spare))
+        return (.wait(waiter), actions)
+    }
+
+    /// The turn a start-up was started for, if it is a cold start.
+    public func owner(of spare: SpareID) -> WaiterID? { dedicated[spare] }
+
     /// No room for the turn: it waits for memory if the pool waits, else it is refused.
     private mutating func memoryExhausted(now: Instant, into actions: inout [Action]) -> (TurnDecision, [Action]) {
         if settings.whenEmpty == .wait, queue.count < settings.maxWaiting {

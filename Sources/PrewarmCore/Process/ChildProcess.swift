@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -56,6 +57,9 @@ final class ChildProcess: Sendable {
         case starting
         /// Unrequested output of an idle process: dropped.
         case idle
+        /// Whole lines are inspected before the turn's output starts: the answer to a claim,
+        /// and unrequested chatter to drop.
+        case leading(Turn, claimAnswered: Bool)
         /// The turn's output.
         case turn(Turn)
         /// After the end-of-turn line: dropped.
@@ -70,6 +74,7 @@ final class ChildProcess: Sendable {
         case retire
         case turnCompleted
         case turnTimeout
+        case claimAnswered(ClaimOutcome)
         case clientGone
         case stdinFailed(String)
     }
@@ -289,11 +294,35 @@ final class ChildProcess: Sendable {
                 post.yield(.stdoutClosed)
             case (.busy, .claimed(let turn)):
                 currentTurn = turn
-                route.withLock { $0 = .turn(turn) }
+                let leading = turn.claim != nil || turn.dropLeadingChatter
+                route.withLock { $0 = leading ? .leading(turn, claimAnswered: turn.claim == nil) : .turn(turn) }
                 let timeout = turn.timeout
                 group.addTask {
                     try? await Task.sleep(for: timeout)
                     post.yield(.turnTimeout)
+                }
+                // A claim first; the turn's input once the CLI accepts it.
+                let input = turn.claim?.line ?? turn.input
+                let closeStdin = turn.claim == nil && turn.closeStdin
+                group.addTask {
+                    do {
+                        try await stdin.write(input)
+                        if closeStdin { stdin.finish() }
+                    } catch {
+                        post.yield(.stdinFailed("\(error)"))
+                    }
+                }
+            case (.busy, .claimAnswered(let outcome)):
+                guard let turn = currentTurn else { continue }
+                turn.settleClaim(outcome)
+                guard case .accepted = outcome else {
+                    // The refused spare is retired; the turn never started for its client.
+                    phase.withLock { $0 = .ended }
+                    route.withLock { $0 = .ended }
+                    delegate.processTurnEnded(id)
+                    let detail = "the CLI refused the claim: \(outcome)"
+                    turn.finish(TurnResult(outcome: .error, detail: detail))
+                    return .turn(turn, .error, detail: detail)
                 }
                 let input = turn.input
                 let closeStdin = turn.closeStdin
@@ -352,6 +381,7 @@ final class ChildProcess: Sendable {
     private func pumpStdout(_ stdout: NIOAsyncChannelInboundStream<ByteBuffer>) async {
         var scanner = LineScanner(ready: config.ready.expect, end: config.turn.marker)
         var endCheck = config.turn.endType.map { EndTypeCheck(type: $0) }
+        var leadingLine = ByteBuffer()
         do {
             for try await chunk in stdout {
                 for var segment in scanner.scan(chunk) {
@@ -366,6 +396,32 @@ final class ChildProcess: Sendable {
                         }
                     case .idle, .ended:
                         continue
+                    case .leading(let turn, let claimAnswered):
+                        var piece = segment.bytes
+                        leadingLine.writeBuffer(&piece)
+                        guard segment.completesLine else { continue }
+                        let line = leadingLine
+                        leadingLine = ByteBuffer()
+                        if !claimAnswered {
+                            // Everything before the claim's answer is the parked CLI's own.
+                            guard let claim = turn.claim,
+                                let outcome = ClaimOutcome.parse(line: Data(line.readableBytesView), requestID: claim.id)
+                            else { continue }
+                            if case .accepted = outcome {
+                                route.withLock { $0 = .leading(turn, claimAnswered: true) }
+                            } else {
+                                route.withLock { $0 = .ended }
+                            }
+                            post.yield(.claimAnswered(outcome))
+                            continue
+                        }
+                        if Self.isChatter(line) { continue }
+                        route.withLock { $0 = .turn(turn) }
+                        await turn.output.send(line)
+                        if segment.lineHasEnd {
+                            route.withLock { $0 = .ended }
+                            post.yield(.turnCompleted)
+                        }
                     case .turn(let turn):
                         await turn.output.send(segment.bytes)
                         if segment.lineHasEnd {
@@ -377,6 +433,15 @@ final class ChildProcess: Sendable {
             }
         } catch {}
         post.yield(.stdoutClosed)
+    }
+
+    /// A line the CLI writes on its own, not part of any turn:
+    /// `{"type":"system","subtype":"ui_invalidate"}`.
+    static func isChatter(_ line: ByteBuffer) -> Bool {
+        guard line.readableBytes < 4096,
+            let object = try? JSONSerialization.jsonObject(with: Data(line.readableBytesView)) as? [String: Any]
+        else { return false }
+        return object["type"] as? String == "system" && object["subtype"] as? String == "ui_invalidate"
     }
 
     /// Stops the process group: gently (stdin closed, then SIGTERM, then SIGKILL, a grace

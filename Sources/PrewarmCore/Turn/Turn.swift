@@ -13,6 +13,10 @@ public final class Turn: Sendable {
     public let input: ByteBuffer
     public let closeStdin: Bool
     public let timeout: Duration
+    /// For a claimed spare: the `claim_session` request written before the turn's input.
+    public let claim: Claim?
+    /// Unrequested lines at the start of the turn (the CLI's `ui_invalidate`) are dropped.
+    public let dropLeadingChatter: Bool
     /// stdout of the process from the start of the turn to the end of the turn.
     public let output = AsyncChannel<ByteBuffer>()
     private let state = Mutex<State>(State())
@@ -20,17 +24,58 @@ public final class Turn: Sendable {
     private struct State {
         var result: TurnResult?
         var waiters: [CheckedContinuation<TurnResult, Never>] = []
+        var claimOutcome: ClaimOutcome?
+        var claimWaiters: [CheckedContinuation<ClaimOutcome, Never>] = []
     }
 
-    public init(id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration) {
+    /// A `claim_session` control request and its id.
+    public struct Claim: Sendable {
+        public let id: String
+        public let line: ByteBuffer
+
+        public init(id: String, line: String) {
+            self.id = id
+            self.line = ByteBuffer(string: line.hasSuffix("\n") ? line : line + "\n")
+        }
+    }
+
+    public init(id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration, claim: Claim? = nil, dropLeadingChatter: Bool = false) {
         self.id = id
         self.input = input
         self.closeStdin = closeStdin
         self.timeout = timeout
+        self.claim = claim
+        self.dropLeadingChatter = dropLeadingChatter
+    }
+
+    /// Sets the claim's outcome (the first call wins).
+    func settleClaim(_ outcome: ClaimOutcome) {
+        let waiters = state.withLock { state -> [CheckedContinuation<ClaimOutcome, Never>] in
+            guard state.claimOutcome == nil else { return [] }
+            state.claimOutcome = outcome
+            defer { state.claimWaiters.removeAll() }
+            return state.claimWaiters
+        }
+        for waiter in waiters { waiter.resume(returning: outcome) }
+    }
+
+    /// What the CLI answered to the claim; waits until it has (or the process ended).
+    public func claimOutcome() async -> ClaimOutcome {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> ClaimOutcome? in
+                if let outcome = state.claimOutcome { return outcome }
+                state.claimWaiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
     }
 
     /// Sets the result (the first call wins) and ends `output`.
     func finish(_ result: TurnResult) {
+        if claim != nil {
+            settleClaim(.refused(reason: "process_ended", message: result.detail ?? "the process ended before answering the claim"))
+        }
         let waiters = state.withLock { state -> [CheckedContinuation<TurnResult, Never>] in
             guard state.result == nil else { return [] }
             state.result = result
