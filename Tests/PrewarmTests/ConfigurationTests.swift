@@ -140,4 +140,42 @@ struct ConfigurationTests {
             try parse("[[pool]]\nname = \"p\"\ncommand = \"x\"\n")
         }
     }
+
+    /// config/claude.toml: a claude pool with the CLI's flags, handshake, end of turn,
+    /// environment and parking directory filled in.
+    @Test func claudeConfiguration() throws {
+        let loader = ConfigurationLoader(executableDirectory: nil, environment: ["PATH": "/usr/bin", "XDG_STATE_HOME": "/var/state"], cpus: 2)
+        let config = try loader.load(path: Self.repositoryRoot + "/config/claude.toml")
+        let pool = try #require(config.pool(named: "claude"))
+        #expect(pool.kind == .claude)
+        let claude = try #require(pool.claude)
+        #expect(claude.claim && !claude.claimFallback)
+        #expect(pool.args.contains("--await-claim") && pool.args.contains("--include-partial-messages"))
+        #expect(pool.args.starts(with: ["--output-format", "stream-json"]))
+        #expect(pool.turn.endType == "result" && pool.turn.marker == #""type":"result""#)
+        #expect(pool.ready.expect == #""type":"control_response""#)
+        #expect(pool.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1")
+        #expect(pool.env["CLAUDE_CONFIG_DIR"] == "/var/state/prewarm/claude/claude-config")
+        #expect(pool.cwd == "/var/state/prewarm/claude/parking")
+        #expect(claude.session.permissionMode == "default")
+        // A turn with its own session, started cold: bound by flags, no --await-claim.
+        let cold = pool.forSession(SessionSettings(cwd: "/srv/work", permissionMode: "plan", resume: "abc"))
+        #expect(!cold.args.contains("--await-claim"))
+        #expect(cold.args.contains("--resume") && cold.args.contains("plan") && cold.cwd == "/srv/work")
+    }
+
+    /// Session settings from a request are checked before anything starts.
+    @Test func sessionValidation() throws {
+        #expect(throws: PrewarmError.self) { try ClaudeTurnRequest.parse(Data(#"{"prompt":"x","session":{"cwd":"relative"}}"#.utf8)) }
+        #expect(throws: PrewarmError.self) { try ClaudeTurnRequest.parse(Data(#"{"session":{}}"#.utf8)) }
+        #expect(throws: PrewarmError.self) { try ClaudeTurnRequest.parse(Data(#"{"prompt":"x","session":{"permission_mode":"yolo"}}"#.utf8)) }
+        let request = try ClaudeTurnRequest.parse(Data(#"{"prompt":"hi","session":{"cwd":"/w","env":{"FOO":"1"}}}"#.utf8))
+        let claim = request.session!.claimRequest(id: "c1")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(claim.utf8)) as? [String: Any])
+        #expect(object["type"] as? String == "control_request" && object["request_id"] as? String == "c1")
+        let inner = try #require(object["request"] as? [String: Any])
+        #expect(inner["subtype"] as? String == "claim_session" && inner["cwd"] as? String == "/w")
+        #expect(ClaimOutcome.parse(line: Data(#"{"type":"control_response","response":{"subtype":"error","request_id":"c1","error":"cwd_not_found: /w does not exist"}}"#.utf8), requestID: "c1") == .refused(reason: "cwd_not_found", message: "cwd_not_found: /w does not exist"))
+        #expect(ClaimOutcome.parse(line: Data(#"{"type":"control_response","response":{"subtype":"success","request_id":"c2"}}"#.utf8), requestID: "c1") == nil)
+    }
 }

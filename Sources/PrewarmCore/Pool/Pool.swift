@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import Histogram
 import Logging
 import NIOCore
@@ -88,6 +89,7 @@ public final class Pool: Sendable {
 
     /// Runs the pool's processes until `shutdown()`; cancellation kills them.
     public func run() async {
+        await prepareClaude()
         perform(mutate { $0.machine.start(now: .now) })
         await withDiscardingTaskGroup { group in
             group.addTask {
@@ -100,6 +102,32 @@ public final class Pool: Sendable {
                 group.addTask { await process.run(delegate: self) }
             }
             group.cancelAll()
+        }
+    }
+
+    /// A claude pool's directories, and whether its CLI knows `--await-claim`: without it,
+    /// spares start bound to the pool's session and only serve turns that share it.
+    private func prepareClaude() async {
+        guard let claude = config.claude else { return }
+        for directory in [claude.configDirectory, claude.parkingDirectory] {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                logger.error("cannot create \(directory): \(error.localizedDescription)")
+            }
+        }
+        guard claude.claim else { return }
+        let config = self.config
+        let supported = await ClaudeProbe.knowsAwaitClaim(executable: config.executable, environment: config.childEnvironment(from: environment))
+        guard !supported else { return }
+        logger.warning(
+            "the CLI does not know --await-claim: spares start bound to the pool's session; turns with other settings start cold",
+            metadata: ["pool.command": "\(config.executable)"]
+        )
+        state.withLock { state in
+            state.config.claude?.claimSupported = false
+            state.config.args = claude.arguments(for: claude.session)
+            state.config.cwd = claude.session.cwd
         }
     }
 
@@ -420,7 +448,9 @@ public final class Pool: Sendable {
                     : .init(p50: nil, p99: nil),
                 failing: machine.failing,
                 lastError: machine.lastError,
-                pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted()
+                pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted(),
+                kind: state.config.kind.rawValue,
+                claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" }
             )
         }
     }

@@ -30,6 +30,11 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var lastError: String?
     /// The pids of the pool's processes, whatever their state.
     public var pids: [Int]
+    /// `command` or `claude`.
+    public var kind: String = "command"
+    /// Claude pools: `on` (spares parked with --await-claim, claimed per turn), `off`, or
+    /// `unsupported` (the CLI does not know --await-claim). nil for other pools.
+    public var claim: String?
 
     enum CodingKeys: String, CodingKey {
         case name, idle, starting, busy, waiting
@@ -42,7 +47,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case spawnMs = "spawn_ms"
         case failing
         case lastError = "last_error"
-        case pids
+        case pids, kind, claim
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -67,5 +72,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(failing, forKey: .failing)
         try container.encode(lastError, forKey: .lastError)  // null when none, not absent
         try container.encode(pids, forKey: .pids)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(claim, forKey: .claim)
     }
 }
