@@ -161,7 +161,7 @@ struct ConfigurationTests {
         // A turn with its own session, started cold: bound by flags, no --await-claim.
         let cold = pool.forSession(SessionSettings(cwd: "/srv/work", permissionMode: "plan", resume: "abc"))
         #expect(!cold.args.contains("--await-claim"))
-        #expect(cold.args.contains("--resume") && cold.args.contains("plan") && cold.cwd == "/srv/work")
+        #expect(cold.args.contains("--resume=abc") && cold.args.contains("plan") && cold.cwd == "/srv/work")
     }
 
     /// Session settings from a request are checked before anything starts.

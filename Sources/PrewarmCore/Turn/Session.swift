@@ -86,7 +86,7 @@ public struct SessionSettings: Sendable, Equatable, Codable {
         if let systemPrompt { arguments += ["--system-prompt", systemPrompt] }
         if let appendSystemPrompt { arguments += ["--append-system-prompt", appendSystemPrompt] }
         for directory in additionalDirectories ?? [] { arguments += ["--add-dir", directory] }
-        if let resume { arguments += ["--resume", resume] }
+        if let resume { arguments.append("--resume=\(resume)") }
         return arguments
     }
 
