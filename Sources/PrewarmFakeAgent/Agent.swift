@@ -174,15 +174,21 @@ final class Agent {
     private let ballast: MemoryBallast
     private let pid = Int(getpid())
     private let childPID: JSON
-    private let sessionID = UUID().uuidString.lowercased()
-    private let workingDirectory = FileManager.default.currentDirectoryPath
+    private var sessionID = UUID().uuidString.lowercased()
+    private var workingDirectory = FileManager.default.currentDirectoryPath
+    private var permissionMode = "default"
     private var turnsServed = 0
+    /// With --await-claim: parked until a claim_session request binds it to a session.
+    private var claimed = false
+    private let parkedAt = monotonicNanoseconds()
 
     init(options: Options, writer: Writer, ballast: MemoryBallast, childPID: pid_t?) {
         self.options = options
         self.writer = writer
         self.ballast = ballast
         self.childPID = childPID.map { .int(Int($0)) } ?? .null
+        if let resume = options.resume { sessionID = resume }
+        if let mode = options.permissionMode { permissionMode = mode }
     }
 
     /// Handles one input line (without its "\n"), received at `receivedAt`
@@ -197,7 +203,13 @@ final class Agent {
         guard let object = message as? [String: Any] else { return }
         switch object["type"] as? String {
         case "control_request": answerControlRequest(object)
-        case "user": runTurn(receivedAt: receivedAt)
+        case "user":
+            if options.awaitClaim && !claimed {
+                // As the real CLI: a parked spare serves no turn before its claim.
+                note("fake-agent: a user message before claim_session is ignored")
+                return
+            }
+            runTurn(receivedAt: receivedAt)
         default: break
         }
     }
@@ -218,6 +230,7 @@ final class Agent {
         let requestID = JSON(echoing: object["request_id"])
         let subtype = (object["request"] as? [String: Any])?["subtype"] as? String ?? ""
         let response: JSON
+        var claimedNow = false
         if subtype == "initialize" {
             response = [
                 "subtype": "success",
@@ -230,6 +243,8 @@ final class Agent {
                     "child_pid": childPID,
                 ],
             ]
+        } else if subtype == "claim_session" {
+            (response, claimedNow) = claim(object["request"] as? [String: Any] ?? [:], requestID: requestID)
         } else {
             response = [
                 "subtype": "error",
@@ -238,6 +253,41 @@ final class Agent {
             ]
         }
         writer.send(["type": "control_response", "response": response])
+        if claimedNow {
+            // The real CLI invalidates its UI when claimed: chatter the daemon must drop.
+            writer.send(["type": "system", "subtype": "ui_invalidate"])
+        }
+    }
+
+    /// Environment keys a claim may set (the fake's stand-in for the CLI's allow-list).
+    static let claimableEnv: Set<String> = ["CLAUDE_CODE_SESSION_NAME", "PREWARM_TEST_CLAIMABLE"]
+
+    /// claim_session: binds a parked spare to a session (its cwd and permission mode), or
+    /// refuses with a reason token first in the message, as the real CLI does.
+    private func claim(_ request: [String: Any], requestID: JSON) -> (JSON, Bool) {
+        func refuse(_ message: String) -> (JSON, Bool) {
+            (["subtype": "error", "request_id": requestID, "error": .string(message)], false)
+        }
+        guard options.awaitClaim else { return refuse("not_a_spare: this process was not started with --await-claim") }
+        guard !claimed else { return refuse("already_claimed: this spare is bound to a session") }
+        if let cwd = request["cwd"] as? String {
+            guard FileManager.default.changeCurrentDirectoryPath(cwd) else {
+                return refuse("cwd_not_found: \(cwd) does not exist or is not a directory")
+            }
+            workingDirectory = cwd
+        }
+        for key in (request["env"] as? [String: Any] ?? [:]).keys.sorted() where !Self.claimableEnv.contains(key) {
+            return refuse("env_key_not_claimable:\(key) cannot be set by a claim")
+        }
+        if let mode = request["permission_mode"] as? String { permissionMode = mode }
+        claimed = true
+        let parkedMs = Int((monotonicNanoseconds() - parkedAt) / 1_000_000)
+        let response: JSON = [
+            "subtype": "success",
+            "request_id": requestID,
+            "response": ["status": "ok", "cwd": .string(workingDirectory), "session_id": .string(sessionID), "parked_ms": .int(parkedMs)],
+        ]
+        return (response, true)
     }
 
     // MARK: Turns
@@ -285,6 +335,7 @@ final class Agent {
             "pid": .int(pid),
             "cwd": .string(workingDirectory),
             "session_id": .string(sessionID),
+            "permissionMode": .string(permissionMode),
             "model": "fake",
             "tools": [],
             "turns_served": .int(turnsServed),

@@ -26,8 +26,14 @@ struct Options {
     var hangTurn = false
     var garbage = false
     var forkChild = false
+    // The real CLI's flags, so a `kind = "claude"` pool can run the fake: parked until a
+    // claim_session request (`--await-claim`), and the session flags it reports back.
+    var awaitClaim = false
+    var permissionMode: String?
+    var resume: String?
     // Meta.
     var help = false
+    var version = false
 
     /// Hidden option: the grandchild started by `--fork-child` runs the same
     /// binary with only this argument and does nothing but sleep.
@@ -50,7 +56,14 @@ extension Options {
         var iterator = arguments.makeIterator()
         while let argument = iterator.next() {
             let (name, inlineValue) = splitOption(argument)
-            if let flag = flagField(name) {
+            if Self.ignoredFlags.contains(name) {
+                continue
+            } else if let field = stringField(name) {
+                guard let value = inlineValue ?? iterator.next() else {
+                    throw UsageError(message: "option '\(name)' needs a value")
+                }
+                if let field { options[keyPath: field] = value }
+            } else if let flag = flagField(name) {
                 if inlineValue != nil { throw UsageError(message: "option '\(name)' takes no value") }
                 options[keyPath: flag] = true
             } else if let field = valueField(name) {
@@ -84,7 +97,24 @@ extension Options {
         case "--hang-turn": \.hangTurn
         case "--garbage": \.garbage
         case "--fork-child": \.forkChild
+        case "--await-claim": \.awaitClaim
+        case "--version", "-v": \.version
         case "--help", "-h": \.help
+        default: nil
+        }
+    }
+
+    /// The CLI's flags that change nothing in the fake.
+    static let ignoredFlags: Set<String> = ["--verbose", "--include-partial-messages", "--print", "-p"]
+
+    /// The CLI's valued options: `.some(field)` for those the fake reports back,
+    /// `.some(nil)` for those it accepts and ignores, nil when `name` is not one.
+    private static func stringField(_ name: String) -> WritableKeyPath<Options, String?>?? {
+        switch name {
+        case "--permission-mode": .some(\.permissionMode)
+        case "--resume": .some(\.resume)
+        case "--output-format", "--input-format", "--permission-prompt-tool", "--system-prompt", "--append-system-prompt", "--add-dir", "--model":
+            .some(nil)
         default: nil
         }
     }
@@ -119,6 +149,15 @@ extension Options {
         A stand-in for `claude --output-format stream-json --verbose --input-format stream-json`:
         reads newline-delimited JSON on stdin, answers initialize control requests, and
         streams a fake reply for every {"type":"user"} line. Exits 0 when stdin ends.
+
+        The Claude Code CLI's flags, so a kind = "claude" pool can run it:
+          --await-claim       park until a claim_session control request (cwd,
+                              permission_mode, env) binds it; refuse a user message before
+          --permission-mode M, --resume ID   reported in system/init
+          --output-format, --input-format, --permission-prompt-tool, --system-prompt,
+          --append-system-prompt, --add-dir, --model (with a value), --verbose,
+          --include-partial-messages, --print: accepted and ignored
+          --version           print a version and exit
 
         Start-up work (done before stdin is read):
           --init-ms N         burn CPU for N ms of wall time (default 0)

@@ -37,6 +37,10 @@ func main() -> Never {
         _ = writeAll(STDOUT_FILENO, Array((Options.usage + "\n").utf8))
         exit(0)
     }
+    if options.version {
+        _ = writeAll(STDOUT_FILENO, Array("2.1.327 (prewarm-fake-agent)\n".utf8))
+        exit(0)
+    }
 
     let writer = Writer()
     let ballast = MemoryBallast()

@@ -44,6 +44,10 @@ final class TestDaemon: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: Self.prewarm)
             process.arguments = ["serve", "--config", config, "--socket", socket]
         }
+        // Pools' state (a claude pool's CLAUDE_CONFIG_DIR and parking directory) stays in the test's directory.
+        var environment = ProcessInfo.processInfo.environment
+        environment["XDG_STATE_HOME"] = directory + "/state"
+        process.environment = environment
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardError = log
