@@ -193,7 +193,7 @@ final class Agent {
 
     /// Handles one input line (without its "\n"), received at `receivedAt`
     /// (monotonic nanoseconds). The content is never echoed or logged.
-    func handle(line: [UInt8], receivedAt: UInt64) {
+    func handle(line: [UInt8], receivedAt: UInt64, next: () -> [UInt8]? = { nil }) {
         guard line.contains(where: { !isJSONWhitespace($0) }) else { return }
         guard let message = try? JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed])
         else {
@@ -209,7 +209,7 @@ final class Agent {
                 note("fake-agent: a user message before claim_session is ignored")
                 return
             }
-            runTurn(receivedAt: receivedAt)
+            runTurn(receivedAt: receivedAt, prompt: Self.text(of: object), next: next)
         default: break
         }
     }
@@ -292,7 +292,40 @@ final class Agent {
 
     // MARK: Turns
 
-    private func runTurn(receivedAt: UInt64) {
+    /// The text of a user message (a string, or its text blocks).
+    static func text(of object: [String: Any]) -> String {
+        let content = (object["message"] as? [String: Any])?["content"]
+        if let text = content as? String { return text }
+        let blocks = content as? [[String: Any]] ?? []
+        return blocks.compactMap { $0["text"] as? String }.joined(separator: " ")
+    }
+
+    /// The word in a prompt that makes the fake ask its host for a tool permission, as the
+    /// real CLI does with `--permission-prompt-tool stdio`.
+    static let toolTrigger = "PREWARM_TOOL_USE"
+
+    /// Sends a `can_use_tool` control request and reads stdin until the host answers it;
+    /// returns whether the tool was allowed (false at end of input).
+    private func askPermission(next: () -> [UInt8]?) -> Bool {
+        let requestID = "prewarm-fake-tool-\(turnsServed)"
+        writer.send([
+            "type": "control_request",
+            "request_id": .string(requestID),
+            "request": ["subtype": "can_use_tool", "tool_name": "Bash", "input": ["command": "echo prewarm"], "permission_suggestions": []],
+        ])
+        while let line = next() {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                object["type"] as? String == "control_response",
+                let response = object["response"] as? [String: Any],
+                response["request_id"] as? String == requestID
+            else { continue }
+            let answer = response["response"] as? [String: Any]
+            return response["subtype"] as? String == "success" && answer?["behavior"] as? String == "allow"
+        }
+        exit(0)
+    }
+
+    private func runTurn(receivedAt: UInt64, prompt: String = "", next: () -> [UInt8]? = { nil }) {
         writer.beginTurn()
         defer { writer.endTurn() }
         turnsServed += 1
@@ -302,8 +335,12 @@ final class Agent {
         if options.hangTurn { hangForever() }
         if options.garbage { writeTurnGarbage() }
 
-        sleepMilliseconds(options.ttftMs)
         var text = ""
+        if prompt.contains(Self.toolTrigger) {
+            let allowed = askPermission(next: next)
+            text += allowed ? "tool allowed: prewarm " : "tool denied "
+        }
+        sleepMilliseconds(options.ttftMs)
         for index in 0..<options.tokens {
             if index > 0 { sleepMilliseconds(options.tokenMs) }
             let token = "tok\(index) "

@@ -50,8 +50,10 @@ func main() -> Never {
     if options.chatterMs > 0 { startChatter(writer: writer, intervalMs: options.chatterMs) }
 
     var reader = LineReader(fd: STDIN_FILENO)
-    while let line = reader.nextLine() {
-        agent.handle(line: line, receivedAt: monotonicNanoseconds())
+    // A turn waiting for the host's answer to a permission request reads on by itself.
+    let next = { reader.nextLine() }
+    while let line = next() {
+        agent.handle(line: line, receivedAt: monotonicNanoseconds(), next: next)
     }
     exit(0)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import PrewarmCore
@@ -8,9 +9,17 @@ import PrewarmCore
 /// The HTTP/1.1 API served on the Unix socket.
 public struct API: Sendable {
     let broker: Broker
+    let streams: StreamAdmission
 
     public init(broker: Broker) {
         self.broker = broker
+        self.streams = StreamAdmission(broker: broker)
+    }
+
+    /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it.
+    public var server: HTTPServerBuilder {
+        let streams = self.streams
+        return HTTPServerBuilder { responder in PrewarmChannel(responder: responder, admission: streams) }
     }
 
     public func makeRouter() -> Router<PrewarmRequestContext> {
@@ -52,7 +61,12 @@ public struct API: Sendable {
             return try Self.encoded(pool.status())
         }
         router.post("/v1/pools/:name/turns") { request, context in
-            try await TurnResponder(broker: broker).respond(to: request, pool: try pool(context), context: context)
+            if request.headers[.upgrade]?.lowercased().contains("prewarm-stream") == true {
+                // The upgrade was refused before it reached here: answer with why.
+                throw streams.refusal(on: context.channel)
+                    ?? PrewarmError(.badJSON, "Upgrade: prewarm-stream must be the first request on its connection, with Connection: Upgrade")
+            }
+            return try await TurnResponder(broker: broker).respond(to: request, pool: try pool(context), context: context)
         }
         return router
     }

@@ -32,11 +32,13 @@ public struct Daemon: Sendable {
         let logger = self.logger
         let keeper = try keeperExecutable.map { try ProcessGroupKeeper(executable: $0, logger: logger) }
         let broker = Broker(configuration: configuration, keeper: keeper, environment: ProcessInfo.processInfo.environment, logger: logger)
-        let router = API(broker: broker).makeRouter()
+        let api = API(broker: broker)
+        let router = api.makeRouter()
         let configuration = self.configuration
         let socketPath = self.socketPath
         let app = Application(
             router: router,
+            server: api.server,
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
             onServerRunning: { _ in
                 do {

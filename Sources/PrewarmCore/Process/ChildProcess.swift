@@ -302,15 +302,10 @@ final class ChildProcess: Sendable {
                     post.yield(.turnTimeout)
                 }
                 // A claim first; the turn's input once the CLI accepts it.
-                let input = turn.claim?.line ?? turn.input
-                let closeStdin = turn.claim == nil && turn.closeStdin
-                group.addTask {
-                    do {
-                        try await stdin.write(input)
-                        if closeStdin { stdin.finish() }
-                    } catch {
-                        post.yield(.stdinFailed("\(error)"))
-                    }
+                if let claim = turn.claim {
+                    group.addTask { await Self.write(claim.line, then: nil, close: false, to: stdin, post: post) }
+                } else {
+                    group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }
                 }
             case (.busy, .claimAnswered(let outcome)):
                 guard let turn = currentTurn else { continue }
@@ -324,18 +319,7 @@ final class ChildProcess: Sendable {
                     turn.finish(TurnResult(outcome: .error, detail: detail))
                     return .turn(turn, .error, detail: detail)
                 }
-                let input = turn.input
-                let closeStdin = turn.closeStdin
-                // Written from a child task, so a process that does not read its stdin cannot
-                // stall this loop (and with it the turn's timeout and its client's departure).
-                group.addTask {
-                    do {
-                        try await stdin.write(input)
-                        if closeStdin { stdin.finish() }
-                    } catch {
-                        post.yield(.stdinFailed("\(error)"))
-                    }
-                }
+                group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }
             case (.busy, let event):
                 guard let turn = currentTurn else {
                     // The process died while a claim was on its way: wait for the claim.
@@ -433,6 +417,27 @@ final class ChildProcess: Sendable {
             }
         } catch {}
         post.yield(.stdoutClosed)
+    }
+
+    /// Writes a turn's input to the process: its body, then (a two-way turn) what its client
+    /// sends until the client closes its side, which closes stdin. Run in a child task, so
+    /// a process that does not read its stdin cannot stall the event loop (and with it the
+    /// turn's timeout and its client's departure).
+    static func write(
+        _ input: ByteBuffer, then stream: AsyncStream<ByteBuffer>?, close: Bool, to stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        post: AsyncStream<Event>.Continuation
+    ) async {
+        do {
+            if input.readableBytes > 0 { try await stdin.write(input) }
+            if let stream {
+                for await chunk in stream { try await stdin.write(chunk) }
+                stdin.finish()
+            } else if close {
+                stdin.finish()
+            }
+        } catch {
+            post.yield(.stdinFailed("\(error)"))
+        }
     }
 
     /// A line the CLI writes on its own, not part of any turn:

@@ -17,6 +17,9 @@ public final class Turn: Sendable {
     public let claim: Claim?
     /// Unrequested lines at the start of the turn (the CLI's `ui_invalidate`) are dropped.
     public let dropLeadingChatter: Bool
+    /// A two-way turn: what the client sends after `input`, written to stdin as it comes;
+    /// its end closes stdin.
+    public let inputStream: AsyncStream<ByteBuffer>?
     /// stdout of the process from the start of the turn to the end of the turn.
     public let output = AsyncChannel<ByteBuffer>()
     private let state = Mutex<State>(State())
@@ -39,7 +42,11 @@ public final class Turn: Sendable {
         }
     }
 
-    public init(id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration, claim: Claim? = nil, dropLeadingChatter: Bool = false) {
+    public init(
+        id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration, claim: Claim? = nil, dropLeadingChatter: Bool = false,
+        inputStream: AsyncStream<ByteBuffer>? = nil
+    ) {
+        self.inputStream = inputStream
         self.id = id
         self.input = input
         self.closeStdin = closeStdin
