@@ -270,12 +270,13 @@ final class Agent {
         }
         guard options.awaitClaim else { return refuse("not_a_spare: this process was not started with --await-claim") }
         guard !claimed else { return refuse("already_claimed: this spare is bound to a session") }
-        if let cwd = request["cwd"] as? String {
-            guard FileManager.default.changeCurrentDirectoryPath(cwd) else {
-                return refuse("cwd_not_found: \(cwd) does not exist or is not a directory")
-            }
-            workingDirectory = cwd
+        guard let cwd = request["cwd"] as? String else {
+            return refuse("invalid_request: cwd — Invalid input: expected string, received undefined")
         }
+        guard cwd.hasPrefix("/"), FileManager.default.changeCurrentDirectoryPath(cwd) else {
+            return refuse("cwd_not_found: \(cwd) does not exist or is not a directory")
+        }
+        workingDirectory = cwd
         for key in (request["env"] as? [String: Any] ?? [:]).keys.sorted() where !Self.claimableEnv.contains(key) {
             return refuse("env_key_not_claimable:\(key) cannot be set by a claim")
         }

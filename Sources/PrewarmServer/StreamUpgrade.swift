@@ -197,7 +197,7 @@ final class StreamAdmission: Sendable {
         var claim: Turn.Claim?
         if let claude = config.claude, claude.claim, claude.claimSupported {
             let id = "prewarm-claim-\(turnID)"
-            claim = Turn.Claim(id: id, line: claude.session.claimRequest(id: id))
+            claim = Turn.Claim(id: id, line: claude.session.claimRequest(id: id, defaultCwd: claude.parkingDirectory))
         }
         let turn = Turn(
             id: turnID, input: ByteBuffer(), closeStdin: false, timeout: config.turnTimeout, claim: claim,

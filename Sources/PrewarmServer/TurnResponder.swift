@@ -163,7 +163,7 @@ struct TurnResponder {
         if claude.claim && claude.claimSupported {
             let id = "prewarm-claim-\(turnID)"
             return Plan(
-                claim: Turn.Claim(id: id, line: session.claimRequest(id: id)),
+                claim: Turn.Claim(id: id, line: session.claimRequest(id: id, defaultCwd: claude.parkingDirectory)),
                 fallbackPlan: claude.claimFallback ? Plan.Box(cold) : nil
             )
         }

@@ -65,14 +65,14 @@ public struct SessionSettings: Sendable, Equatable, Codable {
         }
     }
 
-    public static let permissionModes: Set<String> = ["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk"]
+    public static let permissionModes: Set<String> = ["default", "acceptEdits", "auto", "bypassPermissions", "plan", "dontAsk"]
 
-    /// The `claim_session` control request that binds a parked spare to this session.
-    public func claimRequest(id: String) -> String {
-        var request: [String: Any] = ["subtype": "claim_session"]
-        if let cwd { request["cwd"] = cwd }
+    /// The `claim_session` control request that binds a parked spare to this session. The
+    /// CLI requires a cwd: without one of the session's, `defaultCwd`.
+    public func claimRequest(id: String, defaultCwd: String) -> String {
+        var request: [String: Any] = ["subtype": "claim_session", "cwd": cwd ?? defaultCwd]
         if let permissionMode { request["permission_mode"] = permissionMode }
-        if let systemPrompt { request["system_prompt"] = systemPrompt }
+        if let systemPrompt { request["system_prompt"] = [systemPrompt] }  // the CLI takes a list of strings
         if let appendSystemPrompt { request["append_system_prompt"] = appendSystemPrompt }
         if let additionalDirectories { request["additional_directories"] = additionalDirectories }
         if let env, !env.isEmpty { request["env"] = env }
