@@ -147,10 +147,12 @@ struct Bench: AsyncParsableCommand {
             guard let poolConfig = pool.first.flatMap({ configuration.pool(named: $0) }) ?? (configuration.pools.count == 1 ? configuration.pools[0] : nil) else {
                 throw ExitStatus.fail(ExitStatus.usage, "--baseline needs --pool NAME of a pool in \(configuration.origin) (whose command it runs)")
             }
+            // A claude pool's command as the SDKs run it: bound to the session, no --await-claim.
+            let command = poolConfig.claude.map { poolConfig.forSession($0.session) } ?? poolConfig
             for name in baseline {
                 // A quiet daemon: its refills must not share the CPU with the baseline.
                 for name in pool { try await Self.waitForSpares(UnixHTTPClient(socketPath: socket), pool: name, progress: progress) }
-                let target = CommandTarget(pool: poolConfig, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name == "direct-warm")
+                let target = CommandTarget(pool: command, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name == "direct-warm")
                 reports.append(TargetReport(await runner.run(target)))
             }
         }

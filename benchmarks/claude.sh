@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# First-token latency with the real Claude Code CLI (2.1.327, from the PyPI wheel
+# claude-agent-sdk 0.2.184) against prewarm-fake-model answering in 50 ms: spawning the CLI
+# per turn as the SDKs do, Prewarm with warm spares unclaimed and claimed (pools of 8), and
+# an initialised CLI driven directly over pipes (the floor), at 1, 4 and 8 concurrent turns
+# (3 bursts each, 20 s apart so the pools are full when a burst comes). About 15 minutes.
+#
+#   bash benchmarks/claude.sh      results in benchmarks/results/claude-N.{json,svg}
+source "$(dirname "$0")/common.sh"
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/prewarm
+cli=$cache/claude-agent-sdk-0.2.184/claude
+if [ ! -x "$cli" ]; then
+    mkdir -p "$cache"
+    ls "$cache"/claude_agent_sdk-0.2.184-*.whl >/dev/null 2>&1 || python3 -m pip download --no-deps --quiet claude-agent-sdk==0.2.184 -d "$cache"
+    python3 - "$cache" "$cli" <<'PY'
+import glob, os, sys, zipfile
+cache, target = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.dirname(target), exist_ok=True)
+with zipfile.ZipFile(glob.glob(os.path.join(cache, "claude_agent_sdk-0.2.184-*.whl"))[0]) as z:
+    with z.open("claude_agent_sdk/_bundled/claude") as src, open(target, "wb") as dst:
+        dst.write(src.read())
+os.chmod(target, 0o755)
+PY
+fi
+swift build -c release --product prewarm-fake-model >&2
+"$(swift build -c release --show-bin-path)/prewarm-fake-model" --port 0 --ttft-ms 50 > "$work/model.out" &
+model=$!
+trap 'kill $model; rm -rf "$work"' EXIT
+until [ -s "$work/model.out" ]; do sleep 0.1; done
+port=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['port'])" "$work/model.out")
+mkdir -p "$work/project"
+for kind in claimed unclaimed; do
+    claim=$([ $kind = claimed ] && echo true || echo false)
+    cat >> "$work/claude.toml" <<TOML
+[[pool]]
+name = "$kind"
+kind = "claude"
+command = "$cli"
+claim = $claim
+spares = 8
+max_processes = 24
+when_empty = "start"
+env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-fake" }
+[pool.ready]
+send = '{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}'
+expect = '"type":"control_response"'
+timeout_s = 120
+[pool.session]
+cwd = "$work/project"
+
+TOML
+done
+for n in 1 4 8; do
+    "$bin/prewarm" bench --config "$work/claude.toml" --pool unclaimed --pool claimed --baseline spawn --baseline direct-warm \
+        --burst "$n" --every 20 --bursts 3 --json "$out/claude-$n.json" --svg "$out/claude-$n.svg"
+done
+python3 benchmarks/summarize.py "$out"/claude-{1,4,8}.json
