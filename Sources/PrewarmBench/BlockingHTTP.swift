@@ -1,8 +1,5 @@
 import Foundation
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import PrewarmClient
 
 /// One HTTP/1.1 request over a Unix socket with blocking reads on the calling thread, so the
 /// harness times the daemon and not its own client: no event loop, no task hop between a
@@ -11,7 +8,7 @@ import Glibc
 /// body to end of file. (The CLI's own client is SwiftNIO's; a measuring instrument should
 /// add as little as it can.)
 final class BlockingHTTPConnection {
-    private let fd: Int32
+    private let socket: UnixStreamSocket
     private var buffer: [UInt8] = []
     private var position = 0
     private var eof = false
@@ -21,41 +18,11 @@ final class BlockingHTTPConnection {
     }
 
     init(socketPath: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(socketPath.utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw Failure(description: "socket path too long: \(socketPath)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: path)
-            raw[path.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw Failure(description: "cannot connect to \(socketPath): \(reason)")
-        }
+        socket = try UnixStreamSocket(path: socketPath)
     }
 
-    deinit { close(fd) }
-
     func send(_ bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "write: \(String(cString: strerror(errno)))")
-            }
-            offset += written
-        }
+        guard socket.write(bytes) else { throw Failure(description: "the daemon closed the connection") }
     }
 
     /// Reads more bytes into the buffer; false at end of file.
@@ -65,17 +32,13 @@ final class BlockingHTTPConnection {
             buffer.removeAll(keepingCapacity: true)
             position = 0
         }
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 {
-                eof = true
-                return false
-            }
-            buffer.append(contentsOf: chunk[..<count])
-            return true
+        let chunk = socket.read()
+        guard !chunk.isEmpty else {
+            eof = true
+            return false
         }
+        buffer += chunk
+        return true
     }
 
     /// A line ending in CRLF (without it); nil at end of file.

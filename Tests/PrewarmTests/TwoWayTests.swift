@@ -1,4 +1,5 @@
 import Foundation
+import PrewarmClient
 import Testing
 
 #if canImport(Glibc)
@@ -101,58 +102,22 @@ struct TwoWayTests {
     }
 }
 
-/// A blocking Unix-socket client: what a script would use.
+/// A blocking Unix-socket client, as a script would use: lines over `UnixStreamSocket`.
 final class RawSocket {
-    private let fd: Int32
+    private let socket: UnixStreamSocket
     private var buffer: [UInt8] = []
 
     init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard result == 0 else { throw POSIXError(.ECONNREFUSED) }
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        socket = try UnixStreamSocket(path: path)
     }
-
-    deinit { close(fd) }
 
     func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        guard bytes.withUnsafeBytes({ Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == bytes.count else {
-            throw POSIXError(.EPIPE)
-        }
+        guard socket.write(Array(text.utf8)) else { throw POSIXError(.EPIPE) }
     }
 
-    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+    func shutdownWrite() { socket.shutdownWrite() }
 
-    private func fill() -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { return false }
-        buffer += chunk[..<count]
-        return true
-    }
-
-    /// The response head, up to the blank line.
-    func readHead() -> String? {
-        while true {
-            if let end = buffer.indices.dropLast(3).first(where: { buffer[$0...($0 + 3)].elementsEqual([13, 10, 13, 10]) }) {
-                let head = String(decoding: buffer[..<end], as: UTF8.self)
-                buffer.removeSubrange(...(end + 3))
-                return head
-            }
-            guard fill() else { return nil }
-        }
-    }
+    func readHead() -> String? { socket.readHead() }
 
     /// The next line (without its newline); nil when the daemon closed the connection.
     func readLine() -> String? {
@@ -162,12 +127,14 @@ final class RawSocket {
                 buffer.removeSubrange(...newline)
                 return line
             }
-            guard fill() else { return nil }
+            let chunk = socket.read()
+            guard !chunk.isEmpty else { return nil }
+            buffer += chunk
         }
     }
 
     func readAll() -> String {
-        while fill() {}
+        while case let chunk = socket.read(), !chunk.isEmpty { buffer += chunk }
         defer { buffer.removeAll() }
         return String(decoding: buffer, as: UTF8.self)
     }

@@ -238,14 +238,7 @@ public struct PoolStateMachine: Sendable {
     /// A turn arrived and wants a process.
     public mutating func turnArrived(now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
-        if draining {
-            counters.rejected += 1
-            return (.reject(.draining), actions)
-        }
-        if failing {
-            counters.rejected += 1
-            return (.reject(.poolFailing), actions)
-        }
+        if let reason = refusedOutright() { return (.reject(reason), actions) }
         if let spare = oldestIdle(), queue.isEmpty {
             // Busy turns come first: shed other idle spares until the turn's peak fits.
             let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
@@ -296,14 +289,7 @@ public struct PoolStateMachine: Sendable {
     /// is started for it alone, a cold start, if the pool's limits and memory allow.
     public mutating func coldTurnArrived(now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
-        if draining {
-            counters.rejected += 1
-            return (.reject(.draining), actions)
-        }
-        if failing {
-            counters.rejected += 1
-            return (.reject(.poolFailing), actions)
-        }
+        if let reason = refusedOutright() { return (.reject(reason), actions) }
         guard totalCount < settings.maxProcesses else {
             counters.rejected += 1
             return (.reject(.noCapacity), actions)
@@ -322,6 +308,13 @@ public struct PoolStateMachine: Sendable {
 
     /// The turn a start-up was started for, if it is a cold start.
     public func owner(of spare: SpareID) -> WaiterID? { dedicated[spare] }
+
+    /// A draining or failing pool refuses every turn at once.
+    private mutating func refusedOutright() -> RejectReason? {
+        let reason: RejectReason? = draining ? .draining : (failing ? .poolFailing : nil)
+        if reason != nil { counters.rejected += 1 }
+        return reason
+    }
 
     /// No room for the turn: it waits for memory if the pool waits, else it is refused.
     private mutating func memoryExhausted(now: Instant, into actions: inout [Action]) -> (TurnDecision, [Action]) {
