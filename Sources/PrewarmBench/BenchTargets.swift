@@ -166,14 +166,17 @@ public struct CommandTarget: BenchTarget {
     let readySend: String?
     let readyExpect: String?
     let end: String?
+    /// With `end`: the line must also have this top-level JSON type (`end_type`).
+    let endType: String?
     let body: String
     let firstToken: FirstTokenRule
     let prewarmed: Bool
 
     public init(
         name: String, executable: String, arguments: [String], environment: [String: String], directory: String?,
-        readySend: String?, readyExpect: String?, end: String?, body: String, firstToken: FirstTokenRule, prewarmed: Bool
+        readySend: String?, readyExpect: String?, end: String?, endType: String? = nil, body: String, firstToken: FirstTokenRule, prewarmed: Bool
     ) {
+        self.endType = endType
         self.name = name
         self.executable = executable
         self.arguments = arguments
@@ -192,7 +195,7 @@ public struct CommandTarget: BenchTarget {
         self.init(
             name: prewarmed ? "direct-warm" : "spawn",
             executable: pool.executable, arguments: pool.args, environment: pool.childEnvironment(from: daemonEnvironment),
-            directory: pool.cwd, readySend: pool.ready.send, readyExpect: pool.ready.expect, end: pool.turn.end,
+            directory: pool.cwd, readySend: pool.ready.send, readyExpect: pool.ready.expect, end: pool.turn.marker, endType: pool.turn.endType,
             body: body, firstToken: firstToken, prewarmed: prewarmed
         )
     }
@@ -238,7 +241,7 @@ public struct CommandTarget: BenchTarget {
             let now = ContinuousClock.now
             if sample.firstByteMs == nil { sample.firstByteMs = started.duration(to: now).milliseconds }
             if sample.firstTokenMs == nil && firstToken.matches(line) { sample.firstTokenMs = started.duration(to: now).milliseconds }
-            if let endMarker, line.contains(substring: endMarker) {
+            if let endMarker, line.contains(substring: endMarker), endType == nil || FirstTokenRule(types: [endType!]).matches(line) {
                 sample.completionMs = started.duration(to: now).milliseconds
                 sample.outcome = "completed"
                 return sample

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,15 @@ import Glibc
 /// itself uses swift-subprocess and SwiftNIO; a baseline must not share its machinery.)
 ///
 /// Not thread-safe: one thread drives it from spawn to `terminate()`.
-final class DirectProcess: @unchecked Sendable {
+public final class DirectProcess: @unchecked Sendable {
+    /// Every process group a baseline has running, so an interrupted run can end them.
+    private static let running = Mutex<Set<pid_t>>([])
+
+    /// Kills every baseline process still running (the bench was interrupted).
+    public static func killAll() {
+        for pid in running.withLock({ $0 }) { kill(-pid, SIGKILL) }
+    }
+
     let pid: pid_t
     private let input: Int32
     private let output: Int32
@@ -67,6 +76,7 @@ final class DirectProcess: @unchecked Sendable {
         pid = child
         input = toChild[1]
         output = fromChild[0]
+        Self.running.withLock { _ = $0.insert(child) }
     }
 
     /// posix_spawn_file_actions_addchdir_np (glibc 2.29+): Glibc declares it only under
@@ -131,6 +141,7 @@ final class DirectProcess: @unchecked Sendable {
         kill(-pid, SIGKILL)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        Self.running.withLock { _ = $0.remove(pid) }
     }
 }
 

@@ -124,6 +124,7 @@ struct Bench: AsyncParsableCommand {
             }
         }
         defer { daemon?.stop() }
+        if daemon == nil { BenchDaemon.onSignals() }
 
         let runner = BenchRunner(load: load, progress: { progress($0) })
         progress(load.description)
@@ -132,7 +133,8 @@ struct Bench: AsyncParsableCommand {
         for name in pool {
             let client = UnixHTTPClient(socketPath: socket)
             let pid = await Self.daemonPID(client)
-            try await Self.waitForSpares(client, pool: name, progress: progress)
+            // A quiet daemon: every pool of the run full, no start-up sharing the CPU.
+            for other in pool { try await Self.waitForSpares(client, pool: other, progress: progress) }
             var result = await runner.run(PoolTarget(pool: name, socket: socket, body: body, firstToken: rule), monitor: (name, socket, pid))
             if case .open = load, let config = configuration?.pool(named: name) {
                 result.predictedHitRatio = await Self.predict(result, config: config, client: client, load: load)
@@ -279,11 +281,17 @@ final class BenchDaemon: @unchecked Sendable {
     /// SIGINT or SIGTERM to the bench stops the daemon it started (which stops its
     /// processes) before the bench exits: nothing it started outlives it.
     func stopOnSignals() {
+        Self.onSignals { self.stop() }
+    }
+
+    /// On SIGINT or SIGTERM: the baselines' processes are killed, then `also`, then exit.
+    static func onSignals(also: @escaping @Sendable () -> Void = {}) {
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                self.stop()
+                DirectProcess.killAll()
+                also()
                 exit(128 + number)
             }
             source.resume()
