@@ -44,11 +44,8 @@ public struct FirstTokenRule: Sendable {
     public var types: Set<String>
     public init(types: Set<String>) { self.types = types }
 
-    public func matches<Bytes: Collection>(_ line: Bytes) -> Bool where Bytes.Element == UInt8 {
-        // Cheap pre-check before parsing: the line must mention one of the types.
-        guard line.count > 8, let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-            let type = object["type"] as? String
-        else { return false }
+    public func matches<Bytes: Sequence>(_ line: Bytes) -> Bool where Bytes.Element == UInt8 {
+        guard let type = StreamJSONLine.parse(line)?.type else { return false }
         return types.contains(type)
     }
 }
@@ -241,7 +238,7 @@ public struct CommandTarget: BenchTarget {
             let now = ContinuousClock.now
             if sample.firstByteMs == nil { sample.firstByteMs = started.duration(to: now).milliseconds }
             if sample.firstTokenMs == nil && firstToken.matches(line) { sample.firstTokenMs = started.duration(to: now).milliseconds }
-            if let endMarker, line.contains(substring: endMarker), endType == nil || FirstTokenRule(types: [endType!]).matches(line) {
+            if let endMarker, line.contains(substring: endMarker), endType == nil || StreamJSONLine.parse(line)?.type == endType {
                 sample.completionMs = started.duration(to: now).milliseconds
                 sample.outcome = "completed"
                 return sample

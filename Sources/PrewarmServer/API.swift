@@ -72,7 +72,11 @@ public struct API: Sendable {
     }
 
     private func pool(_ context: PrewarmRequestContext) throws -> Pool {
-        let name = context.parameters.get("name") ?? ""
+        try Self.pool(named: context.parameters.get("name") ?? "", in: broker)
+    }
+
+    /// The pool of that name, or 404 `pool_not_found` listing the pools.
+    static func pool(named name: String, in broker: Broker) throws(PrewarmError) -> Pool {
         guard let pool = broker.pool(named: name) else {
             let known = broker.allPools.map(\.name).joined(separator: ", ")
             throw PrewarmError(.poolNotFound, "no pool named \"\(name)\"; pools: \(known)")

@@ -45,12 +45,17 @@ struct PeerAuthorizationMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let peer = await PeerCredentials.of(context.channel) else {
+        try await authorize(context.channel)
+        return try await next(request, context)
+    }
+
+    /// Refuses a peer whose uid is not allowed (also used for two-way turns' upgrades).
+    func authorize(_ channel: any Channel) async throws(PrewarmError) {
+        guard let peer = await PeerCredentials.of(channel) else {
             throw PrewarmError(.forbidden, "the peer's credentials cannot be read (SO_PEERCRED); connect through the Unix socket")
         }
         guard allowed.contains(peer.uid) else {
             throw PrewarmError(.forbidden, "uid \(peer.uid) is not allowed to use this daemon; add it to allowed_uids in the configuration")
         }
-        return try await next(request, context)
     }
 }

@@ -43,7 +43,7 @@ struct PrewarmChannel: HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            let upgrader = StreamUpgrader(admission: admission)
+            let upgrader = StreamUpgrader(admission: admission, logger: logger)
             let upgrade = NIOTypedHTTPServerUpgradeConfiguration<Connection>(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
@@ -109,10 +109,12 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "prewarm-stream"
     let requiredUpgradeHeaders: [String] = []
     let admission: StreamAdmission
+    let logger: Logger
     private let admitted = Mutex<StreamAdmission.Admitted?>(nil)
 
-    init(admission: StreamAdmission) {
+    init(admission: StreamAdmission, logger: Logger) {
         self.admission = admission
+        self.logger = logger
     }
 
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
@@ -120,7 +122,7 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         let admission = self.admission
         let task = Task {
             do {
-                let turn = try await admission.admit(head: upgradeRequest, channel: channel)
+                let turn = try await admission.admit(head: upgradeRequest, channel: channel, logger: self.logger)
                 self.admitted.withLock { $0 = turn }
                 var headers = initialResponseHeaders
                 for (name, value) in turn.headers { headers.add(name: name, value: value) }
@@ -172,21 +174,15 @@ final class StreamAdmission: Sendable {
         let arrived: ContinuousClock.Instant
     }
 
-    func admit(head: HTTPRequestHead, channel: any Channel) async throws(PrewarmError) -> Admitted {
+    func admit(head: HTTPRequestHead, channel: any Channel, logger: Logger) async throws(PrewarmError) -> Admitted {
         let arrived = ContinuousClock.now
         let parts = head.uri.split(separator: "?")[0].split(separator: "/")
         guard head.method == .POST, parts.count == 4, parts[0] == "v1", parts[1] == "pools", parts[3] == "turns" else {
             throw PrewarmError(.routeNotFound, "Upgrade: prewarm-stream is only for POST /v1/pools/{name}/turns")
         }
-        guard let pool = broker.pool(named: String(parts[2])) else {
-            let known = broker.allPools.map(\.name).joined(separator: ", ")
-            throw PrewarmError(.poolNotFound, "no pool named \"\(parts[2])\"; pools: \(known)")
-        }
+        let pool = try API.pool(named: String(parts[2]), in: broker)
         if !broker.configuration.allowedUIDs.isEmpty {
-            let allowed = Set(broker.configuration.allowedUIDs).union([getuid(), 0])
-            guard let peer = await PeerCredentials.of(channel), allowed.contains(peer.uid) else {
-                throw PrewarmError(.forbidden, "this peer's uid is not allowed to use this daemon; add it to allowed_uids in the configuration")
-            }
+            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs).authorize(channel)
         }
         if broker.draining {
             throw PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
@@ -194,18 +190,21 @@ final class StreamAdmission: Sendable {
         let config = pool.config
         let turnID = head.headers.first(name: "X-Request-Id").map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
         let (input, continuation) = AsyncStream.makeStream(of: ByteBuffer.self, bufferingPolicy: .unbounded)
-        var claim: Turn.Claim?
-        if let claude = config.claude, claude.claim, claude.claimSupported {
-            let id = "prewarm-claim-\(turnID)"
-            claim = Turn.Claim(id: id, line: claude.session.claimRequest(id: id, defaultCwd: claude.parkingDirectory))
-        }
-        let turn = Turn(
-            id: turnID, input: ByteBuffer(), closeStdin: false, timeout: config.turnTimeout, claim: claim,
-            dropLeadingChatter: config.kind == .claude, inputStream: input
-        )
+        // The pool's session: a two-way turn's client speaks stream-json itself.
+        let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
+        let turn: Turn
         let lease: Lease
         do {
-            lease = try await pool.acquire(turn)
+            (turn, lease) = try await TurnResponder.acquire(
+                pool: pool, plan: plan, turnID: turnID, channel: channel, logger: logger, arrived: arrived
+            ) { claim in
+                // The client's bytes reach stdin only once a claim is accepted, so a refused
+                // claim's fallback takes the same stream.
+                Turn(
+                    id: turnID, input: ByteBuffer(), closeStdin: false, timeout: config.turnTimeout, claim: claim,
+                    dropLeadingChatter: config.kind == .claude, inputStream: input
+                )
+            }
         } catch {
             continuation.finish()
             throw error

@@ -31,7 +31,14 @@ struct TurnResponder {
 
         // Hummingbird does not cancel a handler whose client went away: watch the channel.
         let channel = context.channel
-        let (turn, lease) = try await Self.acquire(pool: pool, plan: plan, body: body, turnID: turnID, config: config, context: context, arrived: arrived)
+        let (turn, lease) = try await Self.acquire(
+            pool: pool, plan: plan, turnID: turnID, channel: channel, logger: context.logger, arrived: arrived
+        ) { claim in
+            Turn(
+                id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: claim,
+                dropLeadingChatter: config.kind == .claude
+            )
+        }
         channel.closeFuture.whenComplete { _ in lease.clientGone() }
 
         let outcomeLine = request.headers[.prewarmOutcomeLine] == "1"
@@ -93,18 +100,16 @@ struct TurnResponder {
         return ByteBuffer(bytes: data)
     }
 
-    /// Acquires a process for the turn; a refused claim with `claim_fallback` becomes a cold
-    /// start with the same session (and a new turn object: the refused one is spent).
+    /// Acquires a process for the turn made by `makeTurn` (given the plan's claim); a refused
+    /// claim with `claim_fallback` becomes a cold start with the same session (and a new turn
+    /// object: the refused one is spent). Used by plain and two-way turns alike.
     static func acquire(
-        pool: Pool, plan: Plan, body: ByteBuffer, turnID: String, config: PoolConfig, context: PrewarmRequestContext, arrived: ContinuousClock.Instant
-    ) async throws -> (Turn, Lease) {
+        pool: Pool, plan: Plan, turnID: String, channel: any Channel, logger: Logger, arrived: ContinuousClock.Instant,
+        makeTurn: (Turn.Claim?) -> Turn
+    ) async throws(PrewarmError) -> (Turn, Lease) {
         var plan = plan
-        let channel = context.channel
         while true {
-            let turn = Turn(
-                id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: plan.claim,
-                dropLeadingChatter: config.kind == .claude
-            )
+            let turn = makeTurn(plan.claim)
             let launch = plan.launch
             let acquisition = Task { try await pool.acquire(turn, launch: launch) }
             channel.closeFuture.whenComplete { _ in acquisition.cancel() }
@@ -112,15 +117,17 @@ struct TurnResponder {
                 return (turn, try await acquisition.value)
             } catch let error as PrewarmError {
                 if error.code == .claimRefused, let fallback = plan.fallback {
-                    context.logger.info(
+                    logger.info(
                         "claim refused; cold start instead",
                         metadata: ["pool.name": "\(pool.name)", "turn.id": "\(turnID)", "claim.reason": "\(error.reason ?? "")"]
                     )
-                    plan = fallback
+                    plan = Plan(launch: fallback)
                     continue
                 }
-                logRejection(context.logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
+                logRejection(logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
                 throw error
+            } catch {
+                throw PrewarmError(.internal, "the wait for a process ended: \(error)")
             }
         }
     }
@@ -129,20 +136,30 @@ struct TurnResponder {
     struct Plan: Sendable {
         var launch: Pool.Launch = .spare
         var claim: Turn.Claim?
-        /// With `claim_fallback`: what to do when the claim is refused.
-        var fallback: Plan? { fallbackPlan.map { $0.value } }
-        var fallbackPlan: Box?
+        /// With `claim_fallback`: where the turn goes when the claim is refused.
+        var fallback: Pool.Launch?
 
-        final class Box: Sendable {
-            let value: Plan
-            init(_ value: Plan) { self.value = value }
+        /// A claude pool's turn with `session`: a claimed spare, a spare as it is, or a
+        /// process started with the session (a resume, a session no spare serves).
+        static func claude(session: SessionSettings, config: PoolConfig, turnID: String) -> Plan {
+            guard let claude = config.claude else { return Plan() }
+            if session.resume != nil {
+                return Plan(launch: .cold(config.forSession(session)))  // a claimed spare cannot resume: the CLI refuses
+            }
+            if claude.claim && claude.claimSupported {
+                let id = "prewarm-claim-\(turnID)"
+                return Plan(
+                    claim: Turn.Claim(id: id, line: session.claimRequest(id: id, defaultCwd: claude.parkingDirectory)),
+                    fallback: claude.claimFallback ? .cold(config.forSession(session)) : nil
+                )
+            }
+            return config.sparesServe(session) ? Plan() : Plan(launch: .cold(config.forSession(session)))
         }
     }
 
-    /// Checks the body, and for a claude pool decides between a claimed spare, a spare as it
-    /// is, and a cold start with the turn's own session. A JSON body
+    /// Checks the body, and for a claude pool plans the turn with its session. A JSON body
     /// (`{"prompt": ..., "session": {...}}`) becomes the user message; any other body is
-    /// written as it is.
+    /// written as it is (with the pool's session).
     static func plan(body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String) throws -> Plan {
         guard let claude = config.claude else {
             try check(body, format: config.turn.input)
@@ -156,18 +173,7 @@ struct TurnResponder {
         } else {
             try check(body, format: config.turn.input)
         }
-        let cold = Plan(launch: .cold(config.forSession(session)))
-        if session.resume != nil {
-            return cold  // a claimed spare cannot resume a session: the CLI refuses
-        }
-        if claude.claim && claude.claimSupported {
-            let id = "prewarm-claim-\(turnID)"
-            return Plan(
-                claim: Turn.Claim(id: id, line: session.claimRequest(id: id, defaultCwd: claude.parkingDirectory)),
-                fallbackPlan: claude.claimFallback ? Plan.Box(cold) : nil
-            )
-        }
-        return config.sparesServe(session) ? Plan() : cold
+        return .claude(session: session, config: config, turnID: turnID)
     }
 
     /// In `ndjson` pools every non-empty line of the body must be JSON.

@@ -115,6 +115,13 @@ struct ClaudePoolTests {
         #expect(jsonLines(different).first { $0["subtype"] as? String == "init" }?["cwd"] as? String == other)
     }
 
+    /// A CLI that does not know --await-claim is found out when the pool starts, and status
+    /// says so (GNU cat refuses the option as the CLI's older versions would).
+    @Test func awaitClaimUnsupported() async throws {
+        let daemon = try await TestDaemon(pools: Self.pool().replacingOccurrences(of: "command = \"FAKE\"", with: "command = \"/bin/cat\""), waitForIdle: false)
+        try await waitUntil("the probe has run", timeout: .seconds(20)) { try await daemon.pool("c").claim == "unsupported" }
+    }
+
     /// A bad JSON turn is refused before anything starts, saying what is wrong.
     @Test func badJSONTurn() async throws {
         let daemon = try await TestDaemon(pools: Self.pool())

@@ -98,18 +98,14 @@ public final class MemoryGovernor: Sendable {
         // Usage against the limit, from the same place as the limit: the cgroup's usage for
         // a cgroup limit (less inactive file cache, as the kernel counts for reclaim), the
         // host's for MemTotal, and our own (the daemon and its processes) for `limit_mib`.
-        let usage: Int?
-        switch limit.kind {
-        case .cgroup:
-            usage = cgroupSample.map { Int(clamping: $0.workingSet) }
-            for pool in pools { pool.sampleMemory(groups: groups, root: root) }
-        case .host:
-            usage = host.map { Int(clamping: $0.total) - Int(clamping: $0.available) }
-            for pool in pools { pool.sampleMemory(groups: groups, root: root) }
-        case .configured, .assumed:
-            let own = pools.reduce(0) { $0 + $1.sampleMemory(groups: groups, root: root, all: true) }
-            usage = own + (rss ?? 0)
-        }
+        let ownUsage = limit.kind == .configured || limit.kind == .assumed
+        let own = pools.reduce(0) { $0 + $1.sampleMemory(groups: groups, root: root, all: ownUsage) }
+        let usage: Int? =
+            switch limit.kind {
+            case .cgroup: cgroupSample.map { Int(clamping: $0.workingSet) }
+            case .host: host.map { Int(clamping: $0.total) - Int(clamping: $0.available) }
+            case .configured, .assumed: own + (rss ?? 0)
+            }
 
         let (pressureChanged, pressure, newKills) = ledger.withLock { ledger in
             if let rss { ledger.daemonRSS = rss }

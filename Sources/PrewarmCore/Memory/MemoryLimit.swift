@@ -90,8 +90,9 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         case budget, enforce, cpus, pools
     }
 
-    /// What an idle daemon holds (RSS, measured on Linux x86_64 with two pools); `prewarm
-    /// size` uses it when the daemon is not running.
+    /// What a daemon holds (RSS): its log reported 29 MiB at start and /v1/memory 42-44 MiB
+    /// after turns, with the demo pool on Linux x86_64 (debug build); the benchmarks' release
+    /// daemon held 36-40 MiB. `prewarm size` uses it when the daemon is not running.
     public static let daemonEstimate = 40 << 20
 
     /// `budget = limit - reserve - daemon RSS`; then, pool by pool in the configuration's

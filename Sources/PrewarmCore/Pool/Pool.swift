@@ -221,7 +221,7 @@ public final class Pool: Sendable {
     }
 
     private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind) {
-        let (decision, actions, shortfall) = mutate { state in
+        let (decision, actions, shortfall) = mutate { state -> (PoolStateMachine.TurnDecision, [PoolStateMachine.Action], Int?) in
             let (decision, actions): (PoolStateMachine.TurnDecision, [PoolStateMachine.Action])
             switch launch {
             case .spare:
@@ -235,18 +235,15 @@ public final class Pool: Sendable {
                     }
                 }
             }
-            // Short of memory: the other pools' idle spares make room for this turn.
+            // Short of memory: the other pools' idle spares make room for this turn. (A warm
+            // take needs no room, and does not pay for the check.)
+            if case .take = decision { return (decision, actions, nil) }
             let turn = state.machine.settings.costs?.turn ?? 0
             let short = state.machine.room != nil && !state.machine.fits(turn)
             return (decision, actions, short ? turn : nil)
         }
         perform(actions)
-        if let shortfall {
-            switch decision {
-            case .take: break
-            case .wait, .reject: governor?.requestRoom(shortfall, for: name)
-            }
-        }
+        if let shortfall { governor?.requestRoom(shortfall, for: name) }
         switch decision {
         case .take(let spare):
             return (spare, .warm)
@@ -292,7 +289,7 @@ public final class Pool: Sendable {
             let waited = state.withLock { $0.config.waitTimeout.wholeMilliseconds }
             return PrewarmError(.waitTimeout, "pool \(name) had no spare within \(waited) ms (wait_timeout_ms); retry later or raise spares", retryAfter: 1)
         case .poolFailing:
-            let last = mutate { $0.machine.lastError } ?? "unknown"
+            let last = state.withLock { $0.machine.lastError } ?? "unknown"
             return PrewarmError(.poolFailing, "pool \(name) is failing: its start-ups keep failing (last: \(last)); see prewarm status")
         case .draining:
             return PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
@@ -415,11 +412,6 @@ public final class Pool: Sendable {
         }
     }
 
-    /// The pool's memory estimates now (measured, or configured).
-    public var memoryCosts: (costs: MemoryCosts, measured: Bool) {
-        state.withLock { ($0.costs, $0.spareCost.measured && $0.turnPeak.measured) }
-    }
-
     // MARK: - Status
 
     public func status() -> PoolStatus {
@@ -476,21 +468,23 @@ extension Pool: ChildProcessDelegate {
     }
 
     func processTurnEnded(_ id: SpareID) {
-        // The turn's last reading, before the process is stopped: its members as last seen.
+        perform(mutate { $0.machine.turnEnded(id, now: .now) })
+    }
+
+    func processTurnAnswered(_ id: SpareID) {
+        // The turn's last reading, taken once its client has the answer and before the
+        // process is stopped: its group's members as last seen.
         let (pid, members) = state.withLock { ($0.processes[id]?.pid, $0.members[id]) }
-        var final: Int?
+        var final = 0
         if let pid {
             final = (members ?? [pid]).compactMap { ProcessMemory.read(pid: $0) }.reduce(0) { $0 + Int(clamping: $1.cost) }
         }
         perform(
             mutate { state in
-                var actions = state.machine.turnEnded(id, now: .now)
-                let peak = max(state.busyPeaks.removeValue(forKey: id) ?? 0, final ?? 0)
-                if peak > 0 {
-                    state.turnPeak.record(peak)
-                    actions += state.machine.setCosts(state.costs, now: .now)
-                }
-                return actions
+                let peak = max(state.busyPeaks.removeValue(forKey: id) ?? 0, final)
+                guard peak > 0 else { return [] }
+                state.turnPeak.record(peak)
+                return state.machine.setCosts(state.costs, now: .now)
             }
         )
     }

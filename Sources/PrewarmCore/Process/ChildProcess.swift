@@ -19,6 +19,9 @@ protocol ChildProcessDelegate: Sendable {
     func processExited(_ id: SpareID, reason: String)
     /// Its turn is over (whatever the outcome); it is being retired.
     func processTurnEnded(_ id: SpareID)
+    /// The turn's client has its answer; the process is not stopped yet (a last reading).
+    /// Not called for a refused claim: no turn ran.
+    func processTurnAnswered(_ id: SpareID)
     /// It and its process group are gone; its resources are free.
     func processGone(_ id: SpareID)
 }
@@ -353,6 +356,7 @@ final class ChildProcess: Sendable {
                     // on its own is only known once it is reaped, after `stop`.
                     turn.finish(TurnResult(outcome: outcome, detail: detail))
                 }
+                delegate.processTurnAnswered(id)
                 return .turn(turn, outcome, detail: detail)
             default:
                 continue
@@ -399,7 +403,7 @@ final class ChildProcess: Sendable {
                             post.yield(.claimAnswered(outcome))
                             continue
                         }
-                        if Self.isChatter(line) { continue }
+                        if line.readableBytes < 4096, StreamJSONLine.parse(line.readableBytesView)?.isChatter == true { continue }
                         route.withLock { $0 = .turn(turn) }
                         await turn.output.send(line)
                         if segment.lineHasEnd {
@@ -438,15 +442,6 @@ final class ChildProcess: Sendable {
         } catch {
             post.yield(.stdinFailed("\(error)"))
         }
-    }
-
-    /// A line the CLI writes on its own, not part of any turn:
-    /// `{"type":"system","subtype":"ui_invalidate"}`.
-    static func isChatter(_ line: ByteBuffer) -> Bool {
-        guard line.readableBytes < 4096,
-            let object = try? JSONSerialization.jsonObject(with: Data(line.readableBytesView)) as? [String: Any]
-        else { return false }
-        return object["type"] as? String == "system" && object["subtype"] as? String == "ui_invalidate"
     }
 
     /// Stops the process group: gently (stdin closed, then SIGTERM, then SIGKILL, a grace

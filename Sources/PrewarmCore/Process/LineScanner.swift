@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// Cuts a process's stdout into segments that end at line boundaries, and tells, at the end
@@ -96,8 +95,8 @@ struct SubstringMatcher: Sendable {
 
 /// Confirms an end-of-turn candidate by parsing it: the line's top-level JSON `type` must be
 /// the pool's `end_type` (a substring match alone would also fire on tool output that holds
-/// the same text). Only candidate lines are kept, as slices of the buffers they arrived in,
-/// and only until their newline.
+/// the same text). A line's segments are kept, as slices of the buffers they arrived in,
+/// until its newline, and only a candidate line is parsed.
 struct EndTypeCheck: Sendable {
     let type: String
     private var pending: [ByteBuffer] = []
@@ -126,18 +125,6 @@ struct EndTypeCheck: Sendable {
         var line = ByteBuffer()
         line.reserveCapacity(pendingBytes)
         for var piece in pending { line.writeBuffer(&piece) }
-        return Self.topLevelType(of: line) == type
-    }
-
-    /// The value of the top-level `type` key of a JSON object line, or nil.
-    static func topLevelType(of line: ByteBuffer) -> String? {
-        guard let bytes = line.getBytes(at: line.readerIndex, length: line.readableBytes),
-            let object = try? JSONDecoder().decode(TypeOnly.self, from: Data(bytes))
-        else { return nil }
-        return object.type
-    }
-
-    private struct TypeOnly: Decodable {
-        var type: String?
+        return StreamJSONLine.parse(line.readableBytesView)?.type == type
     }
 }

@@ -22,14 +22,8 @@ public final class Turn: Sendable {
     public let inputStream: AsyncStream<ByteBuffer>?
     /// stdout of the process from the start of the turn to the end of the turn.
     public let output = AsyncChannel<ByteBuffer>()
-    private let state = Mutex<State>(State())
-
-    private struct State {
-        var result: TurnResult?
-        var waiters: [CheckedContinuation<TurnResult, Never>] = []
-        var claimOutcome: ClaimOutcome?
-        var claimWaiters: [CheckedContinuation<ClaimOutcome, Never>] = []
-    }
+    private let outcome = OneShot<TurnResult>()
+    private let claimAnswer = OneShot<ClaimOutcome>()
 
     /// A `claim_session` control request and its id.
     public struct Claim: Sendable {
@@ -57,25 +51,12 @@ public final class Turn: Sendable {
 
     /// Sets the claim's outcome (the first call wins).
     func settleClaim(_ outcome: ClaimOutcome) {
-        let waiters = state.withLock { state -> [CheckedContinuation<ClaimOutcome, Never>] in
-            guard state.claimOutcome == nil else { return [] }
-            state.claimOutcome = outcome
-            defer { state.claimWaiters.removeAll() }
-            return state.claimWaiters
-        }
-        for waiter in waiters { waiter.resume(returning: outcome) }
+        claimAnswer.set(outcome)
     }
 
     /// What the CLI answered to the claim; waits until it has (or the process ended).
     public func claimOutcome() async -> ClaimOutcome {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> ClaimOutcome? in
-                if let outcome = state.claimOutcome { return outcome }
-                state.claimWaiters.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
+        await claimAnswer.value()
     }
 
     /// Sets the result (the first call wins) and ends `output`.
@@ -83,31 +64,17 @@ public final class Turn: Sendable {
         if claim != nil {
             settleClaim(.refused(reason: "process_ended", message: result.detail ?? "the process ended before answering the claim"))
         }
-        let waiters = state.withLock { state -> [CheckedContinuation<TurnResult, Never>] in
-            guard state.result == nil else { return [] }
-            state.result = result
-            defer { state.waiters.removeAll() }
-            return state.waiters
-        }
+        outcome.set(result)
         output.finish()
-        for waiter in waiters { waiter.resume(returning: result) }
     }
 
     /// How the turn ended; waits until it has.
     public func result() async -> TurnResult {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> TurnResult? in
-                if let result = state.result { return result }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
-        }
+        await outcome.value()
     }
 
-    public var isFinished: Bool { state.withLock { $0.result != nil } }
+    public var isFinished: Bool { outcome.isSet }
 }
-
 /// How a turn ended.
 public enum TurnOutcome: String, Sendable, Codable {
     /// The end-of-turn line came.
