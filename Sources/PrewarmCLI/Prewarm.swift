@@ -10,7 +10,7 @@ struct Prewarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prewarm",
         abstract: "Keeps already-initialised agent CLI processes ready, one per turn.",
-        subcommands: [Serve.self, Turn.self, Status.self, Size.self, Bench.self, Keeper.self]
+        subcommands: [Serve.self, Turn.self, Status.self, Resize.self, Recycle.self, Stats.self, Advise.self, Size.self, Bench.self, Keeper.self]
     )
 }
 
@@ -23,8 +23,13 @@ struct CommonOptions: ParsableArguments {
     var socket: String?
 
     func loadConfiguration() throws -> Configuration {
-        let loader = ConfigurationLoader(executableDirectory: Self.executableDirectory)
-        return try loader.load(path: config)
+        try Self.loadConfiguration(path: config)
+    }
+
+    /// `--config PATH`, else `config/prewarm.toml` in the working directory, else the defaults.
+    static func loadConfiguration(path: String?) throws -> Configuration {
+        let loader = ConfigurationLoader(executableDirectory: executableDirectory)
+        return try loader.load(path: path)
     }
 
     /// The socket path; reads the configuration only when flag and environment say nothing.

@@ -21,7 +21,15 @@ struct Serve: AsyncParsableCommand {
         let socket = SocketPath.resolve(flag: options.socket, environment: ProcessInfo.processInfo.environment, configured: configuration.socket)
         let logger = makeLogger(level: logLevel)
         logger.info("starting", metadata: ["config": "\(configuration.origin)", "socket.path": "\(socket)"])
-        let daemon = Daemon(configuration: configuration, socketPath: socket, keeperExecutable: CommonOptions.executablePath, logger: logger)
+        let path = options.config
+        let daemon = Daemon(
+            configuration: configuration,
+            socketPath: socket,
+            keeperExecutable: CommonOptions.executablePath,
+            reload: { try CommonOptions.loadConfiguration(path: path) },
+            bootstrapMetrics: true,
+            logger: logger
+        )
         do {
             try await daemon.run()
         } catch let error as PrewarmError {

@@ -12,6 +12,12 @@ struct Status: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the JSON of GET /v1/pools.")
     var json = false
 
+    @Flag(
+        name: .long,
+        help: "Print nothing on success; exit 0 when every pool has an idle spare or is failing, 1 when not yet (69: no daemon). For readiness probes."
+    )
+    var ready = false
+
     func run() async throws {
         let client = UnixHTTPClient(socketPath: try options.socketPath())
         let response: UnixHTTPClient.Response
@@ -23,11 +29,19 @@ struct Status: AsyncParsableCommand {
         guard response.status == 200 else {
             throw ExitStatus.fail(ExitStatus.forHTTP(response.status), "HTTP \(response.status): \(Turn.errorMessage(response.body))")
         }
+        let list = try JSONDecoder().decode(PoolList.self, from: Data(response.body.readableBytesView))
+        if ready {
+            // The rule of the daemon's READY=1 (Broker.ready).
+            let waiting = list.pools.filter { !$0.ready }
+            guard waiting.isEmpty else {
+                throw ExitStatus.fail(1, "not ready: no idle spare yet in " + waiting.map(\.name).joined(separator: ", "))
+            }
+            return
+        }
         if json {
             print(response.bodyString)
             return
         }
-        let list = try JSONDecoder().decode(PoolList.self, from: Data(response.body.readableBytesView))
         print(Self.table(list.pools))
         // The memory section; a daemon without /v1/memory (older) just has none.
         if let memory = try? await client.request(.GET, "/v1/memory"), memory.status == 200,

@@ -16,6 +16,7 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case startFailed = "start_failed"
             case memoryExhausted = "memory_exhausted"
             case claimRefused = "claim_refused"
+            case rateLimited = "rate_limited"
             case `internal`
         }
 
@@ -46,6 +47,8 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         public static let memoryExhausted = Code(.memoryExhausted)
         /// 409: the CLI refused to bind the spare to the turn's session (`reason` says why).
         public static let claimRefused = Code(.claimRefused)
+        /// 429: the caller's uid used the pool's `max_turns_per_minute`.
+        public static let rateLimited = Code(.rateLimited)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 

@@ -22,8 +22,10 @@ public struct API: Sendable {
         return HTTPServerBuilder { responder in PrewarmChannel(responder: responder, admission: streams) }
     }
 
-    public func makeRouter() -> Router<PrewarmRequestContext> {
+    /// The routes; with `httpMetrics`, Hummingbird's request metrics through swift-metrics.
+    public func makeRouter(httpMetrics: Bool = false) -> Router<PrewarmRequestContext> {
         let router = Router(context: PrewarmRequestContext.self)
+        if httpMetrics { router.middlewares.add(MetricsMiddleware()) }
         router.middlewares.add(ErrorMiddleware())
         if !broker.configuration.allowedUIDs.isEmpty {
             router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs))
@@ -32,6 +34,9 @@ public struct API: Sendable {
             var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid())))
             if broker.draining { response.status = .serviceUnavailable }
             return response
+        }
+        router.get("/metrics") { _, _ in
+            Self.metrics(broker)
         }
         router.get("/v1/pools") { _, _ in
             try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
@@ -60,6 +65,11 @@ public struct API: Sendable {
             pool.resize(spares: spares)
             return try Self.encoded(pool.status())
         }
+        router.post("/v1/pools/:name/recycle") { _, context in
+            let pool = try pool(context)
+            let recycled = pool.recycle(reason: "asked through the API")
+            return try Self.encoded(Recycled(recycled: recycled, pool: pool.status()))
+        }
         router.post("/v1/pools/:name/turns") { request, context in
             if request.headers[.upgrade]?.lowercased().contains("prewarm-stream") == true {
                 // The upgrade was refused before it reached here: answer with why.
@@ -82,6 +92,26 @@ public struct API: Sendable {
             throw PrewarmError(.poolNotFound, "no pool named \"\(name)\"; pools: \(known)")
         }
         return pool
+    }
+
+    /// `GET /metrics`: Prometheus text exposition format 0.0.4.
+    static func metrics(_ broker: Broker) -> Response {
+        let text = broker.telemetry.metrics.render(
+            pools: broker.allPools.map { $0.status() }, memory: broker.memory.status(), journal: broker.telemetry.journal?.currentCounts
+        )
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: text))
+        )
+    }
+
+    /// The router of `metrics_listen`: `/metrics` only (the turns stay on the Unix socket).
+    public func makeMetricsRouter() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        let broker = self.broker
+        router.get("/metrics") { _, _ in Self.metrics(broker) }
+        return router
     }
 
     static func collect(_ request: inout Request, limit: Int) async throws -> ByteBuffer {
@@ -110,6 +140,12 @@ public struct API: Sendable {
 public struct Health: Codable, Sendable {
     public var status: String
     public var pid: Int
+}
+
+/// `POST /v1/pools/{name}/recycle`: how many idle spares were replaced, and the pool now.
+public struct Recycled: Codable, Sendable {
+    public var recycled: Int
+    public var pool: PoolStatus
 }
 
 public struct PoolList: Codable, Sendable {

@@ -4,9 +4,12 @@ import Glibc
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
+import Prometheus
 import PrewarmCore
 import ServiceLifecycle
+import UnixSignals
 
 /// `prewarm serve`: the keeper, the broker and the HTTP server on the Unix socket, as one
 /// service group. On SIGTERM/SIGINT the broker drains first (new turns get 503 `draining`,
@@ -17,12 +20,26 @@ public struct Daemon: Sendable {
     public let socketPath: String
     /// The `prewarm` executable, run as `prewarm keeper`; nil runs without a keeper.
     public let keeperExecutable: String?
+    /// Reads the configuration again (SIGHUP); nil: reloads are refused.
+    public let reload: (@Sendable () throws -> Configuration)?
+    /// Bootstraps swift-metrics onto the daemon's Prometheus registry (once per process: the
+    /// `serve` command does it).
+    public let bootstrapMetrics: Bool
     public let logger: Logger
 
-    public init(configuration: Configuration, socketPath: String, keeperExecutable: String?, logger: Logger) {
+    public init(
+        configuration: Configuration,
+        socketPath: String,
+        keeperExecutable: String?,
+        reload: (@Sendable () throws -> Configuration)? = nil,
+        bootstrapMetrics: Bool = false,
+        logger: Logger
+    ) {
+        self.bootstrapMetrics = bootstrapMetrics
         self.configuration = configuration
         self.socketPath = socketPath
         self.keeperExecutable = keeperExecutable
+        self.reload = reload
         self.logger = logger
     }
 
@@ -31,11 +48,21 @@ public struct Daemon: Sendable {
         try SocketFile.prepare(path: socketPath)
         let logger = self.logger
         let keeper = try keeperExecutable.map { try ProcessGroupKeeper(executable: $0, logger: logger) }
-        let broker = Broker(configuration: configuration, keeper: keeper, environment: ProcessInfo.processInfo.environment, logger: logger)
+        let registry = PrometheusCollectorRegistry()
+        if bootstrapMetrics {
+            // Metrics recorded through the swift-metrics API (Hummingbird's HTTP metrics among
+            // them) land on /metrics next to the daemon's own.
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        }
+        let broker = Broker(
+            configuration: configuration, keeper: keeper, environment: ProcessInfo.processInfo.environment,
+            metrics: BrokerMetrics(registry: registry), logger: logger
+        )
         let api = API(broker: broker)
-        let router = api.makeRouter()
+        let router = api.makeRouter(httpMetrics: bootstrapMetrics)
         let configuration = self.configuration
         let socketPath = self.socketPath
+        let notifier = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
         let app = Application(
             router: router,
             server: api.server,
@@ -53,6 +80,22 @@ public struct Daemon: Sendable {
         var services: [any Service] = []
         if let keeper { services.append(keeper) }
         services += [app, broker]
+        if let listen = configuration.metricsListen {
+            if !listen.isLoopback {
+                logger.warning("metrics_listen is not a loopback address: /metrics is reachable from the network", metadata: ["metrics.listen": "\(listen)"])
+            }
+            services.append(
+                Application(
+                    router: api.makeMetricsRouter(),
+                    configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: nil),
+                    onServerRunning: { channel in
+                        logger.info("serving /metrics", metadata: ["metrics.listen": "\(channel.localAddress.map { "\($0)" } ?? "\(listen)")"])
+                    },
+                    logger: logger
+                )
+            )
+        }
+        services.append(Supervisor(broker: broker, notifier: notifier, reload: reload, logger: logger))
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },

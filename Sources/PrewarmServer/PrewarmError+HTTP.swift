@@ -13,7 +13,7 @@ extension PrewarmError: HTTPResponseError {
         case .claimRefused: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden
-        case .noCapacity, .waitTimeout, .memoryExhausted: .tooManyRequests
+        case .noCapacity, .waitTimeout, .memoryExhausted, .rateLimited: .tooManyRequests
         case .poolFailing, .draining, .startFailed: .serviceUnavailable
         default: .internalServerError
         }

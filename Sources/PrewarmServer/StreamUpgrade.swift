@@ -171,11 +171,12 @@ final class StreamAdmission: Sendable {
         let input: AsyncStream<ByteBuffer>.Continuation
         let outcomeLine: Bool
         let headers: [(String, String)]
-        let arrived: ContinuousClock.Instant
+        let record: TurnContext
     }
 
     func admit(head: HTTPRequestHead, channel: any Channel, logger: Logger) async throws(PrewarmError) -> Admitted {
         let arrived = ContinuousClock.now
+        let arrivedAt = Date()
         let parts = head.uri.split(separator: "?")[0].split(separator: "/")
         guard head.method == .POST, parts.count == 4, parts[0] == "v1", parts[1] == "pools", parts[3] == "turns" else {
             throw PrewarmError(.routeNotFound, "Upgrade: prewarm-stream is only for POST /v1/pools/{name}/turns")
@@ -184,20 +185,19 @@ final class StreamAdmission: Sendable {
         if !broker.configuration.allowedUIDs.isEmpty {
             try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs).authorize(channel)
         }
-        if broker.draining {
-            throw PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
-        }
         let config = pool.config
         let turnID = head.headers.first(name: "X-Request-Id").map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
         let (input, continuation) = AsyncStream.makeStream(of: ByteBuffer.self, bufferingPolicy: .unbounded)
         // The pool's session: a two-way turn's client speaks stream-json itself.
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
+        let record = TurnContext(
+            broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
+            caller: await PeerCredentials.of(channel)?.uid, twoWay: true, logger: logger
+        )
         let turn: Turn
         let lease: Lease
         do {
-            (turn, lease) = try await TurnResponder.acquire(
-                pool: pool, plan: plan, turnID: turnID, channel: channel, logger: logger, arrived: arrived
-            ) { claim in
+            (turn, lease) = try await TurnResponder.acquire(record, plan: plan, channel: channel) { claim in
                 // The client's bytes reach stdin only once a claim is accepted, so a refused
                 // claim's fallback takes the same stream.
                 Turn(
@@ -216,7 +216,7 @@ final class StreamAdmission: Sendable {
                 ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
                 ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)),
             ],
-            arrived: arrived
+            record: record
         )
     }
 
@@ -264,7 +264,7 @@ struct StreamTurn {
                         return count
                     }
                     for await chunk in turn.output {
-                        if firstByte == nil { firstByte = admitted.arrived.duration(to: .now) }
+                        if firstByte == nil { firstByte = admitted.record.arrived.duration(to: .now) }
                         bytesOut += chunk.readableBytes
                         try await outbound.write(chunk)
                     }
@@ -283,9 +283,6 @@ struct StreamTurn {
             input.finish()
         }
         let result = await turn.result()
-        TurnResponder.logTurn(
-            logger, pool: admitted.pool, turnID: turn.id, lease: lease, firstByte: firstByte, duration: admitted.arrived.duration(to: .now),
-            result: result, bytesIn: bytesIn, bytesOut: bytesOut
-        )
+        admitted.record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
     }
 }

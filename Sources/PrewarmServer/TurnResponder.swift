@@ -16,9 +16,7 @@ struct TurnResponder {
 
     func respond(to request: Request, pool: Pool, context: PrewarmRequestContext) async throws -> Response {
         let arrived = ContinuousClock.now
-        if broker.draining {
-            throw PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
-        }
+        let arrivedAt = Date()
         let config = pool.config
         var request = request
         var body = try await API.collect(&request, limit: config.maxRequestBytes)
@@ -31,9 +29,11 @@ struct TurnResponder {
 
         // Hummingbird does not cancel a handler whose client went away: watch the channel.
         let channel = context.channel
-        let (turn, lease) = try await Self.acquire(
-            pool: pool, plan: plan, turnID: turnID, channel: channel, logger: context.logger, arrived: arrived
-        ) { claim in
+        let record = TurnContext(
+            broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
+            caller: await PeerCredentials.of(channel)?.uid, twoWay: false, logger: context.logger
+        )
+        let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel) { claim in
             Turn(
                 id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: claim,
                 dropLeadingChatter: config.kind == .claude
@@ -52,8 +52,6 @@ struct TurnResponder {
         if !outcomeLine {
             headers[.trailer] = "Prewarm-Outcome, Prewarm-Exit-Status"
         }
-        let logger = context.logger
-        let poolName = pool.name
         return Response(
             status: .ok,
             headers: headers,
@@ -69,14 +67,12 @@ struct TurnResponder {
                 } catch {
                     // The client stopped reading: the process is killed, the turn is over.
                     lease.clientGone()
-                    _ = await turn.result()
+                    let result = await turn.result()
+                    record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
                     throw error
                 }
                 let result = await turn.result()
-                Self.logTurn(
-                    logger, pool: poolName, turnID: turnID, lease: lease, firstByte: firstByte, duration: arrived.duration(to: .now),
-                    result: result, bytesIn: bytesIn, bytesOut: bytesOut
-                )
+                record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
                 if outcomeLine {
                     try await writer.write(Self.outcomeLine(result))
                     try await writer.finish(nil)
@@ -102,33 +98,39 @@ struct TurnResponder {
 
     /// Acquires a process for the turn made by `makeTurn` (given the plan's claim); a refused
     /// claim with `claim_fallback` becomes a cold start with the same session (and a new turn
-    /// object: the refused one is spent). Used by plain and two-way turns alike.
+    /// object: the refused one is spent). Used by plain and two-way turns alike; a refusal is
+    /// logged and recorded here.
     static func acquire(
-        pool: Pool, plan: Plan, turnID: String, channel: any Channel, logger: Logger, arrived: ContinuousClock.Instant,
-        makeTurn: (Turn.Claim?) -> Turn
+        _ context: TurnContext, plan: Plan, channel: any Channel, makeTurn: (Turn.Claim?) -> Turn
     ) async throws(PrewarmError) -> (Turn, Lease) {
+        let pool = context.pool
         var plan = plan
-        while true {
-            let turn = makeTurn(plan.claim)
-            let launch = plan.launch
-            let acquisition = Task { try await pool.acquire(turn, launch: launch) }
-            channel.closeFuture.whenComplete { _ in acquisition.cancel() }
-            do {
-                return (turn, try await acquisition.value)
-            } catch let error as PrewarmError {
-                if error.code == .claimRefused, let fallback = plan.fallback {
-                    logger.info(
+        do throws(PrewarmError) {
+            if context.broker.draining {
+                throw PrewarmError(.draining, "the daemon is shutting down; retry on another instance or after the restart")
+            }
+            try pool.admit(caller: context.caller)
+            while true {
+                let turn = makeTurn(plan.claim)
+                let launch = plan.launch
+                let acquisition = Task { try await pool.acquire(turn, launch: launch) }
+                channel.closeFuture.whenComplete { _ in acquisition.cancel() }
+                do {
+                    return (turn, try await acquisition.value)
+                } catch let error as PrewarmError {
+                    guard error.code == .claimRefused, let fallback = plan.fallback else { throw error }
+                    context.logger.info(
                         "claim refused; cold start instead",
-                        metadata: ["pool.name": "\(pool.name)", "turn.id": "\(turnID)", "claim.reason": "\(error.reason ?? "")"]
+                        metadata: ["pool.name": "\(pool.name)", "turn.id": "\(context.turnID)", "claim.reason": "\(error.reason ?? "")"]
                     )
                     plan = Plan(launch: fallback)
-                    continue
+                } catch {
+                    throw PrewarmError(.internal, "the wait for a process ended: \(error)")
                 }
-                logRejection(logger, pool: pool.name, turnID: turnID, error: error, arrived: arrived)
-                throw error
-            } catch {
-                throw PrewarmError(.internal, "the wait for a process ended: \(error)")
             }
+        } catch {
+            context.rejected(error)
+            throw error
         }
     }
 
@@ -198,29 +200,58 @@ struct TurnResponder {
     }
 
 
-    static func logTurn(
-        _ logger: Logger, pool: String, turnID: String, lease: Lease, firstByte: Duration?, duration: Duration,
-        result: TurnResult, bytesIn: Int, bytesOut: Int
-    ) {
+}
+
+/// One turn's facts for its log line, the metrics and the journal.
+struct TurnContext: Sendable {
+    let broker: Broker
+    let pool: Pool
+    let turnID: String
+    let arrived: ContinuousClock.Instant
+    /// The arrival on the wall clock, for the journal.
+    let arrivedAt: Date
+    /// The caller's uid (SO_PEERCRED).
+    let caller: UInt32?
+    let twoWay: Bool
+    let logger: Logger
+
+    /// The turn is over: its log line, its metrics, its journal row.
+    func finished(lease: Lease, firstByte: Duration?, result: TurnResult, bytesIn: Int, bytesOut: Int) {
+        let duration = arrived.duration(to: .now)
         logger.info(
             "turn",
             metadata: [
-                "pool.name": "\(pool)", "turn.id": "\(turnID)", "process.pid": "\(lease.pid)",
+                "pool.name": "\(pool.name)", "turn.id": "\(turnID)", "process.pid": "\(lease.pid)",
                 "turn.start": "\(lease.startKind.rawValue)", "turn.wait_ms": "\(lease.waited.wholeMilliseconds)",
                 "turn.first_byte_ms": "\(firstByte.map { String($0.wholeMilliseconds) } ?? "-")",
                 "turn.duration_ms": "\(duration.wholeMilliseconds)", "turn.outcome": "\(result.outcome.rawValue)",
                 "turn.bytes_in": "\(bytesIn)", "turn.bytes_out": "\(bytesOut)",
             ]
         )
+        broker.telemetry.turn(
+            TurnRecord(
+                time: arrivedAt, pool: pool.name, turnID: turnID, start: lease.startKind.rawValue, outcome: result.outcome.rawValue,
+                waitMs: lease.waited.milliseconds, firstByteMs: firstByte?.milliseconds, durationMs: duration.milliseconds,
+                bytesIn: bytesIn, bytesOut: bytesOut, pid: Int(lease.pid), callerUID: caller.map(Int.init), twoWay: twoWay
+            )
+        )
     }
 
-    static func logRejection(_ logger: Logger, pool: String, turnID: String, error: PrewarmError, arrived: ContinuousClock.Instant) {
+    /// The turn got no process.
+    func rejected(_ error: PrewarmError) {
+        let waited = arrived.duration(to: .now)
         logger.info(
             "turn rejected",
             metadata: [
-                "pool.name": "\(pool)", "turn.id": "\(turnID)", "turn.outcome": "rejected",
-                "error.code": "\(error.code)", "turn.wait_ms": "\(arrived.duration(to: .now).wholeMilliseconds)",
+                "pool.name": "\(pool.name)", "turn.id": "\(turnID)", "turn.outcome": "rejected",
+                "error.code": "\(error.code)", "turn.wait_ms": "\(waited.wholeMilliseconds)",
             ]
+        )
+        broker.telemetry.turn(
+            TurnRecord(
+                time: arrivedAt, pool: pool.name, turnID: turnID, start: nil, outcome: "rejected", errorCode: error.code.description,
+                waitMs: waited.milliseconds, durationMs: waited.milliseconds, callerUID: caller.map(Int.init), twoWay: twoWay
+            )
         )
     }
 }

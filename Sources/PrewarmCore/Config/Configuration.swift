@@ -10,6 +10,10 @@ public struct Configuration: Sendable, Equatable {
     public var drainTimeout: Duration
     /// `[memory]`: the budget the pools are sized from.
     public var memory: MemoryConfig
+    /// `[journal]`: the SQLite record of turns and start-ups.
+    public var journal: JournalConfig
+    /// `metrics_listen`: a loopback TCP address serving `/metrics` only (off when nil).
+    public var metricsListen: MetricsListen?
     public var pools: [PoolConfig]
     /// Where the configuration came from, for messages ("built-in defaults" or a path).
     public var origin: String
@@ -20,10 +24,14 @@ public struct Configuration: Sendable, Equatable {
         allowedUIDs: [UInt32] = [],
         drainTimeout: Duration = .seconds(30),
         memory: MemoryConfig = MemoryConfig(),
+        journal: JournalConfig = JournalConfig(path: "journal.sqlite"),
+        metricsListen: MetricsListen? = nil,
         pools: [PoolConfig],
         origin: String
     ) {
         self.memory = memory
+        self.journal = journal
+        self.metricsListen = metricsListen
         self.socket = socket
         self.socketGroup = socketGroup
         self.allowedUIDs = allowedUIDs
@@ -60,6 +68,58 @@ public struct MemoryConfig: Sendable, Equatable {
     }
 }
 
+/// `[journal]`: every turn and every start-up, in SQLite, for `stats` and `advise`.
+public struct JournalConfig: Sendable, Equatable {
+    public var enabled: Bool
+    /// The database file (`path`); default `$XDG_STATE_HOME/prewarm/journal.sqlite`.
+    public var path: String
+    /// Rows older than this are deleted as the daemon runs (`max_age_days`).
+    public var maxAge: Duration
+    /// At most this many rows per table are kept, the newest (`max_rows`).
+    public var maxRows: Int
+
+    public init(enabled: Bool = true, path: String, maxAge: Duration = .seconds(30 * 86_400), maxRows: Int = 1_000_000) {
+        self.enabled = enabled
+        self.path = path
+        self.maxAge = maxAge
+        self.maxRows = maxRows
+    }
+}
+
+/// `metrics_listen = "HOST:PORT"` (or `":PORT"`, loopback): Prometheus scrapes over TCP.
+public struct MetricsListen: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// True for 127.0.0.0/8, ::1 and localhost.
+    public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT` or `PORT`; nil when it is none of these.
+    public static func parse(_ text: String) -> MetricsListen? {
+        var host = "127.0.0.1"
+        var portText = Substring(text)
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else if let colon = text.lastIndex(of: ":") {
+            let name = text[..<colon]
+            if !name.isEmpty { host = String(name) }
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, !host.contains(" "), let port = Int(portText), (0...65_535).contains(port) else { return nil }
+        return MetricsListen(host: host, port: port)
+    }
+}
+
 /// One `[[pool]]`: a command, how to tell it is ready, how a turn ends, and how many to keep.
 public struct PoolConfig: Sendable, Equatable {
     public var name: String
@@ -85,6 +145,8 @@ public struct PoolConfig: Sendable, Equatable {
     public var turnTimeout: Duration
     public var maxIdle: Duration
     public var maxRequestBytes: Int
+    /// At most this many turns a minute per caller uid (`max_turns_per_minute`); nil: no limit.
+    public var maxTurnsPerMinute: Int?
     public var ready: Readiness
     public var turn: TurnEnd
     /// `kind`: a generic command, or the Claude Code CLI (with its defaults and claims).

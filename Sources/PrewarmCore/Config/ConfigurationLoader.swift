@@ -71,6 +71,20 @@ public struct ConfigurationLoader: Sendable {
         if let memoryTable = try reader.table("memory") {
             config.memory = try parseMemory(memoryTable, origin: origin)
         }
+        config.journal = JournalConfig(path: stateDirectory + "/journal.sqlite")
+        if let journalTable = try reader.table("journal") {
+            config.journal = try parseJournal(journalTable, origin: origin, baseDirectory: baseDirectory)
+        }
+        if let listen = try reader.string("metrics_listen") {
+            guard let address = MetricsListen.parse(listen) else {
+                throw ConfigError(
+                    file: origin,
+                    key: "metrics_listen",
+                    message: "\"\(listen)\" is not an address; use \"127.0.0.1:9464\", \":9464\" (loopback) or \"0.0.0.0:9464\" (every interface)"
+                )
+            }
+            config.metricsListen = address
+        }
         let poolTables = try reader.tableArray("pool")
         try reader.refuseUnknownKeys()
 
@@ -106,6 +120,19 @@ public struct ConfigurationLoader: Sendable {
             )
         }
         return memory
+    }
+
+    private func parseJournal(_ table: TOMLTable, origin: String, baseDirectory: String) throws(ConfigError) -> JournalConfig {
+        var reader = TableReader(table: table, path: "journal.", origin: origin)
+        var journal = JournalConfig(path: stateDirectory + "/journal.sqlite")
+        journal.enabled = try reader.bool("enabled") ?? true
+        journal.path = try reader.string("path").map { Self.absolute($0, base: baseDirectory) } ?? journal.path
+        if let days = try reader.number("max_age_days", range: 0.001...36_500, unit: "days") {
+            journal.maxAge = .milliseconds(Int64((days * 86_400_000).rounded()))
+        }
+        journal.maxRows = try reader.int("max_rows", range: 1...1_000_000_000) ?? journal.maxRows
+        try reader.refuseUnknownKeys()
+        return journal
     }
 
     private func parsePool(_ table: TOMLTable, index: Int, origin: String, baseDirectory: String) throws(ConfigError) -> PoolConfig {
@@ -152,6 +179,7 @@ public struct ConfigurationLoader: Sendable {
         pool.turnTimeout = try reader.seconds("turn_timeout_s", range: 1...604_800) ?? .seconds(600)
         pool.maxIdle = try reader.seconds("max_idle_s", range: 1...31_536_000) ?? .seconds(3600)
         pool.maxRequestBytes = try reader.int("max_request_bytes", range: 1...1_073_741_824) ?? 1_048_576
+        pool.maxTurnsPerMinute = try reader.int("max_turns_per_minute", range: 1...1_000_000)
         if pool.maxProcesses < pool.spares {
             throw ConfigError(
                 file: origin,
@@ -241,9 +269,11 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// Where pools keep their state (a claude pool's CLAUDE_CONFIG_DIR and parking
-    /// directory): `$XDG_STATE_HOME/prewarm`, else `~/.local/state/prewarm`.
+    /// directory, the journal): `$XDG_STATE_HOME/prewarm`, else `/var/lib/prewarm` for root,
+    /// else `~/.local/state/prewarm`.
     public var stateDirectory: String {
         if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/prewarm" }
+        if getuid() == 0 { return "/var/lib/prewarm" }
         return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state/prewarm"
     }
 
@@ -335,6 +365,11 @@ private struct TableReader {
 
     /// A number of seconds, integer or decimal.
     mutating func seconds(_ key: String, range: ClosedRange<Double>) throws(ConfigError) -> Duration? {
+        try number(key, range: range, unit: "seconds").map { .milliseconds(Int64(($0 * 1000).rounded())) }
+    }
+
+    /// A number (integer or not) within `range`, of `unit` (for the message).
+    mutating func number(_ key: String, range: ClosedRange<Double>, unit: String) throws(ConfigError) -> Double? {
         guard let value = value(key) else { return nil }
         let number: Double
         if value.type == .int, let int = value.int {
@@ -342,12 +377,16 @@ private struct TableReader {
         } else if value.type == .double, let double = value.double {
             number = double
         } else {
-            throw error(key, "expected a number of seconds, found \(found(value))")
+            throw error(key, "expected a number of \(unit), found \(found(value))")
         }
         guard range.contains(number) else {
-            throw error(key, "expected seconds from \(Int(range.lowerBound)) to \(Int(range.upperBound)), found \(number)")
+            throw error(key, "expected \(unit) from \(plain(range.lowerBound)) to \(plain(range.upperBound)), found \(plain(number))")
         }
-        return .milliseconds(Int64((number * 1000).rounded()))
+        return number
+    }
+
+    private func plain(_ number: Double) -> String {
+        number == number.rounded() && abs(number) < 1e15 ? String(Int(number)) : String(number)
     }
 
     /// A fraction above 0 and at most 1.

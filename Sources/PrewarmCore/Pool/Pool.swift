@@ -16,6 +16,7 @@ public final class Pool: Sendable {
     public let name: String
     private let keeper: ProcessGroupKeeper?
     private let governor: MemoryGovernor?
+    private let telemetry: Telemetry?
     private let environment: [String: String]
     private let logger: Logger
     private let state: Mutex<State>
@@ -44,14 +45,40 @@ public final class Pool: Sendable {
         var members: [SpareID: [Int32]] = [:]
         /// Settings of processes started for one turn (cold starts with their own session).
         var launches: [SpareID: PoolConfig] = [:]
+        /// Each process's life so far, for the journal.
+        var lives: [SpareID: Life] = [:]
+        /// The configuration as the file gives it (`config` may differ: a CLI without
+        /// `--await-claim`, a size set at run time).
+        var configured: PoolConfig
+        /// The spares set by `resize` since the last (re)load, if any.
+        var runtimeSpares: Int?
+        /// The command file as it was when the pool's current spares were started.
+        var commandFile: FileIdentity?
+        /// Turns admitted in the last minute, per caller uid (`max_turns_per_minute`).
+        var recentTurns: [UInt32: [ContinuousClock.Instant]] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
 
-    public init(config: PoolConfig, keeper: ProcessGroupKeeper?, governor: MemoryGovernor? = nil, environment: [String: String], logger: Logger) {
+    /// A process's life, as the journal records it.
+    struct Life {
+        var spawned = Date()
+        var started = ContinuousClock.now
+        var pid: Int?
+        var readyMs: Double?
+        var pssReady: Int?
+        var rssReady: Int?
+        var peak: Int?
+    }
+
+    public init(
+        config: PoolConfig, keeper: ProcessGroupKeeper?, governor: MemoryGovernor? = nil, telemetry: Telemetry? = nil,
+        environment: [String: String], logger: Logger
+    ) {
         self.name = config.name
         self.keeper = keeper
         self.governor = governor
+        self.telemetry = telemetry
         self.environment = environment
         var logger = logger
         logger[metadataKey: "pool.name"] = "\(config.name)"
@@ -63,7 +90,9 @@ public final class Pool: Sendable {
                 config: config,
                 machine: PoolStateMachine(settings: settings),
                 spareCost: PeakEstimator(configured: config.spareBytes),
-                turnPeak: PeakEstimator(configured: config.turnBytes)
+                turnPeak: PeakEstimator(configured: config.turnBytes),
+                configured: config,
+                commandFile: FileIdentity(path: config.executable)
             )
         )
         (self.launches, self.launch) = AsyncStream.makeStream(of: ChildProcess.self)
@@ -105,10 +134,19 @@ public final class Pool: Sendable {
         }
     }
 
-    /// A claude pool's directories, and whether its CLI knows `--await-claim`: without it,
-    /// spares start bound to the pool's session and only serve turns that share it.
+    /// A claude pool's directories, and whether its CLI knows `--await-claim`.
     private func prepareClaude() async {
-        guard let claude = config.claude else { return }
+        let config = self.config
+        let prepared = await prepared(config)
+        guard prepared != config else { return }
+        state.withLock { $0.config = prepared }
+    }
+
+    /// `config` made ready to run: a claude pool's directories created, and, when its CLI does
+    /// not know `--await-claim`, its spares bound to the pool's session (they then serve only
+    /// turns that share it).
+    private func prepared(_ config: PoolConfig) async -> PoolConfig {
+        guard let claude = config.claude else { return config }
         for directory in [claude.configDirectory, claude.parkingDirectory] {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -116,18 +154,101 @@ public final class Pool: Sendable {
                 logger.error("cannot create \(directory): \(error.localizedDescription)")
             }
         }
-        guard claude.claim else { return }
-        let config = self.config
+        guard claude.claim else { return config }
         let supported = await ClaudeProbe.knowsAwaitClaim(executable: config.executable, environment: config.childEnvironment(from: environment))
-        guard !supported else { return }
+        guard !supported else { return config }
         logger.warning(
             "the CLI does not know --await-claim: spares start bound to the pool's session; turns with other settings start cold",
             metadata: ["pool.command": "\(config.executable)"]
         )
-        state.withLock { state in
-            state.config.claude?.claimSupported = false
-            state.config.args = claude.arguments(for: claude.session)
-            state.config.cwd = claude.session.cwd
+        var bound = config
+        bound.claude?.claimSupported = false
+        bound.args = claude.arguments(for: claude.session)
+        bound.cwd = claude.session.cwd
+        return bound
+    }
+
+    // MARK: - Changes at run time
+
+    /// Replaces every idle spare (and start-up under way) with one started now: after a CLI
+    /// upgrade or a credential rotation. Busy turns go on. Returns the spares recycled.
+    @discardableResult
+    public func recycle(reason: String) -> Int {
+        let (recycled, actions) = mutate { state in
+            state.commandFile = FileIdentity(path: state.config.executable)
+            return state.machine.recycle(now: .now)
+        }
+        perform(actions)
+        logger.info("spares recycled", metadata: ["reason": "\(reason)", "pool.recycled": "\(recycled)"])
+        return recycled
+    }
+
+    /// True when the command file is not the one the spares were started from (a CLI
+    /// upgrade). A missing file (mid-upgrade) is not a change yet.
+    func commandFileChanged() -> Bool {
+        let (path, known) = state.withLock { ($0.config.executable, $0.commandFile) }
+        guard let current = FileIdentity(path: path) else { return false }
+        return current != known
+    }
+
+    /// What a reload did to this pool.
+    public enum Reload: Sendable, Equatable {
+        case unchanged
+        /// Only the size set at run time went back to the file's.
+        case sizeRestored(from: Int, to: Int)
+        /// New settings; the idle spares were recycled.
+        case changed(recycled: Int)
+    }
+
+    /// Applies a reloaded `[[pool]]`: a changed pool gets its new settings and new spares
+    /// (busy turns go on as they were); an unchanged one only loses a size set at run time.
+    public func reload(_ config: PoolConfig) async -> Reload {
+        let (configured, runtime) = state.withLock { ($0.configured, $0.runtimeSpares) }
+        if config == configured {
+            guard let runtime, runtime != config.spares else {
+                state.withLock { $0.runtimeSpares = nil }
+                return .unchanged
+            }
+            resize(spares: config.spares, atRunTime: false)
+            return .sizeRestored(from: runtime, to: config.spares)
+        }
+        let prepared = await prepared(config)
+        let (recycled, actions) = mutate { state in
+            state.configured = config
+            state.config = prepared
+            state.runtimeSpares = nil
+            state.commandFile = FileIdentity(path: prepared.executable)
+            var settings = prepared.machineSettings
+            settings.costs = state.machine.settings.costs
+            return state.machine.reconfigure(settings, now: .now)
+        }
+        perform(actions)
+        return .changed(recycled: recycled)
+    }
+
+    /// Counts a turn against `max_turns_per_minute` for its caller; 429 `rate_limited` with
+    /// Retry-After when the caller has used the minute's turns.
+    public func admit(caller uid: UInt32?) throws(PrewarmError) {
+        let now = ContinuousClock.now
+        let refusal = state.withLock { state -> (limit: Int, retryAfter: Int)? in
+            guard let limit = state.config.maxTurnsPerMinute else { return nil }
+            let key = uid ?? UInt32.max
+            var times = state.recentTurns[key] ?? []
+            while let first = times.first, first.duration(to: now) >= .seconds(60) { times.removeFirst() }
+            defer { state.recentTurns[key] = times.isEmpty ? nil : times }
+            guard times.count < limit else {
+                let left = (times[0] + .seconds(60)) - now
+                return (limit, max(1, Int((Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18).rounded(.up))))
+            }
+            times.append(now)
+            return nil
+        }
+        if let refusal {
+            throw PrewarmError(
+                .rateLimited,
+                "uid \(uid.map(String.init) ?? "unknown") has used pool \(name)'s \(refusal.limit) turns a minute (max_turns_per_minute); retry after \(refusal.retryAfter) s",
+                retryAfter: refusal.retryAfter
+            )
         }
     }
 
@@ -181,13 +302,18 @@ public final class Pool: Sendable {
 
     /// Sets the spares target at run time (until the next reload).
     public func resize(spares: Int) {
+        resize(spares: spares, atRunTime: true)
+    }
+
+    private func resize(spares: Int, atRunTime: Bool) {
         perform(
             mutate { state in
                 state.config.spares = spares
+                state.runtimeSpares = atRunTime ? spares : nil
                 return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
             }
         )
-        logger.info("pool resized", metadata: ["pool.spares": "\(spares)"])
+        if atRunTime { logger.info("pool resized; the size lasts until the next reload", metadata: ["pool.spares": "\(spares)"]) }
     }
 
     // MARK: - Turns
@@ -319,6 +445,7 @@ public final class Pool: Sendable {
                     let config = state.launches.removeValue(forKey: spare) ?? state.config
                     let process = ChildProcess(id: spare, config: config, environment: environment, keeper: keeper, logger: logger)
                     state.processes[spare] = process
+                    state.lives[spare] = Life()
                     return process
                 }
                 launch.yield(process)
@@ -364,20 +491,22 @@ public final class Pool: Sendable {
             }
         }
         guard !targets.isEmpty else { return 0 }
-        var readings: [(SpareID, Int, busy: Bool, members: [Int32])] = []
+        var readings: [(SpareID, Int, busy: Bool, members: [Int32], reading: ProcessMemoryReading)] = []
         for (id, pid, busy) in targets {
             guard let reading = ProcessMemory.group(pid, groups: groups, root: root) else { continue }
-            readings.append((id, Int(clamping: reading.cost), busy, groups[pid] ?? [pid]))
+            readings.append((id, Int(clamping: reading.cost), busy, groups[pid] ?? [pid], reading))
         }
         perform(
             mutate { state in
                 let before = state.costs
-                for (id, bytes, busy, members) in readings {
+                for (id, bytes, busy, members, reading) in readings {
                     state.members[id] = members
                     if busy {
                         state.busyPeaks[id] = max(state.busyPeaks[id] ?? 0, bytes)
                     } else if case .idle = state.machine.processes[id], state.measuredReady.insert(id).inserted {
                         state.spareCost.record(bytes)
+                        state.lives[id]?.pssReady = reading.pss.map { Int(clamping: $0) }
+                        state.lives[id]?.rssReady = Int(clamping: reading.rss)
                     }
                 }
                 return state.costs == before ? [] : state.machine.setCosts(state.costs, now: .now)
@@ -453,9 +582,12 @@ extension Pool: ChildProcessDelegate {
         perform(
             mutate { state in
                 _ = state.startupMillis.record(UInt64(max(0, startup.wholeMilliseconds)))
+                state.lives[id]?.pid = Int(pid)
+                state.lives[id]?.readyMs = startup.milliseconds
                 return state.machine.processReady(id, now: .now)
             }
         )
+        telemetry?.startupReady(pool: name, duration: startup)
     }
 
     func processStartFailed(_ id: SpareID, reason: String) {
@@ -484,24 +616,34 @@ extension Pool: ChildProcessDelegate {
                 let peak = max(state.busyPeaks.removeValue(forKey: id) ?? 0, final)
                 guard peak > 0 else { return [] }
                 state.turnPeak.record(peak)
+                state.lives[id]?.peak = peak
                 return state.machine.setCosts(state.costs, now: .now)
             }
         )
     }
 
-    func processGone(_ id: SpareID) {
-        let (actions, emptyWaiters) = mutate { state in
+    func processGone(_ id: SpareID, exit: String) {
+        let (actions, emptyWaiters, life) = mutate { state in
+            let life = state.lives.removeValue(forKey: id)
             state.processes[id] = nil
             state.measuredReady.remove(id)
             state.busyPeaks[id] = nil
             state.members[id] = nil
             let actions = state.machine.processGone(id, now: .now)
-            guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>]()) }
+            guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>](), life) }
             defer { state.emptyWaiters.removeAll() }
-            return (actions, state.emptyWaiters)
+            return (actions, state.emptyWaiters, life)
         }
         perform(actions)
         for waiter in emptyWaiters { waiter.resume() }
+        if let life, let telemetry {
+            telemetry.processEnded(
+                StartupRecord(
+                    time: life.spawned, pool: name, pid: life.pid, readyMs: life.readyMs, pssReady: life.pssReady, rssReady: life.rssReady,
+                    peakBytes: life.peak, exitReason: exit, lifetimeMs: life.started.duration(to: .now).milliseconds
+                )
+            )
+        }
     }
 }
 

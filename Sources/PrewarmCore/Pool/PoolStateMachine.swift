@@ -470,6 +470,41 @@ public struct PoolStateMachine: Sendable {
         return actions
     }
 
+    /// Replaces every idle spare and every start-up under way (not those started for a
+    /// waiting turn): after a CLI upgrade, a credential rotation, a changed configuration.
+    /// Returns how many idle spares were recycled.
+    public mutating func recycle(now: Instant) -> (recycled: Int, [Action]) {
+        var actions: [Action] = []
+        var recycled = 0
+        for (spare, state) in processes.sorted(by: { $0.key < $1.key }) {
+            switch state {
+            case .idle:
+                processes[spare] = .retiring(wasIdle: true)
+                counters.recycled += 1
+                recycled += 1
+                actions.append(.retire(spare))
+            case .starting(dedicatedTo: nil):
+                processes[spare] = .retiring(wasIdle: false)
+                actions.append(.retire(spare))
+            default:
+                break
+            }
+        }
+        refill(now: now, into: &actions)
+        return (recycled, actions)
+    }
+
+    /// A reloaded configuration: new settings (the measured costs kept), spares recycled,
+    /// the failure count cleared (a changed command deserves a fresh try). Busy turns go on.
+    public mutating func reconfigure(_ new: Settings, now: Instant) -> (recycled: Int, [Action]) {
+        var new = new
+        new.costs = settings.costs
+        settings = new
+        consecutiveFailures = 0
+        backoffUntil = nil
+        return recycle(now: now)
+    }
+
     /// Stops the pool: no new turns, waiters refused, spares and start-ups retired.
     /// Busy turns go on.
     public mutating func drain(now: Instant) -> [Action] {

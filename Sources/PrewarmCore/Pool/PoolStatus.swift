@@ -36,6 +36,10 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// `unsupported` (the CLI does not know --await-claim). nil for other pools.
     public var claim: String?
 
+    /// Ready for systemd's READY=1 and `prewarm status --ready`: an idle spare, or failing
+    /// (a broken pool must not hold the service back forever), or no spares to keep.
+    public var ready: Bool { idle > 0 || failing || effectiveSpares == 0 }
+
     enum CodingKeys: String, CodingKey {
         case name, idle, starting, busy, waiting
         case targetSpares = "target_spares"

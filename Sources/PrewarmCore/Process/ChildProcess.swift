@@ -23,7 +23,7 @@ protocol ChildProcessDelegate: Sendable {
     /// Not called for a refused claim: no turn ran.
     func processTurnAnswered(_ id: SpareID)
     /// It and its process group are gone; its resources are free.
-    func processGone(_ id: SpareID)
+    func processGone(_ id: SpareID, exit: String)
 }
 
 /// One child process, owned for its whole life by the task that runs `run()`.
@@ -89,6 +89,16 @@ final class ChildProcess: Sendable {
         case retired
         case diedIdle
         case turn(Turn, TurnOutcome, detail: String?)
+
+        /// How the process ended, for the journal.
+        var summary: String {
+            switch self {
+            case .startFailed(let why): "start failed: \(why.prefix(200))"
+            case .retired: "retired"
+            case .diedIdle: "died idle"
+            case .turn(_, let outcome, _): "turn \(outcome.rawValue)"
+            }
+        }
 
         var killAtOnce: Bool {
             switch self {
@@ -171,7 +181,7 @@ final class ChildProcess: Sendable {
         }
         phase.withLock { $0 = .ended }
         report(ending, status: status, started: started, delegate: delegate)
-        delegate.processGone(id)
+        delegate.processGone(id, exit: ending.summary + (status.map { " (\(Self.describe($0)))" } ?? ""))
     }
 
     private func report(_ ending: Ending, status: TerminationStatus?, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) {

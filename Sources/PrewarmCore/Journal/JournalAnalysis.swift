@@ -1,0 +1,272 @@
+import Foundation
+
+/// `prewarm stats`: a pool's traffic and latencies, from the journal.
+public struct PoolStats: Sendable, Codable, Equatable {
+    public var pool: String
+    /// Turns that arrived (served or refused).
+    public var turns: Int
+    public var served: Int
+    public var warm: Int
+    public var waited: Int
+    public var cold: Int
+    /// Share of served turns that got an idle spare.
+    public var hitRatio: Double?
+    /// Refused turns, by error code.
+    public var rejections: [String: Int]
+    /// Arrivals per second between the first and the last arrival.
+    public var meanRatePerSecond: Double?
+    /// The most arrivals in any minute, per second.
+    public var peakRatePerSecond: Double?
+    public var startups: Int
+    public var startupFailures: Int
+    public var startupMs: Percentiles
+    public var waitMs: Percentiles
+    public var firstByteMs: Percentiles
+    public var durationMs: Percentiles
+    public var first: Date?
+    public var last: Date?
+
+    public struct Percentiles: Sendable, Codable, Equatable {
+        public var p50: Double?
+        public var p99: Double?
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pool, turns, served, warm, waited, cold, rejections, startups, first, last
+        case hitRatio = "hit_ratio"
+        case meanRatePerSecond = "mean_rate_per_s"
+        case peakRatePerSecond = "peak_rate_per_s"
+        case startupFailures = "startup_failures"
+        case startupMs = "startup_ms"
+        case waitMs = "wait_ms"
+        case firstByteMs = "first_byte_ms"
+        case durationMs = "duration_ms"
+    }
+
+    /// The figures of one pool's journal rows (`turns` and `startups` of that pool).
+    public init(pool: String, turns: [TurnRecord], startups: [StartupRecord]) {
+        self.pool = pool
+        self.turns = turns.count
+        let served = turns.filter { !$0.rejected }
+        self.served = served.count
+        warm = served.count { $0.start == StartKind.warm.rawValue }
+        waited = served.count { $0.start == StartKind.waited.rawValue }
+        cold = served.count { $0.start == StartKind.cold.rawValue }
+        hitRatio = served.isEmpty ? nil : Double(warm) / Double(served.count)
+        rejections = turns.filter(\.rejected).reduce(into: [:]) { $0[$1.errorCode ?? "unknown", default: 0] += 1 }
+        let times = turns.map(\.time.timeIntervalSince1970).sorted()
+        first = turns.first.map(\.time)
+        last = turns.last.map(\.time)
+        if let start = times.first, let end = times.last, end > start {
+            meanRatePerSecond = Double(times.count - 1) / (end - start)
+        }
+        if !times.isEmpty {
+            peakRatePerSecond = Double(Self.busiest(times, window: 60).count) / 60
+        }
+        self.startups = startups.count
+        let ready = startups.compactMap(\.readyMs)
+        startupFailures = startups.count { $0.readyMs == nil && $0.exitReason.hasPrefix("start failed") }
+        startupMs = Self.percentiles(ready)
+        waitMs = Self.percentiles(served.map(\.waitMs))
+        firstByteMs = Self.percentiles(served.compactMap(\.firstByteMs))
+        durationMs = Self.percentiles(served.map(\.durationMs))
+    }
+
+    static func percentiles(_ values: [Double]) -> Percentiles {
+        let sorted = values.sorted()
+        return Percentiles(p50: percentile(sorted, 50), p99: percentile(sorted, 99))
+    }
+
+    /// Nearest rank on sorted values.
+    static func percentile(_ sorted: [Double], _ p: Double) -> Double? {
+        guard !sorted.isEmpty else { return nil }
+        let rank = Int((p / 100 * Double(sorted.count)).rounded(.up))
+        return sorted[min(sorted.count, max(1, rank)) - 1]
+    }
+
+    /// The `window` seconds with the most arrivals (times ascending): its index range.
+    static func busiest(_ times: [Double], window: Double) -> Range<Int> {
+        var best = 0..<min(1, times.count)
+        var start = 0
+        for end in times.indices {
+            while times[end] - times[start] >= window { start += 1 }
+            if end + 1 - start > best.count { best = start..<(end + 1) }
+        }
+        return best
+    }
+}
+
+/// `prewarm advise`: how many spares a pool needs for its traffic, replayed through its own
+/// state machine.
+public struct Advice: Sendable, Codable, Equatable {
+    public var pool: String
+    public var windowStart: Date
+    public var windowEnd: Date
+    /// Arrivals in the busiest window.
+    public var arrivals: Int
+    public var ratePerSecond: Double
+    /// Start-up durations replayed (the journal's, of the same period).
+    public var startups: Int
+    public var startupMsP50: Double
+    public var meanStartupSeconds: Double
+    public var targetMiss: Double
+    public var currentSpares: Int
+    public var recommendedSpares: Int
+    /// The most spares the memory budget holds, if known.
+    public var memoryMaxSpares: Int?
+    /// The target cannot be met within the memory budget: the recommendation is the cap.
+    public var cappedByMemory: Bool
+    public var spareBytes: Int
+    /// N-1, N and N+1.
+    public var candidates: [Candidate]
+
+    public struct Candidate: Sendable, Codable, Equatable {
+        public var spares: Int
+        /// Share of the window's arrivals served warm in the replay.
+        public var hitRatio: Double
+        public var missRatio: Double
+        /// The M/G/∞ reference: P[Poisson(λR) ≥ N], start-ups never limited.
+        public var closedFormMiss: Double
+        /// What the spares hold at rest.
+        public var memoryBytes: Int
+        /// Over the memory budget.
+        public var overBudget: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case spares
+            case hitRatio = "hit_ratio"
+            case missRatio = "miss_ratio"
+            case closedFormMiss = "closed_form_miss"
+            case memoryBytes = "memory_bytes"
+            case overBudget = "over_budget"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pool, arrivals, startups, candidates
+        case windowStart = "window_start"
+        case windowEnd = "window_end"
+        case ratePerSecond = "rate_per_s"
+        case startupMsP50 = "startup_ms_p50"
+        case meanStartupSeconds = "mean_startup_s"
+        case targetMiss = "target_miss"
+        case currentSpares = "current_spares"
+        case recommendedSpares = "recommended_spares"
+        case memoryMaxSpares = "memory_max_spares"
+        case cappedByMemory = "capped_by_memory"
+        case spareBytes = "spare_bytes"
+    }
+
+    /// The most spares `advise` tries.
+    public static let maxCandidate = 1_000
+
+    public enum Failure: Error, CustomStringConvertible, Equatable {
+        case noTurns(String)
+        case noStartups(String)
+
+        public var description: String {
+            switch self {
+            case .noTurns(let pool): "pool \(pool) has no turns in the journal for that period; widen --since or send traffic first"
+            case .noStartups(let pool): "pool \(pool) has no start-up that reached readiness in the journal for that period; nothing to replay with"
+            }
+        }
+    }
+
+    /// Replays the busiest `window` of `turns` (one pool's, oldest first) through the pool's
+    /// state machine with `spares` = 0, 1, 2... and the journal's start-up durations, and
+    /// recommends the smallest N whose simulated miss rate is at most `targetMiss`, within
+    /// `roomBytes` (the memory budget this pool may use, if known).
+    public static func advise(
+        config: PoolConfig, turns: [TurnRecord], startups: [StartupRecord], targetMiss: Double, window: Double, roomBytes: Int?
+    ) throws(Failure) -> Advice {
+        guard !turns.isEmpty else { throw .noTurns(config.name) }
+        let durations = startups.compactMap(\.readyMs).map { $0 / 1000 }
+        guard !durations.isEmpty else { throw .noStartups(config.name) }
+        let times = turns.map(\.time.timeIntervalSince1970)
+        let busiest = PoolStats.busiest(times, window: window)
+        let start = times[busiest.lowerBound]
+        let arrivals = times[busiest].map { $0 - start }
+        // The window, or the whole journal when it is shorter.
+        let span = max(arrivals.last ?? 0, min(window, times.last! - times.first!), 1)
+        let rate = Double(arrivals.count) / span
+        let served = turns[busiest].filter { !$0.rejected }.map(\.durationMs).sorted()
+        let turnSeconds = (PoolStats.percentile(served, 50) ?? 1000) / 1000
+        let meanStartup = durations.reduce(0, +) / Double(durations.count)
+
+        // What a spare costs: the journal's PSS at readiness (p95), else the configuration.
+        let readyCosts = startups.compactMap { $0.pssReady ?? $0.rssReady }.map(Double.init).sorted()
+        let spareBytes = PoolStats.percentile(readyCosts, 95).map { Int($0) } ?? config.spareBytes
+        let peaks = startups.compactMap(\.peakBytes).map(Double.init).sorted()
+        let turnBytes = max(spareBytes, PoolStats.percentile(peaks, 95).map { Int($0) } ?? config.turnBytes)
+        var memoryMax: Int?
+        if let roomBytes {
+            var settings = config.machineSettings
+            settings.spares = maxCandidate
+            settings.maxProcesses = maxCandidate + 1
+            settings.costs = MemoryCosts(spare: spareBytes, turn: turnBytes)
+            var machine = PoolStateMachine(settings: settings)
+            machine.room = roomBytes
+            memoryMax = machine.effectiveSpares
+        }
+
+        func simulate(_ spares: Int) -> Candidate {
+            var settings = config.machineSettings
+            settings.spares = spares
+            settings.maxProcesses = max(config.maxProcesses, spares + 8)
+            let simulator = PoolSimulator(settings: settings, startupSeconds: durations, turnSeconds: turnSeconds)
+            let outcome = simulator.run(arrivals: arrivals)
+            return Candidate(
+                spares: spares, hitRatio: outcome.hitRatio, missRatio: outcome.missRatio,
+                closedFormMiss: poissonTail(mean: rate * meanStartup, atLeast: spares),
+                memoryBytes: spares * spareBytes, overBudget: memoryMax.map { spares > $0 } ?? false
+            )
+        }
+
+        var results: [Int: Candidate] = [:]
+        var recommended = maxCandidate
+        for spares in 0...maxCandidate {
+            let candidate = simulate(spares)
+            results[spares] = candidate
+            if candidate.missRatio <= targetMiss {
+                recommended = spares
+                break
+            }
+        }
+        var capped = false
+        if let memoryMax, recommended > memoryMax {
+            recommended = memoryMax
+            capped = true
+        }
+        let shown = [recommended - 1, recommended, recommended + 1].filter { $0 >= 0 }.map { results[$0] ?? simulate($0) }
+        return Advice(
+            pool: config.name,
+            windowStart: Date(timeIntervalSince1970: start),
+            windowEnd: Date(timeIntervalSince1970: start + span),
+            arrivals: arrivals.count,
+            ratePerSecond: rate,
+            startups: durations.count,
+            startupMsP50: (PoolStats.percentile(durations.sorted(), 50) ?? 0) * 1000,
+            meanStartupSeconds: meanStartup,
+            targetMiss: targetMiss,
+            currentSpares: config.spares,
+            recommendedSpares: recommended,
+            memoryMaxSpares: memoryMax,
+            cappedByMemory: capped,
+            spareBytes: spareBytes,
+            candidates: shown
+        )
+    }
+
+    /// P[X ≥ n] for X ~ Poisson(mean).
+    public static func poissonTail(mean: Double, atLeast n: Int) -> Double {
+        guard n > 0 else { return 1 }
+        guard mean > 0 else { return 0 }
+        var term = exp(-mean)
+        var below = term
+        for k in 1..<n {
+            term *= mean / Double(k)
+            below += term
+        }
+        return max(0, 1 - below)
+    }
+}
