@@ -88,7 +88,7 @@ public final class Broker: Service, Sendable {
                 self.added.finish()
                 sampler.cancel()
                 watcher.cancel()
-                journal.cancel()
+                self.telemetry.journal?.stop()
                 await journal.value
             }
             // Pools added by reloads, until the drain.

@@ -63,17 +63,12 @@ struct Supervisor: Service {
             return
         }
         let report = await broker.reload(configuration)
-        var metadata: Logger.Metadata = [
-            "config": "\(configuration.origin)",
-            "pools.added": "\(report.added.joined(separator: ","))",
-            "pools.removed": "\(report.removed.joined(separator: ","))",
-            "pools.changed": "\(report.changed.joined(separator: ","))",
-        ]
-        if !report.sizesRestored.isEmpty {
-            metadata["pools.size_restored"] = "\(report.sizesRestored.joined(separator: ","))"
-        }
-        if !report.needsRestart.isEmpty {
-            metadata["needs_restart"] = "\(report.needsRestart.joined(separator: ","))"
+        var metadata: Logger.Metadata = ["config": "\(configuration.origin)"]
+        for (key, names) in [
+            ("pools.added", report.added), ("pools.removed", report.removed), ("pools.changed", report.changed),
+            ("pools.size_restored", report.sizesRestored), ("needs_restart", report.needsRestart),
+        ] where !names.isEmpty {
+            metadata[key] = "\(names.joined(separator: ","))"
         }
         var message = "configuration reloaded"
         if !report.sizesRestored.isEmpty {

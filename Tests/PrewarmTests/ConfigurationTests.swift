@@ -74,6 +74,40 @@ struct ConfigurationTests {
         #expect(config.pools[0].maxStarting == 4)
     }
 
+    /// `[journal]`, `metrics_listen` and `max_turns_per_minute`; the journal's default path
+    /// is in the state directory.
+    @Test func operatorSettings() throws {
+        let state = ConfigurationLoader(executableDirectory: nil, environment: ["XDG_STATE_HOME": "/srv/state"], cpus: 2)
+        let pool = "[[pool]]\nname = \"p\"\ncommand = \"/bin/x\"\nmax_turns_per_minute = 30\n[pool.turn]\nend = \"r\"\n"
+        let defaults = try state.parse(pool, origin: "t", baseDirectory: "/etc/prewarm")
+        #expect(defaults.journal == JournalConfig(enabled: true, path: "/srv/state/prewarm/journal.sqlite", maxAge: .seconds(30 * 86_400), maxRows: 1_000_000))
+        #expect(defaults.metricsListen == nil)
+        #expect(defaults.pools[0].maxTurnsPerMinute == 30)
+        let set = try state.parse(
+            "metrics_listen = \":9464\"\n[journal]\npath = \"j.sqlite\"\nmax_age_days = 0.5\nmax_rows = 10\nenabled = false\n" + pool,
+            origin: "t", baseDirectory: "/etc/prewarm"
+        )
+        #expect(set.journal == JournalConfig(enabled: false, path: "/etc/prewarm/j.sqlite", maxAge: .seconds(43_200), maxRows: 10))
+        #expect(set.metricsListen == MetricsListen(host: "127.0.0.1", port: 9464))
+        #expect(set.metricsListen?.isLoopback == true)
+        #expect(MetricsListen.parse("0.0.0.0:9464") == MetricsListen(host: "0.0.0.0", port: 9464))
+        #expect(MetricsListen.parse("[::1]:80") == MetricsListen(host: "::1", port: 80))
+        #expect(MetricsListen.parse("9464") == MetricsListen(host: "127.0.0.1", port: 9464))
+        #expect(MetricsListen.parse("host:99999") == nil)
+        #expect(MetricsListen.parse("a b:1") == nil)
+        #expect {
+            try state.parse("metrics_listen = \"here\"\n" + pool, origin: "t", baseDirectory: "/")
+        } throws: { error in
+            (error as! ConfigError).key == "metrics_listen"
+        }
+        #expect {
+            try state.parse("[journal]\nmax_age_days = 0\n" + pool, origin: "t", baseDirectory: "/")
+        } throws: { error in
+            let error = error as! ConfigError
+            return error.key == "journal.max_age_days" && error.message.contains("expected days from")
+        }
+    }
+
     /// Bad `[memory]` values are refused with what is expected.
     @Test(arguments: [
         ("high_watermark = 1.5", "memory.high_watermark", "at most 1"),

@@ -208,4 +208,47 @@ struct PoolStateMachineTests {
         #expect(m.busyCount == 1)
         #expect(m.turnArrived(now: t0).0 == .reject(.draining))
     }
+
+    /// Recycling retires every idle spare and every pool start-up, never a busy process or
+    /// a start-up promised to a waiting turn, and starts replacements.
+    @Test func recycleReplacesIdleSparesOnly() {
+        var m = machine(spares: 2, maxStarting: 4)
+        warmUp(&m)
+        guard case (.take(let busy), _) = m.turnArrived(now: t0) else { Issue.record("no take"); return }
+        let (recycled, actions) = m.recycle(now: t0)
+        #expect(recycled == 1, "one idle spare left after the take; the refill was starting")
+        let retired = actions.compactMap { if case .retire(let id) = $0 { id } else { nil } }
+        #expect(!retired.contains(busy))
+        #expect(retired.count == 2, "the idle spare and the refill under way")
+        #expect(starts(actions).count == 2, "two new spares")
+        #expect(m.busyCount == 1)
+        #expect(m.counters.recycled == 1)
+    }
+
+    /// A reload's new settings apply, the measured costs stay, and a failing pool gets a
+    /// fresh try at once.
+    @Test func reconfigureClearsFailuresAndKeepsCosts() {
+        var m = machine(spares: 1)
+        var pending = starts(m.start(now: t0))
+        pending += starts(m.setCosts(MemoryCosts(spare: 10, turn: 20), now: t0))
+        var now = t0
+        for _ in 0..<3 {
+            guard !pending.isEmpty else { break }
+            let id = pending.removeFirst()
+            pending += starts(m.startFailed(id, reason: "boom", now: now))
+            now = now.advanced(by: .seconds(120))
+            pending += starts(m.tick(now: now))
+        }
+        #expect(m.failing)
+        #expect(m.startingCount == 1, "\(pending)")
+        var settings = m.settings
+        settings.spares = 3
+        settings.maxStarting = 3
+        settings.costs = nil
+        let (_, actions) = m.reconfigure(settings, now: now)
+        #expect(!m.failing)
+        #expect(m.settings.costs == MemoryCosts(spare: 10, turn: 20))
+        #expect(m.settings.spares == 3)
+        #expect(!starts(actions).isEmpty, "start-ups at once, no backoff")
+    }
 }

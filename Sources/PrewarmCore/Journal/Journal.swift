@@ -56,7 +56,15 @@ public final class Journal: Sendable {
         }
     }
 
-    /// Writes batches until cancelled, then writes what is left.
+    /// Ends `run()` after one last write (the broker calls it once its pools are drained: a
+    /// cancelled task could not write, GRDB's async calls refuse to start when cancelled).
+    public func stop() {
+        buffer.withLock { $0.finished = true }
+    }
+
+    private var stopped: Bool { buffer.withLock { $0.finished } }
+
+    /// Writes batches until `stop()` (or cancellation), then writes what is left.
     public func run() async {
         var database: DatabaseQueue?
         var lastWarning: ContinuousClock.Instant?
@@ -74,7 +82,7 @@ public final class Journal: Sendable {
             )
         }
 
-        func flush() async {
+        func flush(final: Bool = false) async {
             let (turns, startups, dropped) = buffer.withLock { buffer in
                 defer {
                     buffer.turns.removeAll(keepingCapacity: true)
@@ -97,7 +105,8 @@ public final class Journal: Sendable {
                 counts.withLock { $0.dropped += turns.count + startups.count }
                 return
             }
-            let retention = lastRetention.map { $0.duration(to: .now) >= .seconds(60) } ?? true
+            // Retention on the first write, every minute, and on the last.
+            let retention = final || (lastRetention.map { $0.duration(to: .now) >= .seconds(60) } ?? true)
             let config = self.config
             do {
                 try await database.write { db in
@@ -113,12 +122,12 @@ public final class Journal: Sendable {
             }
         }
 
-        while !Task.isCancelled {
+        while !Task.isCancelled && !stopped {
             try? await Task.sleep(for: Self.flushInterval)
             await flush()
         }
-        buffer.withLock { $0.finished = true }
-        await flush()
+        stop()
+        await flush(final: true)
     }
 
     /// Opens (creating if need be) the journal for writing: WAL, migrated.

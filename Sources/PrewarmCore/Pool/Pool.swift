@@ -588,6 +588,15 @@ extension Pool: ChildProcessDelegate {
             }
         )
         telemetry?.startupReady(pool: name, duration: startup)
+        // The journal's reading at readiness, of the process itself (the memory sampler's
+        // reading of its whole group replaces it if the spare stays idle long enough).
+        if telemetry?.journal != nil, let reading = ProcessMemory.read(pid: pid) {
+            state.withLock { state in
+                guard state.lives[id]?.rssReady == nil else { return }
+                state.lives[id]?.pssReady = reading.pss.map { Int(clamping: $0) }
+                state.lives[id]?.rssReady = Int(clamping: reading.rss)
+            }
+        }
     }
 
     func processStartFailed(_ id: SpareID, reason: String) {

@@ -25,16 +25,23 @@ final class TestDaemon: @unchecked Sendable {
     let process: Process
     let client: UnixHTTPClient
     let logPath: String
+    /// The configuration file (tests rewrite it and send SIGHUP).
+    let configPath: String
 
     /// Starts a daemon with `pools` (TOML `[[pool]]` tables; `FAKE` stands for the fake agent's
     /// path) and waits until it answers `/healthz`.
     /// With `cgroup`, the daemon starts inside that cgroup directory (its children follow).
-    init(pools: String, top: String = "", waitForIdle: Bool = true, cgroup: String? = nil) async throws {
-        directory = try Self.makeTemporaryDirectory()
+    init(
+        pools: String, top: String = "", waitForIdle: Bool = true, cgroup: String? = nil, directory: String? = nil,
+        environment extra: [String: String] = [:]
+    ) async throws {
+        self.directory = try directory ?? Self.makeTemporaryDirectory()
+        let directory = self.directory
         socket = directory + "/prewarm.sock"
         logPath = directory + "/daemon.log"
         let config = directory + "/prewarm.toml"
-        try (top + "\n" + pools.replacingOccurrences(of: "FAKE", with: Self.fakeAgent)).write(toFile: config, atomically: true, encoding: .utf8)
+        configPath = config
+        try Self.configText(pools: pools, top: top).write(toFile: config, atomically: true, encoding: .utf8)
         process = Process()
         if let cgroup {
             // The shell joins the cgroup, then becomes the daemon (same pid).
@@ -47,9 +54,13 @@ final class TestDaemon: @unchecked Sendable {
         // Pools' state (a claude pool's CLAUDE_CONFIG_DIR and parking directory) stays in the test's directory.
         var environment = ProcessInfo.processInfo.environment
         environment["XDG_STATE_HOME"] = directory + "/state"
+        environment.merge(extra) { _, new in new }
         process.environment = environment
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
         let log = FileHandle(forWritingAtPath: logPath)!
+        log.seekToEndOfFile()
         process.standardError = log
         process.standardOutput = log
         try process.run()
@@ -62,6 +73,16 @@ final class TestDaemon: @unchecked Sendable {
                 (try? await self.pools())?.allSatisfy { $0.idle >= $0.effectiveSpares } ?? false
             }
         }
+    }
+
+    /// The configuration file's text: `top`, then `pools` with `FAKE` replaced.
+    static func configText(pools: String, top: String = "") -> String {
+        top + "\n" + pools.replacingOccurrences(of: "FAKE", with: fakeAgent)
+    }
+
+    /// Replaces the configuration file (atomically, as an editor or a deploy does).
+    func rewriteConfig(pools: String, top: String = "") throws {
+        try Self.configText(pools: pools, top: top).write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     static func makeTemporaryDirectory() throws -> String {
