@@ -9,6 +9,8 @@ public enum DefaultConfiguration {
 # Every key and its default is listed in README.md ("Configuration").
 
 drain_timeout_s = 30
+# Prometheus over TCP (serves /metrics only); /metrics is always on the socket too.
+# metrics_listen = "127.0.0.1:9464"
 
 [memory]
 # The pools are sized from the memory limit of the daemon's cgroup (or the host's memory):
@@ -18,6 +20,13 @@ reserve_mib = 256
 high_watermark = 0.9
 low_watermark = 0.8
 enforce = true
+
+[journal]
+# Every turn and start-up, for `prewarm stats` and `prewarm advise`.
+# Default path: $XDG_STATE_HOME/prewarm/journal.sqlite (root: /var/lib/prewarm/journal.sqlite).
+enabled = true
+max_age_days = 30
+max_rows = 1000000
 
 [[pool]]
 name = "demo"
@@ -34,6 +43,8 @@ turn_mib = 48
 when_empty = "wait"
 wait_timeout_ms = 10000
 turn_timeout_s = 600
+# Turns per minute per caller uid (429 rate_limited beyond); none by default.
+# max_turns_per_minute = 600
 
 [pool.ready]
 # The stream-json initialize handshake, as the Claude Agent SDKs send it.
