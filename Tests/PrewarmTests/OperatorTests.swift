@@ -290,10 +290,13 @@ struct OperatorTests {
         #expect(try await daemon.turn("b").status == 404)
         #expect(try await daemon.turn("c").status == 200)
 
+        async let running = daemon.turn("a")
+        try await waitUntil("a turn is running again", timeout: .seconds(10)) { try await daemon.pool("a").busy == 1 }
         try "[[pool]]\nname = 'a'\nspares = -1\n".write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         try await waitUntil("the broken file is refused", timeout: .seconds(10)) { daemon.log.contains("reload refused") }
         #expect(try await daemon.pools().map(\.name) == ["a", "keep", "c"])
+        #expect(try await running.trailers?.first(name: "Prewarm-Outcome") == "completed", "the running turn is undisturbed")
         #expect(try await daemon.turn("keep").status == 200)
         daemon.signal(SIGTERM)
         #expect(try await daemon.waitForExit() == 0)
