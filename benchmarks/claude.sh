@@ -2,8 +2,10 @@
 # First-token latency with the real Claude Code CLI (2.1.327, from the PyPI wheel
 # claude-agent-sdk 0.2.184) against prewarm-fake-model answering in 50 ms: spawning the CLI
 # per turn as the SDKs do, Prewarm with warm spares unclaimed and claimed (pools of 8), and
-# an initialised CLI driven directly over pipes (the floor), at 1, 4 and 8 concurrent turns
-# (3 bursts each, 20 s apart so the pools are full when a burst comes). About 15 minutes.
+# two floors with no daemon: an initialised CLI driven over pipes right after its handshake
+# (direct-warm) and 8 initialised CLIs kept over pipes and replaced as used, max_starting at
+# a time (direct-pool: idles as long as the spares do), at 1, 4 and 8 concurrent turns
+# (bursts far enough apart that the pools are full when a burst comes). About 30 minutes.
 #
 #   bash benchmarks/claude.sh      results in benchmarks/results/claude-N.{json,svg}
 source "$(dirname "$0")/common.sh"
@@ -50,8 +52,10 @@ cwd = "$work/project"
 
 TOML
 done
-for n in 1 4 8; do
-    "$bin/prewarm" bench --config "$work/claude.toml" --pool unclaimed --pool claimed --baseline spawn --baseline direct-warm \
-        --burst "$n" --every 20 --bursts 3 --json "$out/claude-$n.json" --svg "$out/claude-$n.svg"
+# Bursts of 1: 8 of them, 15 s apart; of 4: 3, 20 s apart; of 8: 3, a minute apart.
+for spec in "1 15 8" "4 20 3" "8 60 3"; do
+    set -- $spec
+    "$bin/prewarm" bench --config "$work/claude.toml" --pool unclaimed --pool claimed --baseline spawn --baseline direct-warm --baseline direct-pool \
+        --burst "$1" --every "$2" --bursts "$3" --json "$out/claude-$1.json" --svg "$out/claude-$1.svg"
 done
 python3 benchmarks/summarize.py "$out"/claude-{1,4,8}.json

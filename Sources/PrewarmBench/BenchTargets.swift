@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import PrewarmCore
 
@@ -206,31 +207,46 @@ public struct CommandTarget: BenchTarget {
         let sent = ContinuousClock.now
         let process: DirectProcess
         do {
-            process = try DirectProcess(executable: executable, arguments: arguments, environment: environment, directory: directory)
+            process = try start()
         } catch {
             sample.detail = "\(error)"
             return sample
         }
         defer { process.terminate() }
         sample.pid = Int(process.pid)
-        if let readySend, !process.write(readySend) {
-            sample.detail = "cannot write the readiness line"
+        if let failure = awaitReadiness(process) {
+            sample.detail = failure
             return sample
         }
-        if let readyExpect {
-            let expected = Array(readyExpect.utf8)
-            while true {
-                guard let line = process.readLine() else {
-                    sample.detail = "exited before readiness"
-                    return sample
-                }
-                if line.contains(substring: expected) { break }
-            }
+        run(on: process, from: prewarmed ? ContinuousClock.now : sent, into: &sample)
+        return sample
+    }
+
+    /// Spawns the command and writes its readiness line.
+    func start() throws -> DirectProcess {
+        let process = try DirectProcess(executable: executable, arguments: arguments, environment: environment, directory: directory)
+        if let readySend, !process.write(readySend) {
+            process.terminate()
+            throw BenchError("cannot write the readiness line")
         }
-        let started = prewarmed ? ContinuousClock.now : sent
+        return process
+    }
+
+    /// Reads until the readiness line; the reason when it never comes.
+    func awaitReadiness(_ process: DirectProcess) -> String? {
+        guard let readyExpect else { return nil }
+        let expected = Array(readyExpect.utf8)
+        while true {
+            guard let line = process.readLine() else { return "exited before readiness" }
+            if line.contains(substring: expected) { return nil }
+        }
+    }
+
+    /// Writes the turn and reads it to its end, timing from `started`.
+    func run(on process: DirectProcess, from started: ContinuousClock.Instant, into sample: inout TurnSample) {
         guard process.write(body) else {
             sample.detail = "cannot write the turn"
-            return sample
+            return
         }
         let endMarker = end.map { Array($0.utf8) }
         if endMarker == nil { process.closeInput() }  // the turn ends at end of file
@@ -241,7 +257,7 @@ public struct CommandTarget: BenchTarget {
             if let endMarker, line.contains(substring: endMarker), endType == nil || StreamJSONLine.parse(line)?.type == endType {
                 sample.completionMs = started.duration(to: now).milliseconds
                 sample.outcome = "completed"
-                return sample
+                return
             }
         }
         if endMarker == nil {
@@ -250,6 +266,94 @@ public struct CommandTarget: BenchTarget {
         } else {
             sample.detail = "exited before the end of the turn"
         }
-        return sample
     }
+}
+
+/// `direct-pool`: the floor of a pool. `spares` initialised processes of the pool's command
+/// kept over pipes with no daemon; a turn takes one (or waits for the next to be ready) and a
+/// replacement starts beside it. Its processes idle between bursts as long as the daemon's
+/// spares do (a CLI that has idled answers its first turn more slowly than one that has just
+/// initialised), and its refills boot beside the turns, `max_starting` at a time, as the
+/// daemon's do: what is left between it and the daemon is the daemon's own share.
+public final class DirectPoolTarget: BenchTarget, @unchecked Sendable {
+    public let name = "direct-pool"
+    let command: CommandTarget
+    let spares: Int
+    /// Replacements booting at once at most (the pool's `max_starting`).
+    private let boots: DispatchSemaphore
+    private let stock = Mutex<(processes: [DirectProcess], stopped: Bool)>(([], false))
+    private let ready = DispatchSemaphore(value: 0)
+    /// Replacements still starting.
+    private let starting = DispatchGroup()
+
+    public init(command: CommandTarget, spares: Int, maxStarting: Int) {
+        self.command = command
+        self.spares = max(1, spares)
+        self.boots = DispatchSemaphore(value: max(1, maxStarting))
+    }
+
+    /// Starts the spares and returns once every one is ready.
+    public func fill() async {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<spares {
+                group.addTask { await onThread { self.replenish() } }
+            }
+        }
+    }
+
+    /// Starts one process and adds it to the stock once it is ready (retries a failure once);
+    /// after `empty()`, kills it instead.
+    private func replenish() {
+        for _ in 0..<2 {
+            guard let process = try? command.start() else { continue }
+            if command.awaitReadiness(process) == nil {
+                let kept = stock.withLock { stock -> Bool in
+                    guard !stock.stopped else { return false }
+                    stock.processes.append(process)
+                    return true
+                }
+                if kept { ready.signal() } else { process.terminate() }
+                return
+            }
+            process.terminate()
+        }
+    }
+
+    public func turn(index: Int, arrival: ContinuousClock.Instant, at: Double) async -> TurnSample {
+        await onThread {
+            var sample = TurnSample(index: index, at: at, start: "warm", outcome: "broken")
+            if self.ready.wait(timeout: .now()) == .timedOut {
+                sample.start = "waited"
+                self.ready.wait()
+            }
+            let process = self.stock.withLock { $0.processes.removeFirst() }
+            self.starting.enter()
+            Thread {
+                self.boots.wait()
+                self.replenish()
+                self.boots.signal()
+                self.starting.leave()
+            }.start()
+            defer { process.terminate() }
+            sample.pid = Int(process.pid)
+            self.command.run(on: process, from: arrival, into: &sample)
+            return sample
+        }
+    }
+
+    /// Kills the processes left in the stock, once the replacements under way are done.
+    public func empty() async {
+        stock.withLock { $0.stopped = true }
+        await onThread { self.starting.wait() }
+        let left = stock.withLock { stock in
+            defer { stock.processes.removeAll() }
+            return stock.processes
+        }
+        for process in left { process.terminate() }
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -16,7 +16,9 @@ struct Bench: AsyncParsableCommand {
             Targets run one after another under the same load, each reported on its own: \
             --pool (turns through the daemon), --baseline spawn (the pool's command spawned per \
             turn, as the SDKs do), --baseline direct-warm (an initialised process of the pool's \
-            command driven over pipes, no daemon: the floor), --direct CMD (any command per turn). \
+            command made ready just before each turn, over pipes, no daemon), --baseline direct-pool (the \
+            pool's spares kept ready over pipes with no daemon, replaced as they are used: the floor \
+            of a pool, idling as long as its spares), --direct CMD (any command per turn). \
             With --config and no --socket, a daemon is started for the run and stopped after.
             """
     )
@@ -26,7 +28,10 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .long, help: "A pool to send turns to (repeatable).")
     var pool: [String] = []
 
-    @Option(name: .long, help: "A baseline: spawn or direct-warm (repeatable); uses the first --pool's command from the configuration.")
+    @Option(
+        name: .long,
+        help: "A baseline: spawn, direct-warm or direct-pool (repeatable); uses the first --pool's command from the configuration."
+    )
     var baseline: [String] = []
 
     @Option(name: .long, help: "A command spawned per turn, e.g. 'claude -p --output-format stream-json'.")
@@ -71,8 +76,8 @@ struct Bench: AsyncParsableCommand {
         if pool.isEmpty && baseline.isEmpty && direct == nil {
             throw ValidationError("name at least one target: --pool NAME, --baseline spawn|direct-warm, or --direct CMD")
         }
-        for name in baseline where !["spawn", "direct-warm"].contains(name) {
-            throw ValidationError("--baseline takes spawn or direct-warm, not \(name)")
+        for name in baseline where !["spawn", "direct-warm", "direct-pool"].contains(name) {
+            throw ValidationError("--baseline takes spawn, direct-warm or direct-pool, not \(name)")
         }
         let shapes = [concurrency != nil || turns != nil, rate != nil || duration != nil, burst != nil || every != nil || bursts != nil]
         if shapes.filter({ $0 }).count > 1 {
@@ -154,8 +159,16 @@ struct Bench: AsyncParsableCommand {
             for name in baseline {
                 // A quiet daemon: its refills must not share the CPU with the baseline.
                 for name in pool { try await Self.waitForSpares(UnixHTTPClient(socketPath: socket), pool: name, progress: progress) }
-                let target = CommandTarget(pool: command, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name == "direct-warm")
-                reports.append(TargetReport(await runner.run(target)))
+                let target = CommandTarget(pool: command, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name != "spawn")
+                if name == "direct-pool" {
+                    let pool = DirectPoolTarget(command: target, spares: poolConfig.spares, maxStarting: poolConfig.maxStarting)
+                    progress("direct-pool: starting \(poolConfig.spares) process(es) of pool \(poolConfig.name)'s command")
+                    await pool.fill()
+                    reports.append(TargetReport(await runner.run(pool)))
+                    await pool.empty()
+                } else {
+                    reports.append(TargetReport(await runner.run(target)))
+                }
             }
         }
         if let direct {

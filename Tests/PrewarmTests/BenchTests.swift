@@ -96,4 +96,27 @@ struct BenchTests {
         #expect(image.starts(with: [0x89, 0x50, 0x4E, 0x47]), "a PNG")
         #expect(image.count > 5000)
     }
+
+    /// The direct-pool floor: the pool's command kept ready over pipes with no daemon; every
+    /// turn completes, served warm while the stock lasts, and nothing is left running.
+    @Test func directPoolFloor() async throws {
+        let directory = try TestDaemon.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/bench.toml"
+        try TestDaemon.configText(pools: DaemonTests.pool("p", args: #""--init-sleep-ms", "300""#, spares: 2))
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let json = directory + "/bench.json"
+        let run = try OperatorTests.prewarm([
+            "bench", "--config", config, "--pool", "p", "--baseline", "direct-pool", "--burst", "2", "--every", "1", "--bursts", "2", "--json", json,
+        ])
+        #expect(run.status == 0, "\(run.err)")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let targets = try #require(report?["targets"] as? [[String: Any]])
+        let floor = try #require(targets.first { $0["name"] as? String == "direct-pool" })
+        #expect(floor["outcomes"] as? [String: Int] == ["completed": 4])
+        #expect((floor["starts"] as? [String: Int])?["warm"] ?? 0 >= 2, "the first burst is served from the stock")
+        let pids = Set((floor["samples"] as? [[String: Any]] ?? []).compactMap { $0["pid"] as? Int })
+        #expect(pids.count == 4, "one process per turn")
+        #expect(pids.allSatisfy { !isAlive(Int32($0)) }, "no process of the floor outlives the run")
+    }
 }
