@@ -72,7 +72,8 @@ struct TurnResponder {
                     throw error
                 }
                 let result = await turn.result()
-                record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
+                // The log line, metrics and journal once the client has the end of the turn.
+                defer { record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut) }
                 if outcomeLine {
                     try await writer.write(Self.outcomeLine(result))
                     try await writer.finish(nil)

@@ -8,127 +8,129 @@ import Testing
 import Glibc
 #endif
 
-/// `kind = "claude"` pools end to end, run on the fake agent (which speaks the CLI's
-/// claim_session protocol): claimed spares in a per-turn cwd, refused claims, fallbacks,
-/// resumes and unclaimed pools. The real CLI's test is `RealClaudeTests`.
-@Suite("Claude pools", .serialized)
-struct ClaudePoolTests {
-    static func pool(_ extra: String = "", session: String = "") -> String {
-        """
-        [[pool]]
-        name = "c"
-        kind = "claude"
-        command = "FAKE"
-        spares = 2
-        when_empty = "start"
-        \(extra)
-        [pool.session]
-        permission_mode = "default"
-        \(session)
+extension LiveDaemons {
+    /// `kind = "claude"` pools end to end, run on the fake agent (which speaks the CLI's
+    /// claim_session protocol): claimed spares in a per-turn cwd, refused claims, fallbacks,
+    /// resumes and unclaimed pools. The real CLI's test is `RealClaudeTests`.
+    @Suite("Claude pools", .serialized)
+    struct ClaudePoolTests {
+        static func pool(_ extra: String = "", session: String = "") -> String {
+            """
+            [[pool]]
+            name = "c"
+            kind = "claude"
+            command = "FAKE"
+            spares = 2
+            when_empty = "start"
+            \(extra)
+            [pool.session]
+            permission_mode = "default"
+            \(session)
 
-        """
-    }
-
-    static func jsonTurn(_ daemon: TestDaemon, prompt: String = "hello", session: [String: Any]) async throws -> UnixHTTPClient.Response {
-        let body = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "session": session])
-        return try await daemon.client.request(
-            .POST, "/v1/pools/c/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(bytes: body)
-        )
-    }
-
-    /// A claimed spare serves a turn in the turn's own cwd: warm, its system/init reports the
-    /// cwd, the body ends with the result line, and the CLI's claim chatter is not forwarded.
-    @Test func claimedSpareInPerTurnCwd() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool())
-        let status = try await daemon.pool("c")
-        #expect(status.kind == "claude" && status.claim == "on")
-        let cwd = try TestDaemon.makeTemporaryDirectory()
-        let response = try await Self.jsonTurn(daemon, session: ["cwd": cwd, "permission_mode": "acceptEdits"])
-        #expect(response.status == 200, "\(response.bodyString)")
-        #expect(response.headers.first(name: "Prewarm-Start") == "warm")
-        let lines = jsonLines(response)
-        let initLine = lines.first { $0["type"] as? String == "system" && $0["subtype"] as? String == "init" }
-        #expect(initLine?["cwd"] as? String == cwd)
-        #expect(initLine?["permissionMode"] as? String == "acceptEdits")
-        #expect(lines.last?["type"] as? String == "result")
-        #expect(!lines.contains { $0["subtype"] as? String == "ui_invalidate" }, "claim chatter is dropped")
-        #expect(!lines.contains { $0["type"] as? String == "control_response" }, "the claim's answer is the daemon's")
-        #expect(response.trailers?.first(name: "Prewarm-Outcome") == "completed")
-    }
-
-    /// A raw stream-json body on a claimed pool: the spare is claimed with the pool's session.
-    @Test func rawBodyIsClaimedWithThePoolSession() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool())
-        let response = try await daemon.turn("c")
-        #expect(response.status == 200, "\(response.bodyString)")
-        #expect(jsonLines(response).last?["type"] as? String == "result")
-    }
-
-    /// A refused claim is 409 claim_refused with the CLI's reason, and the spare is retired.
-    @Test func refusedClaimIs409() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool())
-        let before = Set(try await daemon.pool("c").pids)
-        let response = try await Self.jsonTurn(daemon, session: ["cwd": "/nonexistent/prewarm-test"])
-        #expect(response.status == 409)
-        #expect(response.bodyString.contains(#""code":"claim_refused""#))
-        #expect(response.bodyString.contains(#""reason":"cwd_not_found""#), "\(response.bodyString)")
-        try await waitUntil("the refused spare is retired and replaced", timeout: .seconds(10)) {
-            let status = try await daemon.pool("c")
-            return status.idle == 2 && Set(status.pids).intersection(before).count == 1
+            """
         }
-        #expect(try await daemon.turn("c").status == 200, "the pool serves on")
-    }
 
-    /// With claim_fallback, a refused claim becomes a cold start with the same session.
-    @Test func claimFallbackStartsCold() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool("claim_fallback = true"))
-        let cwd = try TestDaemon.makeTemporaryDirectory()
-        let response = try await Self.jsonTurn(daemon, session: ["cwd": cwd, "env": ["NOT_CLAIMABLE": "1"]])
-        #expect(response.status == 200, "\(response.bodyString)")
-        #expect(response.headers.first(name: "Prewarm-Start") == "cold")
-        let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
-        #expect(initLine?["cwd"] as? String == cwd)
-    }
+        static func jsonTurn(_ daemon: TestDaemon, prompt: String = "hello", session: [String: Any]) async throws -> UnixHTTPClient.Response {
+            let body = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "session": session])
+            return try await daemon.client.request(
+                .POST, "/v1/pools/c/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(bytes: body)
+            )
+        }
 
-    /// A resume never goes to a claimed spare: a cold start with --resume=ID.
-    @Test func resumeStartsCold() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool())
-        let response = try await Self.jsonTurn(daemon, session: ["resume": "0e5d8a4c-resume"])
-        #expect(response.status == 200, "\(response.bodyString)")
-        #expect(response.headers.first(name: "Prewarm-Start") == "cold")
-        let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
-        #expect(initLine?["session_id"] as? String == "0e5d8a4c-resume")
-    }
+        /// A claimed spare serves a turn in the turn's own cwd: warm, its system/init reports the
+        /// cwd, the body ends with the result line, and the CLI's claim chatter is not forwarded.
+        @Test func claimedSpareInPerTurnCwd() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let status = try await daemon.pool("c")
+            #expect(status.kind == "claude" && status.claim == "on")
+            let cwd = try TestDaemon.makeTemporaryDirectory()
+            let response = try await Self.jsonTurn(daemon, session: ["cwd": cwd, "permission_mode": "acceptEdits"])
+            #expect(response.status == 200, "\(response.bodyString)")
+            #expect(response.headers.first(name: "Prewarm-Start") == "warm")
+            let lines = jsonLines(response)
+            let initLine = lines.first { $0["type"] as? String == "system" && $0["subtype"] as? String == "init" }
+            #expect(initLine?["cwd"] as? String == cwd)
+            #expect(initLine?["permissionMode"] as? String == "acceptEdits")
+            #expect(lines.last?["type"] as? String == "result")
+            #expect(!lines.contains { $0["subtype"] as? String == "ui_invalidate" }, "claim chatter is dropped")
+            #expect(!lines.contains { $0["type"] as? String == "control_response" }, "the claim's answer is the daemon's")
+            #expect(response.trailers?.first(name: "Prewarm-Outcome") == "completed")
+        }
 
-    /// Without claim: spares serve turns with the pool's session; other settings start cold.
-    @Test func unclaimedPoolServesOnlyItsSession() async throws {
-        let home = try TestDaemon.makeTemporaryDirectory()
-        let daemon = try await TestDaemon(pools: Self.pool("claim = false", session: "cwd = \"\(home)\""))
-        #expect(try await daemon.pool("c").claim == "off")
-        let same = try await Self.jsonTurn(daemon, session: [:])
-        #expect(same.headers.first(name: "Prewarm-Start") == "warm")
-        #expect(jsonLines(same).first { $0["subtype"] as? String == "init" }?["cwd"] as? String == home)
-        let other = try TestDaemon.makeTemporaryDirectory()
-        let different = try await Self.jsonTurn(daemon, session: ["cwd": other])
-        #expect(different.status == 200)
-        #expect(different.headers.first(name: "Prewarm-Start") == "cold")
-        #expect(jsonLines(different).first { $0["subtype"] as? String == "init" }?["cwd"] as? String == other)
-    }
+        /// A raw stream-json body on a claimed pool: the spare is claimed with the pool's session.
+        @Test func rawBodyIsClaimedWithThePoolSession() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let response = try await daemon.turn("c")
+            #expect(response.status == 200, "\(response.bodyString)")
+            #expect(jsonLines(response).last?["type"] as? String == "result")
+        }
 
-    /// A CLI that does not know --await-claim is found out when the pool starts, and status
-    /// says so (GNU cat refuses the option as the CLI's older versions would).
-    @Test func awaitClaimUnsupported() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool().replacingOccurrences(of: "command = \"FAKE\"", with: "command = \"/bin/cat\""), waitForIdle: false)
-        try await waitUntil("the probe has run", timeout: .seconds(20)) { try await daemon.pool("c").claim == "unsupported" }
-    }
+        /// A refused claim is 409 claim_refused with the CLI's reason, and the spare is retired.
+        @Test func refusedClaimIs409() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let before = Set(try await daemon.pool("c").pids)
+            let response = try await Self.jsonTurn(daemon, session: ["cwd": "/nonexistent/prewarm-test"])
+            #expect(response.status == 409)
+            #expect(response.bodyString.contains(#""code":"claim_refused""#))
+            #expect(response.bodyString.contains(#""reason":"cwd_not_found""#), "\(response.bodyString)")
+            try await waitUntil("the refused spare is retired and replaced", timeout: .seconds(10)) {
+                let status = try await daemon.pool("c")
+                return status.idle == 2 && Set(status.pids).intersection(before).count == 1
+            }
+            #expect(try await daemon.turn("c").status == 200, "the pool serves on")
+        }
 
-    /// A bad JSON turn is refused before anything starts, saying what is wrong.
-    @Test func badJSONTurn() async throws {
-        let daemon = try await TestDaemon(pools: Self.pool())
-        let response = try await daemon.client.request(
-            .POST, "/v1/pools/c/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(string: #"{"session":{"cwd":"rel"}}"#)
-        )
-        #expect(response.status == 400)
-        #expect(response.bodyString.contains("prompt"))
+        /// With claim_fallback, a refused claim becomes a cold start with the same session.
+        @Test func claimFallbackStartsCold() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool("claim_fallback = true"))
+            let cwd = try TestDaemon.makeTemporaryDirectory()
+            let response = try await Self.jsonTurn(daemon, session: ["cwd": cwd, "env": ["NOT_CLAIMABLE": "1"]])
+            #expect(response.status == 200, "\(response.bodyString)")
+            #expect(response.headers.first(name: "Prewarm-Start") == "cold")
+            let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
+            #expect(initLine?["cwd"] as? String == cwd)
+        }
+
+        /// A resume never goes to a claimed spare: a cold start with --resume=ID.
+        @Test func resumeStartsCold() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let response = try await Self.jsonTurn(daemon, session: ["resume": "0e5d8a4c-resume"])
+            #expect(response.status == 200, "\(response.bodyString)")
+            #expect(response.headers.first(name: "Prewarm-Start") == "cold")
+            let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
+            #expect(initLine?["session_id"] as? String == "0e5d8a4c-resume")
+        }
+
+        /// Without claim: spares serve turns with the pool's session; other settings start cold.
+        @Test func unclaimedPoolServesOnlyItsSession() async throws {
+            let home = try TestDaemon.makeTemporaryDirectory()
+            let daemon = try await TestDaemon(pools: Self.pool("claim = false", session: "cwd = \"\(home)\""))
+            #expect(try await daemon.pool("c").claim == "off")
+            let same = try await Self.jsonTurn(daemon, session: [:])
+            #expect(same.headers.first(name: "Prewarm-Start") == "warm")
+            #expect(jsonLines(same).first { $0["subtype"] as? String == "init" }?["cwd"] as? String == home)
+            let other = try TestDaemon.makeTemporaryDirectory()
+            let different = try await Self.jsonTurn(daemon, session: ["cwd": other])
+            #expect(different.status == 200)
+            #expect(different.headers.first(name: "Prewarm-Start") == "cold")
+            #expect(jsonLines(different).first { $0["subtype"] as? String == "init" }?["cwd"] as? String == other)
+        }
+
+        /// A CLI that does not know --await-claim is found out when the pool starts, and status
+        /// says so (GNU cat refuses the option as the CLI's older versions would).
+        @Test func awaitClaimUnsupported() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool().replacingOccurrences(of: "command = \"FAKE\"", with: "command = \"/bin/cat\""), waitForIdle: false)
+            try await waitUntil("the probe has run", timeout: .seconds(20)) { try await daemon.pool("c").claim == "unsupported" }
+        }
+
+        /// A bad JSON turn is refused before anything starts, saying what is wrong.
+        @Test func badJSONTurn() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let response = try await daemon.client.request(
+                .POST, "/v1/pools/c/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(string: #"{"session":{"cwd":"rel"}}"#)
+            )
+            #expect(response.status == 400)
+            #expect(response.bodyString.contains("prompt"))
+        }
     }
 }
