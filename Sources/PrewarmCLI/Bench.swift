@@ -97,12 +97,7 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let configuration: Configuration?
-        do {
-            configuration = try options.loadConfiguration()
-        } catch let error as ConfigError {
-            throw ExitStatus.fail(78, "invalid configuration: \(error)")
-        }
+        let configuration: Configuration? = try options.loadOrFail()
         let body: String
         if let input {
             do {

@@ -26,29 +26,11 @@ struct Resize: AsyncParsableCommand {
 
     func run() async throws {
         let body = ByteBuffer(string: #"{"spares":\#(spares)}"#)
-        let status = try await Self.call(.PATCH, "/v1/pools/\(pool)", body: body, options: options)
+        let response = try await options.daemonRequest(.PATCH, "/v1/pools/\(pool)", body: body)
+        let status = try JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView))
         print("pool \(status.name): spares \(status.targetSpares) (effective \(status.effectiveSpares)), idle \(status.idle), starting \(status.starting), busy \(status.busy)")
     }
 
-    /// One request to the daemon; an error answer becomes the command's exit status.
-    static func call(_ method: HTTPMethod, _ path: String, body: ByteBuffer? = nil, options: CommonOptions) async throws -> PoolStatus {
-        let response = try await send(method, path, body: body, options: options)
-        return try JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView))
-    }
-
-    static func send(_ method: HTTPMethod, _ path: String, body: ByteBuffer? = nil, options: CommonOptions) async throws -> UnixHTTPClient.Response {
-        let client = UnixHTTPClient(socketPath: try options.socketPath())
-        let response: UnixHTTPClient.Response
-        do {
-            response = try await client.request(method, path, headers: body == nil ? [] : [("Content-Type", "application/json")], body: body)
-        } catch {
-            throw ExitStatus.fail(ExitStatus.unavailable, "\(error)")
-        }
-        guard response.status == 200 else {
-            throw ExitStatus.fail(ExitStatus.forHTTP(response.status), "HTTP \(response.status): \(Turn.errorMessage(response.body))")
-        }
-        return response
-    }
 }
 
 /// `prewarm recycle POOL`: `POST /v1/pools/{name}/recycle`.
@@ -63,7 +45,7 @@ struct Recycle: AsyncParsableCommand {
     var pool: String
 
     func run() async throws {
-        let response = try await Resize.send(.POST, "/v1/pools/\(pool)/recycle", options: options)
+        let response = try await options.daemonRequest(.POST, "/v1/pools/\(pool)/recycle")
         let recycled = try JSONDecoder().decode(Recycled.self, from: Data(response.body.readableBytesView))
         print("pool \(recycled.pool.name): \(recycled.recycled) idle spare(s) recycled; starting \(recycled.pool.starting), busy \(recycled.pool.busy)")
     }
@@ -87,14 +69,26 @@ struct Span: ExpressibleByArgument, Sendable {
     static var defaultCompletionKind: CompletionKind { .default }
 }
 
-/// The journal named by the configuration, opened for reading.
-func openJournal(_ configuration: Configuration) throws -> (path: String, reader: JournalReader) {
-    let path = configuration.journal.path
-    do {
-        return (path, try JournalReader(path: path))
-    } catch {
-        throw ExitStatus.fail(ExitStatus.unavailable, "cannot read the journal: \(error)")
+/// The configuration, its journal opened for reading, and the start of the period asked for.
+private struct JournalQuery {
+    let configuration: Configuration
+    let path: String
+    let reader: JournalReader
+    let since: Date
+
+    init(options: CommonOptions, since span: Span) throws {
+        configuration = try options.loadOrFail()
+        path = configuration.journal.path
+        do {
+            reader = try JournalReader(path: path)
+        } catch {
+            throw ExitStatus.fail(ExitStatus.unavailable, "cannot read the journal: \(error)")
+        }
+        since = Date().addingTimeInterval(-span.seconds)
     }
+
+    /// `journal PATH, since TIME`, the first line of a table.
+    var heading: String { "journal \(path), since \(ISO8601DateFormatter().string(from: since))" }
 }
 
 struct Stats: AsyncParsableCommand {
@@ -115,26 +109,24 @@ struct Stats: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let configuration = try options.loadOrFail()
-        let (path, journal) = try openJournal(configuration)
-        let since = Date().addingTimeInterval(-self.since.seconds)
-        let turns = try journal.turns(since: since, pool: pool)
-        let startups = try journal.startups(since: since, pool: pool)
-        var names = configuration.pools.map(\.name).filter { pool == nil || $0 == pool }
+        let query = try JournalQuery(options: options, since: since)
+        let turns = try query.reader.turns(since: query.since, pool: pool)
+        let startups = try query.reader.startups(since: query.since, pool: pool)
+        var names = query.configuration.pools.map(\.name).filter { pool == nil || $0 == pool }
         for name in Set(turns.map(\.pool)).union(startups.map(\.pool)).sorted() where !names.contains(name) { names.append(name) }
         let stats = names.map { name in
             PoolStats(pool: name, turns: turns.filter { $0.pool == name }, startups: startups.filter { $0.pool == name })
         }
         if json {
-            print(try jsonText(["journal": path, "since": ISO8601DateFormatter().string(from: since)], stats, key: "pools"))
+            print(try JournalReport(journal: query.path, since: query.since, pools: stats).text())
             return
         }
-        print("journal \(path), since \(ISO8601DateFormatter().string(from: since))")
+        print(query.heading)
         var rows = [["POOL", "TURNS", "MEAN/S", "PEAK/S", "HIT", "WARM/WAITED/COLD", "REJECTED", "START P50", "START P99", "WAIT P99", "FIRST BYTE P50", "FIRST BYTE P99"]]
         for s in stats {
             rows.append([
                 s.pool, "\(s.turns)", rate(s.meanRatePerSecond), rate(s.peakRatePerSecond),
-                s.hitRatio.map { String(format: "%.1f%%", $0 * 100) } ?? "-", "\(s.warm)/\(s.waited)/\(s.cold)",
+                s.hitRatio.map(percent) ?? "-", "\(s.warm)/\(s.waited)/\(s.cold)",
                 s.rejections.isEmpty ? "0" : s.rejections.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "),
                 ms(s.startupMs.p50), ms(s.startupMs.p99), ms(s.waitMs.p99), ms(s.firstByteMs.p50), ms(s.firstByteMs.p99),
             ])
@@ -178,15 +170,14 @@ struct Advise: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let configuration = try options.loadOrFail()
-        let (path, journal) = try openJournal(configuration)
-        let since = Date().addingTimeInterval(-self.since.seconds)
+        let query = try JournalQuery(options: options, since: since)
+        let configuration = query.configuration
         let plan = Size.plan(for: configuration)
         var advice: [Advice] = []
         var problems: [String] = []
         for config in configuration.pools where pool == nil || config.name == pool {
-            let turns = try journal.turns(since: since, pool: config.name)
-            let startups = try journal.startups(since: since, pool: config.name)
+            let turns = try query.reader.turns(since: query.since, pool: config.name)
+            let startups = try query.reader.startups(since: query.since, pool: config.name)
             // The budget this pool may use: what the other pools' spares leave.
             let others = plan.pools.filter { $0.name != config.name }.reduce(0) { $0 + $1.effectiveSpares * $1.spareBytes }
             do {
@@ -204,9 +195,9 @@ struct Advise: AsyncParsableCommand {
             throw ExitStatus.fail(ExitStatus.usage, "no pool named \"\(pool)\" in \(configuration.origin)")
         }
         if json {
-            print(try jsonText(["journal": path, "since": ISO8601DateFormatter().string(from: since)], advice, key: "pools", problems: problems))
+            print(try JournalReport(journal: query.path, since: query.since, pools: advice, problems: problems.isEmpty ? nil : problems).text())
         } else {
-            print("journal \(path), since \(ISO8601DateFormatter().string(from: since)), miss target \(percent(miss))")
+            print("\(query.heading), miss target \(percent(miss))")
             for advice in advice { print(""); print(Self.describe(advice)) }
             for problem in problems { print(""); print(problem) }
         }
@@ -241,27 +232,17 @@ private func percent(_ value: Double) -> String { String(format: "%.1f%%", value
 private func ms(_ value: Double?) -> String { value.map { "\(Int($0.rounded())) ms" } ?? "-" }
 private func rate(_ value: Double?) -> String { value.map { String(format: "%.2f", $0) } ?? "-" }
 
-private func jsonText<T: Encodable>(_ header: [String: String], _ items: T, key: String, problems: [String] = []) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.dateEncodingStrategy = .iso8601
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    var object = try JSONSerialization.jsonObject(with: encoder.encode(items)) as Any
-    var top: [String: Any] = header
-    top[key] = object
-    if !problems.isEmpty { top["problems"] = problems }
-    object = top
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-    return String(decoding: data, as: UTF8.self)
-}
+/// What `stats --json` and `advise --json` print: the journal, the period, and per pool.
+private struct JournalReport<Item: Encodable>: Encodable {
+    var journal: String
+    var since: Date
+    var pools: [Item]
+    var problems: [String]?
 
-extension CommonOptions {
-    /// The configuration, or exit 78 (EX_CONFIG) saying what is wrong with it.
-    func loadOrFail() throws -> Configuration {
-        do {
-            return try loadConfiguration()
-        } catch let error as ConfigError {
-            throw ExitStatus.fail(78, "invalid configuration: \(error)")
-        }
+    func text() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOHTTP1
 import PrewarmClient
 import PrewarmCore
 import PrewarmServer
@@ -24,6 +26,31 @@ struct CommonOptions: ParsableArguments {
 
     func loadConfiguration() throws -> Configuration {
         try Self.loadConfiguration(path: config)
+    }
+
+    /// The configuration, or exit 78 (EX_CONFIG) saying what is wrong with it.
+    func loadOrFail() throws -> Configuration {
+        do {
+            return try loadConfiguration()
+        } catch let error as ConfigError {
+            throw ExitStatus.fail(78, "invalid configuration: \(error)")
+        }
+    }
+
+    /// One request to the daemon; a failure to reach it exits 69, an error answer with the
+    /// status `forHTTP` gives, and a one-line reason on stderr.
+    func daemonRequest(_ method: HTTPMethod, _ path: String, body: ByteBuffer? = nil) async throws -> UnixHTTPClient.Response {
+        let client = UnixHTTPClient(socketPath: try socketPath())
+        let response: UnixHTTPClient.Response
+        do {
+            response = try await client.request(method, path, headers: body == nil ? [] : [("Content-Type", "application/json")], body: body)
+        } catch {
+            throw ExitStatus.fail(ExitStatus.unavailable, "\(error)")
+        }
+        guard response.status == 200 else {
+            throw ExitStatus.fail(ExitStatus.forHTTP(response.status), "HTTP \(response.status): \(Turn.errorMessage(response.body))")
+        }
+        return response
     }
 
     /// `--config PATH`, else `config/prewarm.toml` in the working directory, else the defaults.

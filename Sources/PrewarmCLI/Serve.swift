@@ -12,12 +12,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
-        let configuration: Configuration
-        do {
-            configuration = try options.loadConfiguration()
-        } catch let error as ConfigError {
-            throw ExitStatus.fail(78, "invalid configuration: \(error)")  // EX_CONFIG
-        }
+        let configuration = try options.loadOrFail()
         let socket = SocketPath.resolve(flag: options.socket, environment: ProcessInfo.processInfo.environment, configured: configuration.socket)
         let logger = makeLogger(level: logLevel)
         logger.info("starting", metadata: ["config": "\(configuration.origin)", "socket.path": "\(socket)"])

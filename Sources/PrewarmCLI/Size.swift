@@ -18,12 +18,7 @@ struct Size: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let configuration: Configuration
-        do {
-            configuration = try options.loadConfiguration()
-        } catch let error as ConfigError {
-            throw ExitStatus.fail(78, "invalid configuration: \(error)")
-        }
+        let configuration = try options.loadOrFail()
         let plan = Self.plan(for: configuration)
         if json {
             let encoder = JSONEncoder()

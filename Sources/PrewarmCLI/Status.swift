@@ -19,16 +19,7 @@ struct Status: AsyncParsableCommand {
     var ready = false
 
     func run() async throws {
-        let client = UnixHTTPClient(socketPath: try options.socketPath())
-        let response: UnixHTTPClient.Response
-        do {
-            response = try await client.request(.GET, "/v1/pools")
-        } catch {
-            throw ExitStatus.fail(ExitStatus.unavailable, "\(error)")
-        }
-        guard response.status == 200 else {
-            throw ExitStatus.fail(ExitStatus.forHTTP(response.status), "HTTP \(response.status): \(Turn.errorMessage(response.body))")
-        }
+        let response = try await options.daemonRequest(.GET, "/v1/pools")
         let list = try JSONDecoder().decode(PoolList.self, from: Data(response.body.readableBytesView))
         if ready {
             // The rule of the daemon's READY=1 (Broker.ready).
@@ -44,7 +35,7 @@ struct Status: AsyncParsableCommand {
         }
         print(Self.table(list.pools))
         // The memory section; a daemon without /v1/memory (older) just has none.
-        if let memory = try? await client.request(.GET, "/v1/memory"), memory.status == 200,
+        if let memory = try? await UnixHTTPClient(socketPath: options.socketPath()).request(.GET, "/v1/memory"), memory.status == 200,
             let figures = try? JSONDecoder().decode(MemoryStatus.self, from: Data(memory.body.readableBytesView))
         {
             print("")

@@ -10,10 +10,12 @@ import PrewarmCore
 public struct API: Sendable {
     let broker: Broker
     let streams: StreamAdmission
+    /// The peer of each connection, read once per connection.
+    let peers = ConnectionPeers()
 
     public init(broker: Broker) {
         self.broker = broker
-        self.streams = StreamAdmission(broker: broker)
+        self.streams = StreamAdmission(broker: broker, peers: peers)
     }
 
     /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it.
@@ -22,32 +24,35 @@ public struct API: Sendable {
         return HTTPServerBuilder { responder in PrewarmChannel(responder: responder, admission: streams) }
     }
 
-    /// The routes; with `httpMetrics`, Hummingbird's request metrics through swift-metrics.
+    /// The routes; with `httpMetrics`, Hummingbird's request metrics (through swift-metrics)
+    /// for every route but the turns': a turn's metrics are the daemon's own, recorded after
+    /// its end, so nothing is looked up in the registry before a hand-off.
     public func makeRouter(httpMetrics: Bool = false) -> Router<PrewarmRequestContext> {
         let router = Router(context: PrewarmRequestContext.self)
-        if httpMetrics { router.middlewares.add(MetricsMiddleware()) }
         router.middlewares.add(ErrorMiddleware())
         if !broker.configuration.allowedUIDs.isEmpty {
-            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs))
+            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, peers: peers))
         }
-        router.get("/healthz") { _, _ in
+        let operated = router.group()
+        if httpMetrics { operated.add(middleware: MetricsMiddleware()) }
+        operated.get("/healthz") { _, _ in
             var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid())))
             if broker.draining { response.status = .serviceUnavailable }
             return response
         }
-        router.get("/metrics") { _, _ in
+        operated.get("/metrics") { _, _ in
             Self.metrics(broker)
         }
-        router.get("/v1/pools") { _, _ in
+        operated.get("/v1/pools") { _, _ in
             try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
         }
-        router.get("/v1/memory") { _, _ in
+        operated.get("/v1/memory") { _, _ in
             try Self.encoded(broker.memory.status())
         }
-        router.get("/v1/pools/:name") { _, context in
+        operated.get("/v1/pools/:name") { _, context in
             try Self.encoded(try pool(context).status())
         }
-        router.patch("/v1/pools/:name") { request, context in
+        operated.patch("/v1/pools/:name") { request, context in
             let pool = try pool(context)
             var request = request
             let body = try await Self.collect(&request, limit: 64 * 1024)
@@ -65,7 +70,7 @@ public struct API: Sendable {
             pool.resize(spares: spares)
             return try Self.encoded(pool.status())
         }
-        router.post("/v1/pools/:name/recycle") { _, context in
+        operated.post("/v1/pools/:name/recycle") { _, context in
             let pool = try pool(context)
             let recycled = pool.recycle(reason: "asked through the API")
             return try Self.encoded(Recycled(recycled: recycled, pool: pool.status()))
@@ -76,7 +81,7 @@ public struct API: Sendable {
                 throw streams.refusal(on: context.channel)
                     ?? PrewarmError(.badJSON, "Upgrade: prewarm-stream must be the first request on its connection, with Connection: Upgrade")
             }
-            return try await TurnResponder(broker: broker).respond(to: request, pool: try pool(context), context: context)
+            return try await TurnResponder(broker: broker, peers: peers).respond(to: request, pool: try pool(context), context: context)
         }
         return router
     }

@@ -42,7 +42,8 @@ struct PrewarmChannel: HTTPChannelHandler {
     let admission: StreamAdmission
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        admission.peers.remember(channel)
+        return channel.eventLoop.makeCompletedFuture {
             let upgrader = StreamUpgrader(admission: admission, logger: logger)
             let upgrade = NIOTypedHTTPServerUpgradeConfiguration<Connection>(
                 upgraders: [upgrader],
@@ -156,11 +157,13 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 /// Admission of two-way turns: the same checks and the same acquisition as a plain turn.
 final class StreamAdmission: Sendable {
     let broker: Broker
+    let peers: ConnectionPeers
     /// Refusals of upgrade requests, by connection, for the HTTP route to answer.
     private let refusals = Mutex<[ObjectIdentifier: PrewarmError]>([:])
 
-    init(broker: Broker) {
+    init(broker: Broker, peers: ConnectionPeers) {
         self.broker = broker
+        self.peers = peers
     }
 
     /// A turn admitted for a two-way stream: its process is bound to it.
@@ -183,7 +186,7 @@ final class StreamAdmission: Sendable {
         }
         let pool = try API.pool(named: String(parts[2]), in: broker)
         if !broker.configuration.allowedUIDs.isEmpty {
-            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs).authorize(channel)
+            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, peers: peers).authorize(channel)
         }
         let config = pool.config
         let turnID = head.headers.first(name: "X-Request-Id").map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
@@ -192,7 +195,7 @@ final class StreamAdmission: Sendable {
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await PeerCredentials.of(channel)?.uid, twoWay: true, logger: logger
+            caller: await peers.of(channel)?.uid, twoWay: true, logger: logger
         )
         let turn: Turn
         let lease: Lease

@@ -13,6 +13,7 @@ import PrewarmCore
 /// as a last `prewarm_outcome` line for clients that cannot read trailers.
 struct TurnResponder {
     let broker: Broker
+    let peers: ConnectionPeers
 
     func respond(to request: Request, pool: Pool, context: PrewarmRequestContext) async throws -> Response {
         let arrived = ContinuousClock.now
@@ -31,7 +32,7 @@ struct TurnResponder {
         let channel = context.channel
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await PeerCredentials.of(channel)?.uid, twoWay: false, logger: context.logger
+            caller: await peers.of(channel)?.uid, twoWay: false, logger: context.logger
         )
         let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel) { claim in
             Turn(

@@ -289,6 +289,9 @@ extension LiveDaemons {
             #expect(response.trailers?.first(name: "Prewarm-Outcome") == "completed", "the busy turn went on")
             #expect(oldPids.intersection(newPids).count == 1, "only the busy process is the same: the idle spare was recycled")
             #expect(try await daemon.turn("b").status == 404)
+            let metrics = try await Self.metrics(daemon)
+            #expect(metrics.value("prewarm_pool_idle_processes", ["pool": "b"]) == nil, "a removed pool's gauges leave /metrics")
+            #expect(metrics.value("prewarm_pool_idle_processes", ["pool": "c"]) != nil)
             #expect(try await daemon.turn("c").status == 200)
 
             async let running = daemon.turn("a")

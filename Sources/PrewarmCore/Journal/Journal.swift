@@ -27,11 +27,10 @@ public final class Journal: Sendable {
         var finished = false
     }
 
-    /// Written, dropped and failed counts since start (for metrics and tests).
+    /// Records written and lost since start (for the metrics).
     public struct Counts: Sendable, Equatable {
         public var written = 0
         public var dropped = 0
-        public var failures = 0
     }
     private let counts = Mutex(Counts())
 
@@ -43,16 +42,18 @@ public final class Journal: Sendable {
     public var currentCounts: Counts { counts.withLock { $0 } }
 
     public func record(_ turn: TurnRecord) {
-        buffer.withLock { buffer in
-            guard !buffer.finished else { return }
-            if buffer.turns.count + buffer.startups.count >= Self.bufferLimit { buffer.dropped += 1 } else { buffer.turns.append(turn) }
-        }
+        append { $0.turns.append(turn) }
     }
 
     public func record(_ startup: StartupRecord) {
+        append { $0.startups.append(startup) }
+    }
+
+    /// One record into the buffer, unless it is full (then counted lost) or stopped.
+    private func append(_ add: (inout Buffer) -> Void) {
         buffer.withLock { buffer in
             guard !buffer.finished else { return }
-            if buffer.turns.count + buffer.startups.count >= Self.bufferLimit { buffer.dropped += 1 } else { buffer.startups.append(startup) }
+            if buffer.turns.count + buffer.startups.count >= Self.bufferLimit { buffer.dropped += 1 } else { add(&buffer) }
         }
     }
 
@@ -72,7 +73,6 @@ public final class Journal: Sendable {
         var lastOpenAttempt: ContinuousClock.Instant?
 
         func warn(_ message: String, _ error: any Error) {
-            counts.withLock { $0.failures += 1 }
             let now = ContinuousClock.now
             if let lastWarning, lastWarning.duration(to: now) < .seconds(60) { return }
             lastWarning = now
@@ -110,9 +110,7 @@ public final class Journal: Sendable {
             let config = self.config
             do {
                 try await database.write { db in
-                    for turn in turns { try turn.insert(db) }
-                    for startup in startups { try startup.insert(db) }
-                    if retention { try Self.applyRetention(db, config: config, now: Date()) }
+                    try Self.insert(db, turns: turns, startups: startups, retention: retention ? config : nil)
                 }
                 if retention { lastRetention = .now }
                 counts.withLock { $0.written += turns.count + startups.count }
@@ -186,9 +184,13 @@ public final class Journal: Sendable {
         return migrator
     }
 
-    /// Deletes rows older than `max_age_days`, then all but the newest `max_rows` of each table.
-    static func applyRetention(_ db: Database, config: JournalConfig, now: Date) throws {
-        let oldest = now.timeIntervalSince1970 - Double(config.maxAge.components.seconds)
+    /// Inserts the records, then, with `retention`, deletes rows older than `max_age_days`
+    /// and all but the newest `max_rows` of each table.
+    static func insert(_ db: Database, turns: [TurnRecord], startups: [StartupRecord], retention config: JournalConfig?) throws {
+        for turn in turns { try turn.insert(db) }
+        for startup in startups { try startup.insert(db) }
+        guard let config else { return }
+        let oldest = Date().timeIntervalSince1970 - Double(config.maxAge.components.seconds)
         for table in ["turn", "startup"] {
             try db.execute(sql: "DELETE FROM \(table) WHERE time < ?", arguments: [oldest])
             try db.execute(
@@ -248,12 +250,7 @@ extension Journal {
     /// Writes records at once, creating the journal if need be (tests, imports); the daemon
     /// uses `record` and `run`.
     public static func write(path: String, turns: [TurnRecord], startups: [StartupRecord] = [], retention: JournalConfig? = nil) throws {
-        let database = try open(path: path)
-        try database.write { db in
-            for turn in turns { try turn.insert(db) }
-            for startup in startups { try startup.insert(db) }
-            if let retention { try applyRetention(db, config: retention, now: Date()) }
-        }
+        try open(path: path).write { db in try insert(db, turns: turns, startups: startups, retention: retention) }
     }
 }
 

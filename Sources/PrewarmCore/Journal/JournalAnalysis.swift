@@ -193,11 +193,16 @@ public struct Advice: Sendable, Codable, Equatable {
         let turnSeconds = (PoolStats.percentile(served, 50) ?? 1000) / 1000
         let meanStartup = durations.reduce(0, +) / Double(durations.count)
 
-        // What a spare costs: the journal's PSS at readiness (p95), else the configuration.
-        let readyCosts = startups.compactMap { $0.pssReady ?? $0.rssReady }.map(Double.init).sorted()
-        let spareBytes = PoolStats.percentile(readyCosts, 95).map { Int($0) } ?? config.spareBytes
-        let peaks = startups.compactMap(\.peakBytes).map(Double.init).sorted()
-        let turnBytes = max(spareBytes, PoolStats.percentile(peaks, 95).map { Int($0) } ?? config.turnBytes)
+        // What a spare and a turn cost, estimated from the journal's readings as the live
+        // pool estimates them (else the configured figures).
+        var spareCost = PeakEstimator(configured: config.spareBytes)
+        var turnPeak = PeakEstimator(configured: config.turnBytes)
+        for startup in startups {
+            if let ready = startup.pssReady ?? startup.rssReady { spareCost.record(ready) }
+            if let peak = startup.peakBytes { turnPeak.record(peak) }
+        }
+        let spareBytes = spareCost.value
+        let turnBytes = max(spareBytes, turnPeak.value)
         var memoryMax: Int?
         if let roomBytes {
             var settings = config.machineSettings
@@ -222,21 +227,21 @@ public struct Advice: Sendable, Codable, Equatable {
             )
         }
 
+        // Sizes beyond what the memory holds are not tried: the cap is the answer then.
+        let largest = min(maxCandidate, memoryMax ?? maxCandidate)
         var results: [Int: Candidate] = [:]
-        var recommended = maxCandidate
-        for spares in 0...maxCandidate {
+        var recommended = largest
+        var met = false
+        for spares in 0...largest {
             let candidate = simulate(spares)
             results[spares] = candidate
             if candidate.missRatio <= targetMiss {
                 recommended = spares
+                met = true
                 break
             }
         }
-        var capped = false
-        if let memoryMax, recommended > memoryMax {
-            recommended = memoryMax
-            capped = true
-        }
+        let capped = !met && memoryMax != nil
         let shown = [recommended - 1, recommended, recommended + 1].filter { $0 >= 0 }.map { results[$0] ?? simulate($0) }
         return Advice(
             pool: config.name,

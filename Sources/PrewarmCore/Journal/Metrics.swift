@@ -27,6 +27,9 @@ public final class BrokerMetrics: Sendable {
 
     private static func seconds(_ value: Double) -> Duration { .milliseconds(Int64(value * 1000)) }
 
+    /// A journal figure in milliseconds (with its fraction) as a duration.
+    private static func duration(ms: Double) -> Duration { .microseconds(Int64((ms * 1000).rounded())) }
+
     private static func name(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
         MetricNameDescriptor(namespace: "prewarm", metricName: name, unitName: unit, helpText: help)
     }
@@ -50,17 +53,17 @@ public final class BrokerMetrics: Sendable {
         registry.makeDurationHistogram(
             descriptor: Self.name("turn_wait", "seconds", "From a turn's arrival to the hand-over of its process."),
             labels: labels, buckets: Self.waitBuckets
-        ).record(.milliseconds(Int64(record.waitMs)))
+        ).record(Self.duration(ms: record.waitMs))
         if let firstByte = record.firstByteMs {
             registry.makeDurationHistogram(
                 descriptor: Self.name("turn_first_byte", "seconds", "From a turn's arrival to the first byte of its output."),
                 labels: labels, buckets: Self.firstByteBuckets
-            ).record(.microseconds(Int64(firstByte * 1000)))
+            ).record(Self.duration(ms: firstByte))
         }
         registry.makeDurationHistogram(
             descriptor: Self.name("turn_duration", "seconds", "From a turn's arrival to its end."),
             labels: labels, buckets: Self.turnBuckets
-        ).record(.microseconds(Int64(record.durationMs * 1000)))
+        ).record(Self.duration(ms: record.durationMs))
     }
 
     /// A start-up reached readiness after `duration`.
@@ -75,16 +78,15 @@ public final class BrokerMetrics: Sendable {
 
     /// The exposition text: the gauges read now from `pools` and `memory`, then everything.
     public func render(pools: [PoolStatus], memory: MemoryStatus, journal: Journal.Counts?) -> [UInt8] {
-        for pool in pools { refresh(pool) }
-        let byName = Dictionary(memory.pools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let figures = Dictionary(memory.pools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for pool in pools {
-            guard let figures = byName[pool.name] else { continue }
-            gauge("pool_spare_memory", "bytes", "What an idle spare of the pool costs (measured PSS, else configured).", pool.name)
-                .set(Double(figures.spareBytes))
-            gauge("pool_turn_peak_memory", "bytes", "What a busy process of the pool costs at its peak (measured, else configured).", pool.name)
-                .set(Double(figures.turnPeakBytes))
-            gauge("pool_charged_memory", "bytes", "The memory budget the pool's processes hold now.", pool.name)
-                .set(Double(figures.charged))
+            for gauge in Self.poolGauges {
+                guard let value = gauge.value(pool, figures[pool.name]) else { continue }
+                self.gauge(gauge.name, gauge.unit, gauge.help, pool.name).set(value)
+            }
+            advance("startup_failures", "Start-ups that failed (exited, timed out, or could not be spawned).", to: pool.startFailures, pool: pool.name)
+            advance("spares_recycled", "Idle spares replaced: max_idle_s, recycle, reload, a changed command file.", to: pool.recycled, pool: pool.name)
+            advance("spares_shed", "Idle spares retired to free memory.", to: pool.shed, pool: pool.name)
         }
         gauge("memory_limit", "bytes", "The memory limit the budget is derived from (cgroup, configured or host).")
             .set(Double(memory.limit))
@@ -106,26 +108,42 @@ public final class BrokerMetrics: Sendable {
         registry.makeGauge(descriptor: Self.name(name, unit, help), labels: pool.map { [("pool", $0)] } ?? [])
     }
 
-    private func refresh(_ pool: PoolStatus) {
-        let name = pool.name
-        gauge("pool_idle", "processes", "Idle spares, ready for a turn.", name).set(Double(pool.idle))
-        gauge("pool_starting", "processes", "Processes starting up.", name).set(Double(pool.starting))
-        gauge("pool_busy", "processes", "Processes serving a turn.", name).set(Double(pool.busy))
-        gauge("pool_waiting", "turns", "Turns waiting for a process.", name).set(Double(pool.waiting))
-        gauge("pool_target", "spares", "The configured spares target (or the size set at run time).", name)
-            .set(Double(pool.targetSpares))
-        gauge("pool_effective", "spares", "The spares kept now: the target, lowered to what fits in memory.", name)
-            .set(Double(pool.effectiveSpares))
-        gauge("pool_max", "processes", "Processes the pool may hold at once (max_processes, lowered to what fits).", name)
-            .set(Double(pool.maxProcesses))
-        gauge("pool_busy", "ratio", "Busy processes over max_processes: how close the pool is to its capacity.", name)
-            .set(pool.maxProcesses > 0 ? Double(pool.busy) / Double(pool.maxProcesses) : 0)
-        gauge("pool_failing", "", "1 while the pool's start-ups keep failing.", name).set(pool.failing ? 1.0 : 0.0)
-
-        advance("startup_failures", "Start-ups that failed (exited, timed out, or could not be spawned).", to: pool.startFailures, pool: name)
-        advance("spares_recycled", "Idle spares replaced: max_idle_s, recycle, reload, a changed command file.", to: pool.recycled, pool: name)
-        advance("spares_shed", "Idle spares retired to free memory.", to: pool.shed, pool: name)
+    /// A gauge of each pool, read at scrape time from its status and memory figures.
+    private struct PoolGauge: Sendable {
+        let name: String
+        let unit: String
+        let help: String
+        let value: @Sendable (PoolStatus, MemoryStatus.PoolMemory?) -> Double?
     }
+
+    private static let poolGauges: [PoolGauge] = [
+        PoolGauge(name: "pool_idle", unit: "processes", help: "Idle spares, ready for a turn.") { pool, _ in Double(pool.idle) },
+        PoolGauge(name: "pool_starting", unit: "processes", help: "Processes starting up.") { pool, _ in Double(pool.starting) },
+        PoolGauge(name: "pool_busy", unit: "processes", help: "Processes serving a turn.") { pool, _ in Double(pool.busy) },
+        PoolGauge(name: "pool_waiting", unit: "turns", help: "Turns waiting for a process.") { pool, _ in Double(pool.waiting) },
+        PoolGauge(name: "pool_target", unit: "spares", help: "The configured spares target (or the size set at run time).") { pool, _ in
+            Double(pool.targetSpares)
+        },
+        PoolGauge(name: "pool_effective", unit: "spares", help: "The spares kept now: the target, lowered to what fits in memory.") {
+            pool, _ in Double(pool.effectiveSpares)
+        },
+        PoolGauge(name: "pool_max", unit: "processes", help: "Processes the pool may hold at once (max_processes, lowered to what fits).") {
+            pool, _ in Double(pool.maxProcesses)
+        },
+        PoolGauge(name: "pool_busy", unit: "ratio", help: "Busy processes over max_processes: how close the pool is to its capacity.") {
+            pool, _ in pool.maxProcesses > 0 ? Double(pool.busy) / Double(pool.maxProcesses) : 0
+        },
+        PoolGauge(name: "pool_failing", unit: "", help: "1 while the pool's start-ups keep failing.") { pool, _ in pool.failing ? 1 : 0 },
+        PoolGauge(name: "pool_spare_memory", unit: "bytes", help: "What an idle spare of the pool costs (measured PSS, else configured).") {
+            _, memory in memory.map { Double($0.spareBytes) }
+        },
+        PoolGauge(
+            name: "pool_turn_peak_memory", unit: "bytes", help: "What a busy process of the pool costs at its peak (measured, else configured)."
+        ) { _, memory in memory.map { Double($0.turnPeakBytes) } },
+        PoolGauge(name: "pool_charged_memory", unit: "bytes", help: "The memory budget the pool's processes hold now.") { _, memory in
+            memory.map { Double($0.charged) }
+        },
+    ]
 
     /// Moves a counter to a count kept elsewhere: by the difference since the last scrape
     /// (a smaller count means its source was made anew: counted from zero).
@@ -139,8 +157,12 @@ public final class BrokerMetrics: Sendable {
         }
     }
 
-    /// Forgets a removed pool's counts (a pool of that name made later counts from zero).
+    /// A removed pool: its gauges leave /metrics (they would keep their last values), and
+    /// its counts are forgotten (a pool of that name made later counts from zero).
     public func forget(pool: String) {
+        for gauge in Self.poolGauges {
+            registry.unregisterGauge(self.gauge(gauge.name, gauge.unit, gauge.help, pool))
+        }
         seen.withLock { seen in
             for key in seen.keys where key.hasSuffix("\u{0}" + pool) { seen[key] = nil }
         }

@@ -1,8 +1,17 @@
 import Foundation
 import GRDB
 
+/// A row of the journal: Codable, with times stored as Unix seconds (windows and retention
+/// are numeric comparisons).
+public protocol JournalRecord: Sendable, Equatable, Codable, FetchableRecord, PersistableRecord {}
+
+extension JournalRecord {
+    public static func databaseDateEncodingStrategy(for column: String) -> DatabaseDateEncodingStrategy { .timeIntervalSince1970 }
+    public static func databaseDateDecodingStrategy(for column: String) -> DatabaseDateDecodingStrategy { .timeIntervalSince1970 }
+}
+
 /// One turn as the journal keeps it: served or refused.
-public struct TurnRecord: Sendable, Equatable, Codable, FetchableRecord, PersistableRecord {
+public struct TurnRecord: JournalRecord {
     public static let databaseTableName = "turn"
 
     /// When the request arrived.
@@ -66,13 +75,10 @@ public struct TurnRecord: Sendable, Equatable, Codable, FetchableRecord, Persist
         case twoWay = "two_way"
     }
 
-    /// Times are Unix seconds: windows and retention are numeric comparisons.
-    public static func databaseDateEncodingStrategy(for column: String) -> DatabaseDateEncodingStrategy { .timeIntervalSince1970 }
-    public static func databaseDateDecodingStrategy(for column: String) -> DatabaseDateDecodingStrategy { .timeIntervalSince1970 }
 }
 
 /// One process's life: how long it took to be ready, what it cost, how it ended.
-public struct StartupRecord: Sendable, Equatable, Codable, FetchableRecord, PersistableRecord {
+public struct StartupRecord: JournalRecord {
     public static let databaseTableName = "startup"
 
     /// When it was spawned.
@@ -116,7 +122,4 @@ public struct StartupRecord: Sendable, Equatable, Codable, FetchableRecord, Pers
         case lifetimeMs = "lifetime_ms"
     }
 
-    /// Times are Unix seconds: windows and retention are numeric comparisons.
-    public static func databaseDateEncodingStrategy(for column: String) -> DatabaseDateEncodingStrategy { .timeIntervalSince1970 }
-    public static func databaseDateDecodingStrategy(for column: String) -> DatabaseDateDecodingStrategy { .timeIntervalSince1970 }
 }

@@ -237,8 +237,8 @@ public final class Pool: Sendable {
             while let first = times.first, first.duration(to: now) >= .seconds(60) { times.removeFirst() }
             defer { state.recentTurns[key] = times.isEmpty ? nil : times }
             guard times.count < limit else {
-                let left = (times[0] + .seconds(60)) - now
-                return (limit, max(1, Int((Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18).rounded(.up))))
+                let left = now.duration(to: times[0] + .seconds(60))
+                return (limit, max(1, Int((left.milliseconds / 1000).rounded(.up))))
             }
             times.append(now)
             return nil

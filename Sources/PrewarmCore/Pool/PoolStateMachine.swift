@@ -267,12 +267,7 @@ public struct PoolStateMachine: Sendable {
         case .start where totalCount < settings.maxProcesses && !inBackoff(now) && memoryBlocked:
             return memoryExhausted(now: now, into: &actions)
         case .start where totalCount < settings.maxProcesses && !inBackoff(now):
-            let waiter = makeWaiterID()
-            let spare = makeSpareID()
-            processes[spare] = .starting(dedicatedTo: waiter)
-            dedicated[spare] = waiter
-            actions.append(.start(spare))
-            return (.wait(waiter), actions)
+            return (.wait(startDedicated(into: &actions)), actions)
         case .start, .wait:
             // `start` at its limit behaves like `wait`: the turn queues for the next spare.
             guard queue.count < settings.maxWaiting else {
@@ -298,12 +293,17 @@ public struct PoolStateMachine: Sendable {
             counters.rejected += 1
             return (.reject(.memoryExhausted), actions)
         }
+        return (.wait(startDedicated(into: &actions)), actions)
+    }
+
+    /// Starts a process for one turn alone (a cold start); returns the turn's waiter.
+    private mutating func startDedicated(into actions: inout [Action]) -> WaiterID {
         let waiter = makeWaiterID()
         let spare = makeSpareID()
         processes[spare] = .starting(dedicatedTo: waiter)
         dedicated[spare] = waiter
         actions.append(.start(spare))
-        return (.wait(waiter), actions)
+        return waiter
     }
 
     /// The turn a start-up was started for, if it is a cold start.
