@@ -12,10 +12,12 @@ duration=${2:-60}
 seed=42
 agent='"--init-sleep-ms", "250", "--ttft-ms", "20", "--tokens", "3", "--token-ms", "5"'
 
-# config SPARES: the pool with that many spares, the journal in the work directory.
+# config SPARES: the pool with that many spares, the journal in the work directory. Start-ups
+# at one priority (spare_nice = 0): see README, "Advice".
 config() {
     fake_pool "$work/pool.toml" "$agent" "$1" 32 'max_processes = 200
-wait_timeout_ms = 30000'
+wait_timeout_ms = 30000
+spare_nice = 0'
     { printf '[journal]\npath = "%s"\n\n' "$work/journal.sqlite"; cat "$work/pool.toml"; } > "$work/spares-$1.toml"
     echo "$work/spares-$1.toml"
 }

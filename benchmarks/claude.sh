@@ -5,7 +5,7 @@
 # two floors with no daemon: an initialised CLI driven over pipes right after its handshake
 # (direct-warm) and 8 initialised CLIs kept over pipes and replaced as used, max_starting at
 # a time (direct-pool: idles as long as the spares do), at 1, 4 and 8 concurrent turns
-# (bursts far enough apart that the pools are full when a burst comes). About 30 minutes.
+# (bursts far enough apart that the pools are full when a burst comes). About 40 minutes.
 #
 #   bash benchmarks/claude.sh      results in benchmarks/results/claude-N.{json,svg}
 source "$(dirname "$0")/common.sh"
@@ -41,6 +41,7 @@ command = "$cli"
 claim = $claim
 spares = 8
 max_processes = 24
+spare_nice = ${SPARE_NICE:-10}
 when_empty = "start"
 env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-fake" }
 [pool.ready]
@@ -52,10 +53,17 @@ cwd = "$work/project"
 
 TOML
 done
-# Bursts of 1: 8 of them, 15 s apart; of 4: 3, 20 s apart; of 8: 3, a minute apart.
-for spec in "1 15 8" "4 20 3" "8 60 3"; do
+# Bursts of 1: 10 of them, 15 s apart; of 4: 4, 20 s apart; of 8: 3, a minute apart; each
+# target gets the same quiet before its first burst (--settle), once its pools are full.
+specs=("1 15 10" "4 20 4" "8 60 3")
+# SPARE_NICE=0: replacements boot at the turns' priority. BURSTS="8 60 3": only these
+# (size, seconds apart, count; several separated by ";").
+[ -n "${BURSTS:-}" ] && IFS=";" read -ra specs <<< "$BURSTS"
+results=()
+for spec in "${specs[@]}"; do
     set -- $spec
+    results+=("$out/claude-$1.json")
     "$bin/prewarm" bench --config "$work/claude.toml" --pool unclaimed --pool claimed --baseline spawn --baseline direct-warm --baseline direct-pool \
-        --burst "$1" --every "$2" --bursts "$3" --json "$out/claude-$1.json" --svg "$out/claude-$1.svg"
+        --burst "$1" --every "$2" --settle "$2" --bursts "$3" --json "$out/claude-$1.json" --svg "$out/claude-$1.svg"
 done
-python3 benchmarks/summarize.py "$out"/claude-{1,4,8}.json
+python3 benchmarks/summarize.py "${results[@]}"

@@ -286,8 +286,13 @@ public final class DirectPoolTarget: BenchTarget, @unchecked Sendable {
     /// Replacements still starting.
     private let starting = DispatchGroup()
 
-    public init(command: CommandTarget, spares: Int, maxStarting: Int) {
+    /// How much lower its processes boot in CPU priority, as the pool's spares do (its
+    /// effective `spare_nice`); a process gets the bench's own back when a turn takes it.
+    let niceOffset: Int
+
+    public init(command: CommandTarget, spares: Int, maxStarting: Int, niceOffset: Int = 0) {
         self.command = command
+        self.niceOffset = niceOffset
         self.spares = max(1, spares)
         self.boots = DispatchSemaphore(value: max(1, maxStarting))
     }
@@ -306,6 +311,7 @@ public final class DirectPoolTarget: BenchTarget, @unchecked Sendable {
     private func replenish() {
         for _ in 0..<2 {
             guard let process = try? command.start() else { continue }
+            if niceOffset != 0 { StartupPriority.set(processGroup: process.pid, offset: niceOffset) }
             if command.awaitReadiness(process) == nil {
                 let kept = stock.withLock { stock -> Bool in
                     guard !stock.stopped else { return false }
@@ -327,6 +333,7 @@ public final class DirectPoolTarget: BenchTarget, @unchecked Sendable {
                 self.ready.wait()
             }
             let process = self.stock.withLock { $0.processes.removeFirst() }
+            if self.niceOffset != 0 { StartupPriority.set(processGroup: process.pid, offset: 0) }
             self.starting.enter()
             Thread {
                 self.boots.wait()

@@ -59,6 +59,8 @@ struct Bench: AsyncParsableCommand {
     var every: Double?
     @Option(name: .long, help: "Bursts: how many.")
     var bursts: Int?
+    @Option(name: .long, help: "Seconds of quiet before each target's load starts, once its pools are full (so a first burst meets spares that have idled as long as later ones; default 0).")
+    var settle: Double = 0
 
     @Option(name: .long, help: "A file whose content is each turn's body (default: the fake agent's user line).")
     var input: String?
@@ -84,6 +86,7 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("choose one load: --concurrency/--turns, --rate/--duration, or --burst/--every/--bursts")
         }
         if (rate != nil) != (duration != nil) { throw ValidationError("--rate and --duration go together") }
+        if !(settle >= 0) { throw ValidationError("--settle takes seconds, 0 or more") }
         if burst != nil && (every == nil || bursts == nil) && bursts != 1 {
             throw ValidationError("--burst needs --every and --bursts")
         }
@@ -135,6 +138,7 @@ struct Bench: AsyncParsableCommand {
             let pid = await Self.daemonPID(client)
             // A quiet daemon: every pool of the run full, no start-up sharing the CPU.
             for other in pool { try await Self.waitForSpares(client, pool: other, progress: progress) }
+            try await settleDown(progress)
             var result = await runner.run(PoolTarget(pool: name, socket: socket, body: body, firstToken: rule), monitor: (name, socket, pid))
             if case .open = load, let config = configuration?.pool(named: name) {
                 result.predictedHitRatio = await Self.predict(result, config: config, client: client, load: load)
@@ -156,12 +160,17 @@ struct Bench: AsyncParsableCommand {
                 for name in pool { try await Self.waitForSpares(UnixHTTPClient(socketPath: socket), pool: name, progress: progress) }
                 let target = CommandTarget(pool: command, daemonEnvironment: environment, body: body, firstToken: rule, prewarmed: name != "spawn")
                 if name == "direct-pool" {
-                    let pool = DirectPoolTarget(command: target, spares: poolConfig.spares, maxStarting: poolConfig.maxStarting)
+                    let pool = DirectPoolTarget(
+                        command: target, spares: poolConfig.spares, maxStarting: poolConfig.maxStarting,
+                        niceOffset: StartupPriority.effectiveSpareNice(poolConfig.spareNice)
+                    )
                     progress("direct-pool: starting \(poolConfig.spares) process(es) of pool \(poolConfig.name)'s command")
                     await pool.fill()
+                    try await settleDown(progress)
                     reports.append(TargetReport(await runner.run(pool)))
                     await pool.empty()
                 } else {
+                    try await settleDown(progress)
                     reports.append(TargetReport(await runner.run(target)))
                 }
             }
@@ -205,6 +214,13 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// A run starts with the pool full, as after a quiet spell.
+    /// `--settle`: the quiet before a target's load.
+    func settleDown(_ progress: (String) -> Void) async throws {
+        guard settle > 0 else { return }
+        progress("settling for \(settle) s")
+        try await Task.sleep(for: .milliseconds(Int64(settle * 1000)))
+    }
+
     static func waitForSpares(_ client: UnixHTTPClient, pool: String, progress: (String) -> Void) async throws {
         let deadline = ContinuousClock.now.advanced(by: .seconds(300))
         var said = false

@@ -342,6 +342,7 @@ final class Agent {
             text += allowed ? "tool allowed: prewarm " : "tool denied "
         }
         sleepMilliseconds(options.ttftMs)
+        burnCPU(milliseconds: options.ttftCPUMs, clock: CLOCK_THREAD_CPUTIME_ID)
         for index in 0..<options.tokens {
             if index > 0 { sleepMilliseconds(options.tokenMs) }
             let token = "tok\(index) "

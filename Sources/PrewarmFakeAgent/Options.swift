@@ -10,11 +10,13 @@
 struct Options {
     // Start-up work.
     var initMs = 0
+    var initCPUMs = 0
     var initSleepMs = 0
     var initMiB = 0
     // Turn shape.
     var turnMiB = 0
     var ttftMs = 0
+    var ttftCPUMs = 0
     var tokens = 5
     var tokenMs = 0
     // Idle behaviour.
@@ -123,10 +125,12 @@ extension Options {
     private static func valueField(_ name: String) -> WritableKeyPath<Options, Int>? {
         switch name {
         case "--init-ms": \.initMs
+        case "--init-cpu-ms": \.initCPUMs
         case "--init-sleep-ms": \.initSleepMs
         case "--init-mib": \.initMiB
         case "--turn-mib": \.turnMiB
         case "--ttft-ms": \.ttftMs
+        case "--ttft-cpu-ms": \.ttftCPUMs
         case "--tokens": \.tokens
         case "--token-ms": \.tokenMs
         case "--chatter-ms": \.chatterMs
@@ -161,12 +165,14 @@ extension Options {
 
         Start-up work (done before stdin is read):
           --init-ms N         burn CPU for N ms of wall time (default 0)
+          --init-cpu-ms N     burn N ms of CPU time: slower when the CPU is shared (default 0)
           --init-sleep-ms N   sleep N ms (default 0)
           --init-mib N        allocate and touch N MiB, kept for the process's life (default 0)
 
         Turns:
           --turn-mib N        allocate and touch N more MiB at the start of every turn (default 0)
           --ttft-ms N         delay before the first token (default 0)
+          --ttft-cpu-ms N     then N ms of CPU time before the first token (default 0)
           --tokens N          number of token events per turn (default 5)
           --token-ms N        delay between tokens (default 0)
 

@@ -81,6 +81,7 @@ func startUp(_ options: Options, ballast: MemoryBallast) -> pid_t? {
     let childPID = options.forkChild ? spawnGrandchild() : nil
     ballast.allocate(mib: options.initMiB)
     burnCPU(milliseconds: options.initMs)
+    burnCPU(milliseconds: options.initCPUMs, clock: CLOCK_THREAD_CPUTIME_ID)
     sleepMilliseconds(options.initSleepMs)
     if options.failInit {
         note("fake-agent: simulated start-up failure (--fail-init)")
@@ -92,9 +93,12 @@ func startUp(_ options: Options, ballast: MemoryBallast) -> pid_t? {
 
 /// Keeps one core busy for `milliseconds` of wall time with arithmetic the
 /// optimizer cannot remove (its result decides whether a line is written).
-func burnCPU(milliseconds: Int) {
+/// Burns CPU until `clock` has advanced `milliseconds`: wall time (CLOCK_MONOTONIC), or the
+/// thread's own CPU time (CLOCK_THREAD_CPUTIME_ID: a fixed amount of work, which takes longer
+/// when the CPU is shared).
+func burnCPU(milliseconds: Int, clock: clockid_t = CLOCK_MONOTONIC) {
     guard milliseconds > 0 else { return }
-    let deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
+    let deadline = nanoseconds(clock) + UInt64(milliseconds) * 1_000_000
     var state = 0x9E37_79B9_7F4A_7C15 ^ UInt64(getpid())
     var checksum: UInt64 = 0
     repeat {
@@ -104,7 +108,7 @@ func burnCPU(milliseconds: Int) {
             state ^= state << 17
             checksum &+= state &* 0x2545_F491_4F6C_DD1D
         }
-    } while monotonicNanoseconds() < deadline
+    } while nanoseconds(clock) < deadline
     if checksum == 0 { note("fake-agent: start-up checksum is zero") }
 }
 
@@ -213,9 +217,11 @@ struct LineReader {
 
 // MARK: - System helpers
 
-func monotonicNanoseconds() -> UInt64 {
+func monotonicNanoseconds() -> UInt64 { nanoseconds(CLOCK_MONOTONIC) }
+
+func nanoseconds(_ clock: clockid_t) -> UInt64 {
     var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
+    clock_gettime(clock, &now)
     return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
 

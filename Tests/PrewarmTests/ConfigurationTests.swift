@@ -83,6 +83,13 @@ struct ConfigurationTests {
         #expect(defaults.journal == JournalConfig(enabled: true, path: "/srv/state/prewarm/journal.sqlite", maxAge: .seconds(30 * 86_400), maxRows: 1_000_000))
         #expect(defaults.metricsListen == nil)
         #expect(defaults.pools[0].maxTurnsPerMinute == 30)
+        #expect(defaults.pools[0].spareNice == 10)
+        #expect(try state.parse(pool.replacingOccurrences(of: "max_turns", with: "spare_nice = 0\nmax_turns"), origin: "t", baseDirectory: "/").pools[0].spareNice == 0)
+        #expect {
+            try state.parse(pool.replacingOccurrences(of: "max_turns", with: "spare_nice = 20\nmax_turns"), origin: "t", baseDirectory: "/")
+        } throws: { error in
+            (error as! ConfigError).key == "pool.p.spare_nice"
+        }
         let set = try state.parse(
             "metrics_listen = \":9464\"\n[journal]\npath = \"j.sqlite\"\nmax_age_days = 0.5\nmax_rows = 10\nenabled = false\n" + pool,
             origin: "t", baseDirectory: "/etc/prewarm"

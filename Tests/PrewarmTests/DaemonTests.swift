@@ -250,5 +250,58 @@ extension LiveDaemons {
             #expect(body.contains(#""code":"forbidden""#), "got \(body)")
             #expect(try await daemon.client.request(.GET, "/v1/pools").status == 200)
         }
+
+
+        /// Spares boot `spare_nice` below the daemon's CPU priority (every thread of their
+        /// group); the one a turn takes gets the daemon's back for its turn, and a start-up a
+        /// turn waits for gets it at once.
+        @Test func sparesBootBelowTheTurnsPriority() async throws {
+            guard StartupPriority.canRestore else {
+                print("skipped sparesBootBelowTheTurnsPriority: the test runner lacks CAP_SYS_NICE, so the daemon keeps spares at its own priority")
+                return
+            }
+            let base = Int(StartupPriority.base)
+            let offset = min(7, 19 - base)
+            let daemon = try await TestDaemon(pools: Self.pool(args: #""--init-ms", "1500""#, spares: 1, extra: "spare_nice = 7\nwhen_empty = \"wait\""))
+            #expect(try await daemon.pool("p").spareNice == offset)
+            let spare = try #require(try await daemon.pool("p").pids.first)
+            #expect(Self.threadNices(spare) == [base + offset])
+
+            // A two-way turn holds the spare: it runs at the daemon's priority.
+            let socket = try RawSocket(path: daemon.socket)
+            try socket.send(TwoWayTests.request(pool: "p"))
+            let head = try #require(socket.readHead())
+            #expect(head.contains("Prewarm-Pid: \(spare)"), "\(head)")
+            #expect(Self.threadNices(spare) == [base])
+
+            // Its replacement boots lower, until a turn waits for it.
+            let replacement = try await Self.otherPid(in: daemon, than: spare)
+            try await waitUntil("the replacement runs at nice +\(offset)", timeout: .seconds(5)) {
+                Self.threadNices(replacement) == [base + offset]
+            }
+            let waiting = Task { try await daemon.turn("p") }
+            try await waitUntil("the waited-for start-up gets the daemon's priority", timeout: .seconds(5)) {
+                Self.threadNices(replacement) == [base]
+            }
+            let response = try await waiting.value
+            #expect(response.status == 200)
+            #expect(response.headers.first(name: "Prewarm-Pid") == "\(replacement)")
+
+            try socket.send(TestDaemon.userLine + "\n")
+            #expect(socket.readAll().contains("prewarm_outcome"))
+        }
+
+        /// The distinct nice values of a process's threads.
+        static func threadNices(_ pid: Int) -> Set<Int> {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            return Set(tasks.compactMap { Int32($0) }.compactMap { StartupPriority.nice(pid: Int32(pid), tid: $0) })
+        }
+
+        static func otherPid(in daemon: TestDaemon, than pid: Int) async throws -> Int {
+            try await waitUntil("a second process in the pool", timeout: .seconds(5)) {
+                try await daemon.pool("p").pids.contains { $0 != pid }
+            }
+            return try #require(try await daemon.pool("p").pids.first { $0 != pid })
+        }
     }
 }

@@ -136,6 +136,9 @@ public struct PoolConfig: Sendable, Equatable {
     /// `nil` means the default, spares + 8, which follows the spares on a resize.
     public var maxProcessesSetting: Int?
     public var maxStarting: Int
+    /// Spares boot this much lower in CPU priority (nice) than the daemon and its turns, until
+    /// a turn takes one or waits for it (`spare_nice`; 0: the same). See `StartupPriority`.
+    public var spareNice: Int = 10
     /// Starting estimates of one process's memory, until measured (`spare_mib`, `turn_mib`).
     public var spareBytes: Int
     public var turnBytes: Int

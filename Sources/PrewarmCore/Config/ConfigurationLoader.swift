@@ -166,6 +166,7 @@ public struct ConfigurationLoader: Sendable {
         pool.spares = try reader.int("spares", range: 0...10_000) ?? 2
         pool.maxProcessesSetting = try reader.int("max_processes", range: 1...10_000)
         pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? defaultMaxStarting
+        pool.spareNice = try reader.int("spare_nice", range: 0...19) ?? pool.spareNice
         pool.spareBytes = try reader.int("spare_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.spareBytes
         pool.turnBytes = try reader.int("turn_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.turnBytes
         if let whenEmpty = try reader.string("when_empty") {

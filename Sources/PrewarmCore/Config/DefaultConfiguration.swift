@@ -36,6 +36,9 @@ command = "prewarm-fake-agent"
 args = ["--init-ms", "500", "--ttft-ms", "50", "--tokens", "5", "--token-ms", "10"]
 spares = 2
 # max_starting defaults to half the CPUs (at least 1): concurrent start-ups slow each other.
+# Spares boot at a lower CPU priority than the turns beside them (nice +10 by default; 0 for
+# the same) and get the daemon's back when a turn takes one; needs CAP_SYS_NICE.
+# spare_nice = 10
 # Starting estimates of one process's memory (idle spare, and peak during a turn) until
 # measured; the fake agent is small.
 spare_mib = 32

@@ -118,6 +118,12 @@ public final class Pool: Sendable {
 
     /// Runs the pool's processes until `shutdown()`; cancellation kills them.
     public func run() async {
+        if config.spareNice > 0, !StartupPriority.canRestore {
+            logger.notice(
+                "spares start at the daemon's CPU priority: spare_nice needs CAP_SYS_NICE to give a spare its priority back when a turn takes it",
+                metadata: ["pool.spare_nice": "\(config.spareNice)"]
+            )
+        }
         await prepareClaude()
         perform(mutate { $0.machine.start(now: .now) })
         await withDiscardingTaskGroup { group in
@@ -376,6 +382,12 @@ public final class Pool: Sendable {
         case .reject(let reason):
             throw error(for: reason)
         case .wait(let waiter):
+            if case .spare = launch {
+                // The first spare ready is this turn's: none of them is in the background now.
+                for process in state.withLock({ Array($0.processes.values) }) where process.currentPhase == .starting {
+                    process.raisePriority()
+                }
+            }
             do {
                 return try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { continuation in
@@ -442,8 +454,14 @@ public final class Pool: Sendable {
             switch action {
             case .start(let spare):
                 let process = state.withLock { state in
-                    let config = state.launches.removeValue(forKey: spare) ?? state.config
-                    let process = ChildProcess(id: spare, config: config, environment: environment, keeper: keeper, logger: logger)
+                    let cold = state.launches.removeValue(forKey: spare)
+                    let config = cold ?? state.config
+                    // A spare boots below the turns' CPU priority, unless a turn waits already.
+                    let background = cold == nil && state.machine.owner(of: spare) == nil && state.machine.waitingCount == 0
+                    let process = ChildProcess(
+                        id: spare, config: config, environment: environment, keeper: keeper,
+                        niceOffset: background ? StartupPriority.effectiveSpareNice(config.spareNice) : 0, logger: logger
+                    )
                     state.processes[spare] = process
                     state.lives[spare] = Life()
                     return process
@@ -571,7 +589,8 @@ public final class Pool: Sendable {
                 lastError: machine.lastError,
                 pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted(),
                 kind: state.config.kind.rawValue,
-                claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" }
+                claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
+                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice)
             )
         }
     }

@@ -35,6 +35,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// Claude pools: `on` (spares parked with --await-claim, claimed per turn), `off`, or
     /// `unsupported` (the CLI does not know --await-claim). nil for other pools.
     public var claim: String?
+    /// How much lower than the daemon's the CPU priority of its booting spares is (nice);
+    /// 0 when `spare_nice` is 0 or the daemon cannot raise a priority back (CAP_SYS_NICE).
+    public var spareNice: Int = 0
 
     /// Ready for systemd's READY=1 and `prewarm status --ready`: an idle spare, or failing
     /// (a broken pool must not hold the service back forever), or no spares to keep.
@@ -52,6 +55,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case failing
         case lastError = "last_error"
         case pids, kind, claim
+        case spareNice = "spare_nice"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -78,5 +82,6 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(pids, forKey: .pids)
         try container.encode(kind, forKey: .kind)
         try container.encode(claim, forKey: .claim)
+        try container.encode(spareNice, forKey: .spareNice)
     }
 }

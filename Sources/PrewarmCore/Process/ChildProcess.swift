@@ -48,6 +48,9 @@ final class ChildProcess: Sendable {
     private let route = Mutex<Route>(.starting)
     let stderr = StderrRing()
     private let pidBox = Mutex<pid_t?>(nil)
+    /// The nice offset it runs at over the daemon's (a spare booting beside turns), until a
+    /// turn takes it or waits for it: then 0.
+    private let niceOffset: Mutex<Int>
 
     /// How long a retired process gets after its stdin closes, and again after SIGTERM.
     static let retireGrace: Duration = .seconds(1)
@@ -112,8 +115,11 @@ final class ChildProcess: Sendable {
     var pid: pid_t? { pidBox.withLock { $0 } }
     var currentPhase: Phase { phase.withLock { $0 } }
 
-    init(id: SpareID, config: PoolConfig, environment: [String: String], keeper: ProcessGroupKeeper?, logger: Logger) {
+    /// `niceOffset`: how much lower than the daemon's its CPU priority starts (see
+    /// `StartupPriority`); 0 for a process a turn already waits for.
+    init(id: SpareID, config: PoolConfig, environment: [String: String], keeper: ProcessGroupKeeper?, niceOffset: Int = 0, logger: Logger) {
         self.id = id
+        self.niceOffset = Mutex(niceOffset)
         self.config = config
         self.environment = environment
         self.keeper = keeper
@@ -130,8 +136,31 @@ final class ChildProcess: Sendable {
             phase = .busy
             return true
         }
-        if claimed { post.yield(.claimed(turn)) }
+        if claimed {
+            raisePriority()
+            post.yield(.claimed(turn))
+        }
         return claimed
+    }
+
+    /// Gives it the daemon's CPU priority back, if it ran lower: a turn has it or waits for it.
+    func raisePriority() {
+        niceOffset.withLock { offset in
+            guard offset != 0 else { return }
+            offset = 0
+            // Not spawned yet: it will not be lowered. Spawned: its group gets the daemon's.
+            if let pid = pidBox.withLock({ $0 }), !StartupPriority.set(processGroup: pid, offset: 0) {
+                logger.warning("cannot restore a spare's CPU priority", metadata: ["process.pid": "\(pid)", "error": "\(String(cString: strerror(errno)))"])
+            }
+        }
+    }
+
+    /// Lowers the priority of the group just spawned, unless a turn already wants it.
+    private func lowerPriority(pid: pid_t) {
+        niceOffset.withLock { offset in
+            guard offset != 0 else { return }
+            if !StartupPriority.set(processGroup: pid, offset: offset) { offset = 0 }
+        }
     }
 
     /// Asks the owner to stop the process (idle spare, start-up, or a drain).
@@ -164,6 +193,7 @@ final class ChildProcess: Sendable {
                 ) { execution in
                     let pid = execution.processIdentifier.value
                     self.pidBox.withLock { $0 = pid }
+                    self.lowerPriority(pid: pid)
                     self.keeper?.track(processGroup: pid)
                     let ending = await self.supervise(pid: pid, pipes: pipes, started: started, delegate: delegate)
                     // The group is dead; the leader is a zombie until `run` reaps it.
