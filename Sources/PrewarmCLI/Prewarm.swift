@@ -9,6 +9,14 @@ import PrewarmServer
 
 @main
 struct Prewarm: AsyncParsableCommand {
+    static func main() async {
+        // CAP_SYS_NICE given as an ambient capability (systemd's AmbientCapabilities=) is the
+        // daemon's, to give spares their priority back; the CLIs and their tools must not
+        // inherit it. Capabilities are per thread: cleared before any other thread exists.
+        StartupPriority.keepCapabilitiesFromChildren()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "prewarm",
         abstract: "Keeps already-initialised agent CLI processes ready, one per turn.",

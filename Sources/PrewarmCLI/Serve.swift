@@ -15,9 +15,6 @@ struct Serve: AsyncParsableCommand {
         let configuration = try options.loadOrFail()
         let socket = SocketPath.resolve(flag: options.socket, environment: ProcessInfo.processInfo.environment, configured: configuration.socket)
         let logger = makeLogger(level: logLevel)
-        // CAP_SYS_NICE given as an ambient capability (systemd's AmbientCapabilities=) is the
-        // daemon's, to give spares their priority back; the CLIs and their tools must not inherit it.
-        StartupPriority.keepCapabilitiesFromChildren()
         logger.info("starting", metadata: ["config": "\(configuration.origin)", "socket.path": "\(socket)"])
         let path = options.config
         let daemon = Daemon(
