@@ -663,7 +663,8 @@ extension Pool: ChildProcessDelegate {
             return (actions, state.emptyWaiters, life)
         }
         perform(actions)
-        for waiter in emptyWaiters { waiter.resume() }
+        // Recorded before the pool is reported empty: a drain waits for that, then the journal
+        // writes its last records.
         if let life, let telemetry {
             telemetry.processEnded(
                 StartupRecord(
@@ -672,6 +673,7 @@ extension Pool: ChildProcessDelegate {
                 )
             )
         }
+        for waiter in emptyWaiters { waiter.resume() }
     }
 }
 
