@@ -103,6 +103,14 @@ final class ChildProcess: Sendable {
             }
         }
 
+        /// Its report quotes the end of the process's stderr.
+        var reportsStderr: Bool {
+            switch self {
+            case .startFailed, .turn(_, .exited, _): true
+            default: false
+            }
+        }
+
         var killAtOnce: Bool {
             switch self {
             case .turn(_, .timeout, _), .turn(_, .killed, _), .turn(_, .error, _): true
@@ -256,14 +264,25 @@ final class ChildProcess: Sendable {
             try await channels.0.executeThenClose { stdout, stdin in
                 try await channels.1.executeThenClose { stderrStream, _ in
                     ending = await withTaskGroup(of: Void.self, returning: Ending.self) { group in
+                        let stderrRead = OneShot<Void>()
                         group.addTask {
                             do {
                                 for try await chunk in stderrStream { self.stderr.append(chunk) }
                             } catch {}
+                            _ = stderrRead.set(())
                         }
                         group.addTask { await self.pumpStdout(stdout) }
                         let ending = await self.lifecycle(pid: pid, stdin: stdin, started: started, group: &group, delegate: delegate)
                         await self.stop(pid: pid, stdin: stdin, atOnce: ending.killAtOnce)
+                        if ending.reportsStderr {
+                            // The group is dead: what it wrote last is in the pipe until its end
+                            // (a little longer at most, if something else holds the pipe open).
+                            group.addTask {
+                                try? await Task.sleep(for: .milliseconds(500))
+                                _ = stderrRead.set(())
+                            }
+                            await stderrRead.value()
+                        }
                         group.cancelAll()
                         return ending
                     }
