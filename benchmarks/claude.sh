@@ -44,9 +44,8 @@ max_processes = 24
 spare_nice = ${SPARE_NICE:-10}
 when_empty = "start"
 env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-fake" }
+# Readiness: the claude kind's initialize handshake, with a longer timeout.
 [pool.ready]
-send = '{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}'
-expect = '"type":"control_response"'
 timeout_s = 120
 [pool.session]
 cwd = "$work/project"

@@ -111,8 +111,6 @@ extension LiveDaemons {
                     turn_timeout_s = 120
                     env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(model.port)", ANTHROPIC_API_KEY = "sk-fake" }
                     [pool.ready]
-                    send = '{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}'
-                    expect = '"type":"control_response"'
                     timeout_s = 120
                     [pool.session]
                     permission_mode = "default"

@@ -94,6 +94,14 @@ public enum ProcessMemory {
         KernelFile.text(root.path("/proc/self/status")).flatMap { KernelFile.kilobytes("VmRSS:", in: $0) }
     }
 
+    /// The fields of a /proc stat file (a process's, or a thread's under task/) after the
+    /// command name, which is in parentheses and may itself hold spaces and ')': index 0 is
+    /// the state (field 3 of proc(5)), index 16 the nice value (field 19).
+    public static func statFields(path: String) -> [Substring]? {
+        guard let stat = KernelFile.text(path), let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
+
     /// The state and process group of a /proc/PID/stat line; nil when malformed.
     static func statFields(_ stat: [UInt8]) -> (state: UInt8, pgrp: Int32)? {
         guard let paren = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }

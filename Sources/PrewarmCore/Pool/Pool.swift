@@ -454,10 +454,10 @@ public final class Pool: Sendable {
             switch action {
             case .start(let spare):
                 let process = state.withLock { state in
-                    let cold = state.launches.removeValue(forKey: spare)
-                    let config = cold ?? state.config
-                    // A spare boots below the turns' CPU priority, unless a turn waits already.
-                    let background = cold == nil && state.machine.owner(of: spare) == nil && state.machine.waitingCount == 0
+                    let config = state.launches.removeValue(forKey: spare) ?? state.config
+                    // A spare boots below the turns' CPU priority, unless a turn waits already
+                    // (queued, or the one a cold start is for: both are counted as waiting).
+                    let background = state.machine.waitingCount == 0
                     let process = ChildProcess(
                         id: spare, config: config, environment: environment, keeper: keeper,
                         niceOffset: background ? StartupPriority.effectiveSpareNice(config.spareNice) : 0, logger: logger

@@ -157,9 +157,9 @@ final class ChildProcess: Sendable {
             guard offset != 0 else { return }
             offset = 0
             // Not spawned yet: it will not be lowered. Spawned: its group gets the daemon's.
-            if let pid = pidBox.withLock({ $0 }), !StartupPriority.set(processGroup: pid, offset: 0) {
-                logger.warning("cannot restore a spare's CPU priority", metadata: ["process.pid": "\(pid)", "error": "\(String(cString: strerror(errno)))"])
-            }
+            guard let pid = pidBox.withLock({ $0 }), !StartupPriority.set(processGroup: pid, offset: 0) else { return }
+            let error = String(cString: strerror(errno))
+            logger.warning("cannot restore a spare's CPU priority", metadata: ["process.pid": "\(pid)", "error": "\(error)"])
         }
     }
 

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
 
 /// The CPU priority of start-ups: a spare boots at a higher nice value than the turns running
 /// beside it, and gets the daemon's own back when a turn takes it (or starts waiting for it).
@@ -63,18 +62,13 @@ public enum StartupPriority {
     /// The nice value of the thread `tid` (of process `pid`), from /proc; nil if gone.
     public static func nice(pid: Int32, tid: Int32? = nil) -> Int? {
         let path = tid.map { "/proc/\(pid)/task/\($0)/stat" } ?? "/proc/\(pid)/stat"
-        guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // Fields after "comm)": state is field 3, nice field 19.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 16 ? Int(fields[16]) : nil
+        guard let fields = ProcessMemory.statFields(path: path), fields.count > 16 else { return nil }
+        return Int(fields[16])
     }
 
     private static func hasCapability(_ bit: Int) -> Bool {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-            let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        guard let status = KernelFile.text("/proc/self/status"),
+            let mask = KernelFile.field("CapEff:", in: status).flatMap({ UInt64($0, radix: 16) })
         else { return false }
         return mask & (1 << UInt64(bit)) != 0
     }
