@@ -146,6 +146,7 @@ public final class Broker: Service, Sendable {
         if old.socket != new.socket { report.needsRestart.append("socket") }
         if old.socketGroup != new.socketGroup { report.needsRestart.append("socket_group") }
         if old.allowedUIDs != new.allowedUIDs { report.needsRestart.append("allowed_uids") }
+        if old.idleTimeout != new.idleTimeout { report.needsRestart.append("idle_timeout_s") }
         if old.memory != new.memory { report.needsRestart.append("memory") }
         if old.journal != new.journal { report.needsRestart.append("journal") }
         if old.metricsListen != new.metricsListen { report.needsRestart.append("metrics_listen") }

@@ -17,6 +17,9 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case memoryExhausted = "memory_exhausted"
             case claimRefused = "claim_refused"
             case rateLimited = "rate_limited"
+            case badRequest = "bad_request"
+            case headersTooLarge = "headers_too_large"
+            case clientGone = "client_gone"
             case `internal`
         }
 
@@ -49,6 +52,12 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         public static let claimRefused = Code(.claimRefused)
         /// 429: the caller's uid used the pool's `max_turns_per_minute`.
         public static let rateLimited = Code(.rateLimited)
+        /// 400: the request is not valid HTTP/1.1 (the connection is closed after the answer).
+        public static let badRequest = Code(.badRequest)
+        /// 431: the request's headers are over the limit (the connection is closed).
+        public static let headersTooLarge = Code(.headersTooLarge)
+        /// The client went away before its turn had a process; nobody is answered (journal only).
+        public static let clientGone = Code(.clientGone)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 

@@ -49,7 +49,6 @@ struct FakeModel: AsyncParsableCommand {
             try await settings.messages(request)
         }
         router.post("/v1/messages/count_tokens") { request, _ in
-            var request = request
             let body = try await request.body.collect(upTo: 64 << 20)
             return ModelSettings.json(["input_tokens": max(1, body.readableBytes / 4)])
         }
@@ -76,7 +75,6 @@ struct ModelSettings: Sendable {
     var toolInput: String
 
     func messages(_ request: Request) async throws -> Response {
-        var request = request
         let body = try await request.body.collect(upTo: 64 << 20)
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
             return Self.json(["type": "error", "error": ["type": "invalid_request_error", "message": "the body must be a JSON object"]], status: .badRequest)

@@ -11,11 +11,11 @@ public struct API: Sendable {
     let broker: Broker
     let streams: StreamAdmission
     /// The peer of each connection, read once per connection.
-    let peers = ConnectionPeers()
+    let connections = Connections()
 
     public init(broker: Broker) {
         self.broker = broker
-        self.streams = StreamAdmission(broker: broker, peers: peers)
+        self.streams = StreamAdmission(broker: broker, connections: connections)
     }
 
     /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it.
@@ -31,7 +31,7 @@ public struct API: Sendable {
         let router = Router(context: PrewarmRequestContext.self)
         router.middlewares.add(ErrorMiddleware())
         if !broker.configuration.allowedUIDs.isEmpty {
-            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, peers: peers))
+            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, connections: connections))
         }
         let operated = router.group()
         if httpMetrics { operated.add(middleware: MetricsMiddleware()) }
@@ -81,7 +81,7 @@ public struct API: Sendable {
                 throw streams.refusal(on: context.channel)
                     ?? PrewarmError(.badJSON, "Upgrade: prewarm-stream must be the first request on its connection, with Connection: Upgrade")
             }
-            return try await TurnResponder(broker: broker, peers: peers).respond(to: request, pool: try pool(context), context: context)
+            return try await TurnResponder(broker: broker, connections: connections).respond(to: request, pool: try pool(context), context: context)
         }
         return router
     }

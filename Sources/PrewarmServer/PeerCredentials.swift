@@ -28,24 +28,70 @@ public struct PeerCredentials: Sendable, Equatable {
     }
 }
 
-/// The peer of every open connection, read once when the connection is set up: a
-/// connection's SO_PEERCRED never changes, and a turn (its allowed_uids check, its rate
-/// limit, its journal row) then finds its caller with a lookup instead of a trip through the
-/// channel's event loop.
-final class ConnectionPeers: Sendable {
-    private let peers = Mutex<[ObjectIdentifier: PeerCredentials]>([:])
+/// Every open connection of the API: its peer, read once when the connection is set up (a
+/// connection's SO_PEERCRED never changes, so a turn finds its caller with a lookup instead
+/// of a trip through the channel's event loop), and the turns watching for its close.
+///
+/// One close callback per connection, registered when it is set up; a turn subscribes for
+/// as long as it runs (`watch`) and leaves (`leave`), so a keep-alive connection that serves
+/// a thousand turns holds nothing of the ones that are over.
+final class Connections: Sendable {
+    private struct Entry {
+        var peer: PeerCredentials?
+        var watchers: [UInt64: @Sendable () -> Void] = [:]
+    }
 
-    /// Reads the peer of a new connection (called on its event loop) and forgets it at close.
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    private let nextToken = Atomic<UInt64>(1)
+
+    /// A subscription to a connection's close.
+    struct Watch: Sendable {
+        fileprivate let key: ObjectIdentifier
+        fileprivate let token: UInt64
+    }
+
+    /// Registers a new connection (called on its event loop): reads its peer, and at close
+    /// tells every turn watching it, then forgets it.
     func remember(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
-        PeerCredentials.read(channel)?.whenSuccess { peer in self.peers.withLock { $0[key] = peer } }
-        channel.closeFuture.whenComplete { _ in _ = self.peers.withLock { $0.removeValue(forKey: key) } }
+        entries.withLock { $0[key] = Entry() }
+        PeerCredentials.read(channel)?.whenSuccess { peer in self.entries.withLock { $0[key]?.peer = peer } }
+        channel.closeFuture.whenComplete { _ in
+            let watchers = self.entries.withLock { $0.removeValue(forKey: key)?.watchers.values }
+            for watcher in watchers.map(Array.init) ?? [] { watcher() }
+        }
     }
 
     /// The connection's peer; read from the kernel if it was not remembered.
     func of(_ channel: any Channel) async -> PeerCredentials? {
-        if let known = peers.withLock({ $0[ObjectIdentifier(channel)] }) { return known }
+        if let known = entries.withLock({ $0[ObjectIdentifier(channel)]?.peer }) { return known }
         return await PeerCredentials.of(channel)
+    }
+
+    /// Calls `onClose` once if the connection closes before `leave`; at once if it is closed
+    /// already.
+    func watch(_ channel: any Channel, onClose: @escaping @Sendable () -> Void) -> Watch {
+        let key = ObjectIdentifier(channel)
+        let token = nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
+        let registered = entries.withLock { entries -> Bool in
+            guard entries[key] != nil else { return false }
+            entries[key]?.watchers[token] = onClose
+            return true
+        }
+        if !registered {
+            if channel.isActive {
+                // Not set up through `remember` (cannot happen on the API's channels).
+                channel.closeFuture.whenComplete { _ in onClose() }
+            } else {
+                onClose()
+            }
+        }
+        return Watch(key: key, token: token)
+    }
+
+    /// Ends a subscription; its closure is released.
+    func leave(_ watch: Watch) {
+        entries.withLock { _ = $0[watch.key]?.watchers.removeValue(forKey: watch.token) }
     }
 }
 
@@ -62,11 +108,11 @@ private struct UCred {
 struct PeerAuthorizationMiddleware: RouterMiddleware {
     typealias Context = PrewarmRequestContext
     let allowed: Set<UInt32>
-    let peers: ConnectionPeers
+    let connections: Connections
 
-    init(allowedUIDs: [UInt32], peers: ConnectionPeers) {
+    init(allowedUIDs: [UInt32], connections: Connections) {
         self.allowed = Set(allowedUIDs).union([getuid(), 0])
-        self.peers = peers
+        self.connections = connections
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -76,7 +122,7 @@ struct PeerAuthorizationMiddleware: RouterMiddleware {
 
     /// Refuses a peer whose uid is not allowed (also used for two-way turns' upgrades).
     func authorize(_ channel: any Channel) async throws(PrewarmError) {
-        guard let peer = await peers.of(channel) else {
+        guard let peer = await connections.of(channel) else {
             throw PrewarmError(.forbidden, "the peer's credentials cannot be read (SO_PEERCRED); connect through the Unix socket")
         }
         guard allowed.contains(peer.uid) else {

@@ -9,7 +9,9 @@ extension PrewarmError: HTTPResponseError {
     public var status: HTTPResponse.Status {
         switch code {
         case .routeNotFound, .poolNotFound: .notFound
-        case .badJSON: .badRequest
+        case .badJSON, .badRequest: .badRequest
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .clientGone: HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request")
         case .claimRefused: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import AsyncAlgorithms
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -42,7 +43,8 @@ struct PrewarmChannel: HTTPChannelHandler {
     let admission: StreamAdmission
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        admission.peers.remember(channel)
+        admission.connections.remember(channel)
+        let idleTimeout = admission.broker.configuration.idleTimeout
         return channel.eventLoop.makeCompletedFuture {
             let upgrader = StreamUpgrader(admission: admission, logger: logger)
             let upgrade = NIOTypedHTTPServerUpgradeConfiguration<Connection>(
@@ -51,16 +53,24 @@ struct PrewarmChannel: HTTPChannelHandler {
                     // Hummingbird's HTTP/1 handling, as its HTTP1Channel sets it up.
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                        // Idle between requests, or stuck in one: closed after idle_timeout_s.
+                        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: logger))
                         return .http(try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true)))
                     }
                 }
             )
             var configuration = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: upgrade)
             configuration.enablePipelining = false  // NIOAsyncChannel serves requests in order
-            configuration.enableErrorHandling = false  // Hummingbird's application answers errors
+            configuration.enableErrorHandling = false  // HTTPRequestGuard answers malformed requests
             configuration.enableResponseHeaderValidation = false  // HTTP types validate already
+            configuration.decoderConfiguration = HTTPRequestGuard.decoderLimits
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            // In front of the upgrade handler, so it sees the first request's parse errors too.
+            let upgradeHandler = try channel.pipeline.syncOperations.context(handlerType: NIOTypedHTTPServerUpgradeHandler<Connection>.self)
+            try channel.pipeline.syncOperations.addHandler(
+                HTTPRequestGuard(idleTimeout: idleTimeout.map { .nanoseconds(Int64($0.milliseconds * 1_000_000)) }),
+                position: .before(upgradeHandler.handler)
+            )
             return Value(negotiated: negotiated, channel: channel)
         }
     }
@@ -133,8 +143,11 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 throw error
             }
         }
-        channel.closeFuture.whenComplete { _ in task.cancel() }
-        promise.completeWithTask { try await task.value }
+        let watch = admission.connections.watch(channel) { task.cancel() }
+        promise.completeWithTask {
+            defer { admission.connections.leave(watch) }
+            return try await task.value
+        }
         return promise.futureResult
     }
 
@@ -143,6 +156,9 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             guard let turn = admitted.withLock({ $0 }) else {
                 throw PrewarmError(.internal, "upgrade without an admitted turn")
             }
+            // Raw bytes from now on: the HTTP guard leaves (the upgrader removed the codec).
+            let guardHandler = try channel.pipeline.syncOperations.handler(type: HTTPRequestGuard.self)
+            channel.pipeline.syncOperations.removeHandler(guardHandler, promise: nil)
             // The client closing its write side ends the process's stdin, not the connection.
             try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             let stream = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
@@ -157,13 +173,13 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 /// Admission of two-way turns: the same checks and the same acquisition as a plain turn.
 final class StreamAdmission: Sendable {
     let broker: Broker
-    let peers: ConnectionPeers
+    let connections: Connections
     /// Refusals of upgrade requests, by connection, for the HTTP route to answer.
     private let refusals = Mutex<[ObjectIdentifier: PrewarmError]>([:])
 
-    init(broker: Broker, peers: ConnectionPeers) {
+    init(broker: Broker, connections: Connections) {
         self.broker = broker
-        self.peers = peers
+        self.connections = connections
     }
 
     /// A turn admitted for a two-way stream: its process is bound to it.
@@ -171,7 +187,8 @@ final class StreamAdmission: Sendable {
         let pool: String
         let turn: Turn
         let lease: Lease
-        let input: AsyncStream<ByteBuffer>.Continuation
+        /// The client's bytes on their way to stdin (rendezvous: backpressure to the socket).
+        let input: AsyncChannel<ByteBuffer>
         let outcomeLine: Bool
         let headers: [(String, String)]
         let record: TurnContext
@@ -186,34 +203,34 @@ final class StreamAdmission: Sendable {
         }
         let pool = try API.pool(named: String(parts[2]), in: broker)
         if !broker.configuration.allowedUIDs.isEmpty {
-            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, peers: peers).authorize(channel)
+            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, connections: connections).authorize(channel)
         }
         let config = pool.config
         let turnID = head.headers.first(name: "X-Request-Id").map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
-        let (input, continuation) = AsyncStream.makeStream(of: ByteBuffer.self, bufferingPolicy: .unbounded)
+        let input = AsyncChannel<ByteBuffer>()
         // The pool's session: a two-way turn's client speaks stream-json itself.
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await peers.of(channel)?.uid, twoWay: true, logger: logger
+            caller: await connections.of(channel)?.uid, twoWay: true, logger: logger
         )
         let turn: Turn
         let lease: Lease
         do {
-            (turn, lease) = try await TurnResponder.acquire(record, plan: plan, channel: channel) { claim in
+            (turn, lease) = try await TurnResponder.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
                 // The client's bytes reach stdin only once a claim is accepted, so a refused
                 // claim's fallback takes the same stream.
                 Turn(
                     id: turnID, input: ByteBuffer(), closeStdin: false, timeout: config.turnTimeout, claim: claim,
-                    dropLeadingChatter: config.kind == .claude, inputStream: input
+                    dropLeadingChatter: config.kind == .claude, inputStream: input, ownedDirectory: directory
                 )
             }
         } catch {
-            continuation.finish()
+            input.finish()
             throw error
         }
         return Admitted(
-            pool: pool.name, turn: turn, lease: lease, input: continuation,
+            pool: pool.name, turn: turn, lease: lease, input: input,
             outcomeLine: head.headers.first(name: "Prewarm-Outcome-Line") == "1",
             headers: [
                 ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
@@ -245,6 +262,7 @@ struct StreamTurn {
         let turn = admitted.turn
         let lease = admitted.lease
         let input = admitted.input
+        // The connection is the turn's alone now: one close callback, for its whole life.
         channel.channel.closeFuture.whenComplete { _ in
             if !turn.isFinished { lease.clientGone() }
         }
@@ -260,7 +278,10 @@ struct StreamTurn {
                         do {
                             for try await chunk in inbound {
                                 count += chunk.readableBytes
-                                input.yield(chunk)
+                                // Waits until the process has taken the previous chunk: the
+                                // socket is not read meanwhile.
+                                await input.send(chunk)
+                                if Task.isCancelled { break }
                             }
                         } catch {}
                         input.finish()

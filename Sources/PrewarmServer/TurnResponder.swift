@@ -13,7 +13,7 @@ import PrewarmCore
 /// as a last `prewarm_outcome` line for clients that cannot read trailers.
 struct TurnResponder {
     let broker: Broker
-    let peers: ConnectionPeers
+    let connections: Connections
 
     func respond(to request: Request, pool: Pool, context: PrewarmRequestContext) async throws -> Response {
         let arrived = ContinuousClock.now
@@ -32,15 +32,17 @@ struct TurnResponder {
         let channel = context.channel
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await peers.of(channel)?.uid, twoWay: false, logger: context.logger
+            caller: await connections.of(channel)?.uid, twoWay: false, logger: context.logger
         )
-        let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel) { claim in
+        let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
             Turn(
                 id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: claim,
-                dropLeadingChatter: config.kind == .claude
+                dropLeadingChatter: config.kind == .claude, ownedDirectory: directory
             )
         }
-        channel.closeFuture.whenComplete { _ in lease.clientGone() }
+        // Hummingbird does not cancel a handler whose client went away: the connection's
+        // close kills the process, for as long as the turn runs (and no longer).
+        let watch = connections.watch(channel) { lease.clientGone() }
 
         let outcomeLine = request.headers[.prewarmOutcomeLine] == "1"
         var headers: HTTPFields = [
@@ -57,6 +59,7 @@ struct TurnResponder {
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
+                defer { connections.leave(watch) }
                 var firstByte: Duration?
                 var bytesOut = 0
                 do {
@@ -103,7 +106,8 @@ struct TurnResponder {
     /// object: the refused one is spent). Used by plain and two-way turns alike; a refusal is
     /// logged and recorded here.
     static func acquire(
-        _ context: TurnContext, plan: Plan, channel: any Channel, makeTurn: (Turn.Claim?) -> Turn
+        _ context: TurnContext, plan: Plan, channel: any Channel, connections: Connections,
+        makeTurn: (Turn.Claim?, _ ownedDirectory: String?) -> Turn
     ) async throws(PrewarmError) -> (Turn, Lease) {
         let pool = context.pool
         var plan = plan
@@ -113,13 +117,22 @@ struct TurnResponder {
             }
             try pool.admit(caller: context.caller)
             while true {
-                let turn = makeTurn(plan.claim)
+                var claim: (claim: Turn.Claim, directory: String?)?
+                if let plan = plan.claim { claim = try plan.make(turnID: context.turnID) }
+                let turn = makeTurn(claim?.claim, claim?.directory)
                 let launch = plan.launch
+                // The wait ends when the connection closes: the acquisition is cancelled
+                // (a process started for this turn is retired with it).
                 let acquisition = Task { try await pool.acquire(turn, launch: launch) }
-                channel.closeFuture.whenComplete { _ in acquisition.cancel() }
+                let watch = connections.watch(channel) { acquisition.cancel() }
+                defer { connections.leave(watch) }
                 do {
                     return (turn, try await acquisition.value)
                 } catch let error as PrewarmError {
+                    if let directory = claim?.directory, !turn.isFinished {
+                        // No process took the turn: nothing else removes its directory.
+                        _ = PrivateDirectory.remove(directory)
+                    }
                     guard error.code == .claimRefused, let fallback = plan.fallback else { throw error }
                     context.logger.info(
                         "claim refused; cold start instead",
@@ -139,7 +152,7 @@ struct TurnResponder {
     /// How a turn gets its process, and what is written first.
     struct Plan: Sendable {
         var launch: Pool.Launch = .spare
-        var claim: Turn.Claim?
+        var claim: ClaimPlan?
         /// With `claim_fallback`: where the turn goes when the claim is refused.
         var fallback: Pool.Launch?
 
@@ -151,13 +164,28 @@ struct TurnResponder {
                 return Plan(launch: .cold(config.forSession(session)))  // a claimed spare cannot resume: the CLI refuses
             }
             if claude.claim && claude.claimSupported {
-                let id = "prewarm-claim-\(turnID)"
                 return Plan(
-                    claim: Turn.Claim(id: id, line: session.claimRequest(id: id, defaultCwd: claude.parkingDirectory)),
+                    claim: ClaimPlan(session: session, cwd: session.cwd ?? claude.defaultCwd, directories: config.privateDirectories),
                     fallback: claude.claimFallback ? .cold(config.forSession(session)) : nil
                 )
             }
             return config.sparesServe(session) ? Plan() : Plan(launch: .cold(config.forSession(session)))
+        }
+    }
+
+    /// A claim to make at hand-off: the session, and the directory it binds the CLI to
+    /// (the session's or the pool's; with none, one made for the turn alone).
+    struct ClaimPlan: Sendable {
+        var session: SessionSettings
+        var cwd: String?
+        var directories: PoolConfig.PrivateDirectories?
+
+        func make(turnID: String) throws(PrewarmError) -> (claim: Turn.Claim, directory: String?) {
+            let id = "prewarm-claim-\(turnID)"
+            if let cwd { return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd)), nil) }
+            guard let directories else { throw PrewarmError(.internal, "a claimed turn has no working directory") }
+            let directory = try PrivateDirectory.make(under: directories.root, prefix: "t")
+            return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: directory)), directory)
         }
     }
 

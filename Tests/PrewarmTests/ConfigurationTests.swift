@@ -211,7 +211,7 @@ struct ConfigurationTests {
         #expect(throws: PrewarmError.self) { try ClaudeTurnRequest.parse(Data(#"{"session":{}}"#.utf8)) }
         #expect(throws: PrewarmError.self) { try ClaudeTurnRequest.parse(Data(#"{"prompt":"x","session":{"permission_mode":"yolo"}}"#.utf8)) }
         let request = try ClaudeTurnRequest.parse(Data(#"{"prompt":"hi","session":{"cwd":"/w","env":{"FOO":"1"}}}"#.utf8))
-        let claim = request.session!.claimRequest(id: "c1", defaultCwd: "/parking")
+        let claim = request.session!.claimRequest(id: "c1", cwd: "/w")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(claim.utf8)) as? [String: Any])
         #expect(object["type"] as? String == "control_request" && object["request_id"] as? String == "c1")
         let inner = try #require(object["request"] as? [String: Any])

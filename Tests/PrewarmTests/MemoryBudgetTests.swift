@@ -148,7 +148,7 @@ struct MemoryBudgetTests {
         guard case .take = m.turnArrived(now: t0).0 else { Issue.record("expected the second spare"); return }
         #expect(m.turnArrived(now: t0).0 == .reject(.memoryExhausted))
         m.pressure = false
-        #expect(starts(m.tick(now: t0)).count == 1)
+        #expect(starts(m.memoryChanged(now: t0)).count == 1)
     }
 
     /// Shedding under pressure retires idle spares, oldest first.
@@ -196,7 +196,7 @@ struct MemoryBudgetTests {
                         _ = m.processGone(id, now: t0)
                     }
                 default:
-                    _ = m.tick(now: t0)
+                    _ = m.memoryChanged(now: t0)
                 }
                 #expect(heldMiB(m) <= 900, "held \(heldMiB(m)) MiB of 900 (seed \(seed), \(whenEmpty))")
                 if heldMiB(m) > 900 { return }

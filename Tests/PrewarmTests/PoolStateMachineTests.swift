@@ -20,6 +20,11 @@ struct PoolStateMachineTests {
         actions.compactMap { if case .start(let id) = $0 { id } else { nil } }
     }
 
+    /// The backoff timers among `actions`, with their instants.
+    func backoffTimers(_ actions: [Machine.Action]) -> [(Machine.Timer, ContinuousClock.Instant)] {
+        actions.compactMap { if case .schedule(let timer, let at) = $0, case .backoffEnd = timer { (timer, at) } else { nil } }
+    }
+
     /// Brings a pool up to its target by completing start-ups one at a time.
     func warmUp(_ m: inout Machine) {
         var pending = starts(m.start(now: t0))
@@ -113,12 +118,15 @@ struct PoolStateMachineTests {
     @Test func waitTimeout() {
         var m = machine(spares: 0)
         _ = m.start(now: t0)
-        guard case .wait(let waiter) = m.turnArrived(now: t0).0 else {
+        let (decision, actions) = m.turnArrived(now: t0)
+        guard case .wait(let waiter) = decision else {
             Issue.record("expected wait")
             return
         }
-        #expect(m.tick(now: t0.advanced(by: .seconds(5))).contains(.reject(waiter, .waitTimeout)) == false)
-        #expect(m.tick(now: t0.advanced(by: .seconds(10))).contains(.reject(waiter, .waitTimeout)))
+        #expect(actions.contains(.schedule(.waitDeadline(waiter), at: t0.advanced(by: .seconds(10)))))
+        #expect(m.timerFired(.waitDeadline(waiter), now: t0.advanced(by: .seconds(5))).contains(.reject(waiter, .waitTimeout)) == false)
+        #expect(m.timerFired(.waitDeadline(waiter), now: t0.advanced(by: .seconds(10))).contains(.reject(waiter, .waitTimeout)))
+        #expect(m.waitingCount == 0)
     }
 
     /// Start-up failures back off 1 s, 2 s, 4 s...; after 3 in a row the pool is failing,
@@ -131,20 +139,22 @@ struct PoolStateMachineTests {
             return
         }
         var now = t0
-        #expect(starts(m.startFailed(spare, reason: "exit 1", now: now)).isEmpty)  // backoff 1 s
+        var failed = m.startFailed(spare, reason: "exit 1", now: now)
+        #expect(starts(failed).isEmpty)  // backoff 1 s
         #expect(m.backoffUntil == now.advanced(by: .seconds(1)))
+        #expect(backoffTimers(failed).map(\.1) == [now.advanced(by: .seconds(1))])
         now = now.advanced(by: .seconds(1))
-        spare = starts(m.tick(now: now))[0]
-        _ = m.startFailed(spare, reason: "exit 1", now: now)
+        spare = starts(m.timerFired(backoffTimers(failed)[0].0, now: now))[0]
+        failed = m.startFailed(spare, reason: "exit 1", now: now)
         #expect(m.backoffUntil == now.advanced(by: .seconds(2)))
         now = now.advanced(by: .seconds(2))
-        spare = starts(m.tick(now: now))[0]
-        let actions = m.startFailed(spare, reason: "exit 1", now: now)
+        spare = starts(m.timerFired(backoffTimers(failed)[0].0, now: now))[0]
+        failed = m.startFailed(spare, reason: "exit 1", now: now)
         #expect(m.failing)
-        #expect(actions.contains(.reject(waiter, .poolFailing)))
+        #expect(failed.contains(.reject(waiter, .poolFailing)))
         #expect(m.turnArrived(now: now).0 == .reject(.poolFailing))
         now = now.advanced(by: .seconds(4))
-        spare = starts(m.tick(now: now))[0]
+        spare = starts(m.timerFired(backoffTimers(failed)[0].0, now: now))[0]
         _ = m.processReady(spare, now: now)
         #expect(!m.failing)
         #expect(m.idleCount == 1)
@@ -172,8 +182,10 @@ struct PoolStateMachineTests {
     @Test func maxIdleRecycles() {
         var m = machine(spares: 1)
         warmUp(&m)
-        let actions = m.tick(now: t0.advanced(by: .seconds(3600)))
-        #expect(actions.contains { if case .retire = $0 { true } else { false } })
+        let spare = m.processes.keys.first!
+        #expect(m.timerFired(.idleExpiry(spare), now: t0.advanced(by: .seconds(3599))).isEmpty, "not yet")
+        let actions = m.timerFired(.idleExpiry(spare), now: t0.advanced(by: .seconds(3600)))
+        #expect(actions.contains(.retire(spare)))
         #expect(m.counters.recycled == 1)
     }
 
@@ -193,9 +205,9 @@ struct PoolStateMachineTests {
         var m = machine(spares: 2, maxProcesses: 2, maxStarting: 2)
         warmUp(&m)
         _ = m.turnArrived(now: t0)
-        _ = m.turnArrived(now: t0)
+        let (_, actions) = m.turnArrived(now: t0)
         #expect(m.totalCount == 2)
-        #expect(starts(m.tick(now: t0)).isEmpty)
+        #expect(starts(actions).isEmpty)
     }
 
     /// A drain refuses waiters and new turns, retires spares and start-ups, leaves busy ones.
@@ -235,9 +247,10 @@ struct PoolStateMachineTests {
         for _ in 0..<3 {
             guard !pending.isEmpty else { break }
             let id = pending.removeFirst()
-            pending += starts(m.startFailed(id, reason: "boom", now: now))
+            let failed = m.startFailed(id, reason: "boom", now: now)
+            pending += starts(failed)
             now = now.advanced(by: .seconds(120))
-            pending += starts(m.tick(now: now))
+            for (timer, _) in backoffTimers(failed) { pending += starts(m.timerFired(timer, now: now)) }
         }
         #expect(m.failing)
         #expect(m.startingCount == 1, "\(pending)")

@@ -8,6 +8,9 @@ public struct Configuration: Sendable, Equatable {
     public var allowedUIDs: [UInt32]
     /// How long busy turns may run on after SIGTERM.
     public var drainTimeout: Duration
+    /// `idle_timeout_s`: a connection idle between requests, or stuck in an incomplete one,
+    /// is closed after this (never one with a turn in progress); nil: never.
+    public var idleTimeout: Duration? = .seconds(60)
     /// `[memory]`: the budget the pools are sized from.
     public var memory: MemoryConfig
     /// `[journal]`: the SQLite record of turns and start-ups.
@@ -132,6 +135,20 @@ public struct PoolConfig: Sendable, Equatable {
     /// Names of the daemon's environment variables passed through (for secrets).
     public var passEnv: [String]
     public var cwd: String?
+    /// With no `cwd`, each process runs in a fresh directory of its own (0700) made under
+    /// this one, removed when the process is gone (unless `keep`): no two turns ever share a
+    /// working directory. Set for claude pools.
+    public var privateDirectories: PrivateDirectories?
+
+    public struct PrivateDirectories: Sendable, Equatable {
+        public var root: String
+        public var keep: Bool
+
+        public init(root: String, keep: Bool = false) {
+            self.root = root
+            self.keep = keep
+        }
+    }
     public var spares: Int
     /// `nil` means the default, spares + 8, which follows the spares on a resize.
     public var maxProcessesSetting: Int?
@@ -172,8 +189,11 @@ public struct PoolConfig: Sendable, Equatable {
         public var session: SessionSettings
         /// `CLAUDE_CONFIG_DIR` of the pool's processes.
         public var configDirectory: String
-        /// Where claimed spares wait: an empty directory of their own.
+        /// Where claimed spares wait: an empty directory of their own, for parked spares only.
         public var parkingDirectory: String
+        /// The working directory of a turn that names none: `[pool.session] cwd`, else the
+        /// pool's `cwd`; nil: a fresh directory of the turn's own (`privateDirectories`).
+        public var defaultCwd: String?
         /// `args` as written in the file (after the CLI's own flags).
         public var extraArguments: [String] = []
         /// The CLI knows `--await-claim` (found out when the pool starts).
@@ -296,7 +316,8 @@ public struct PoolConfig: Sendable, Equatable {
         guard let claude else { return self }
         var config = self
         config.args = claude.arguments(for: session)
-        config.cwd = session.cwd ?? (claude.claim ? nil : cwd)
+        // No directory named: a fresh one of the process's own (privateDirectories).
+        config.cwd = session.cwd ?? claude.defaultCwd
         for (key, value) in session.env ?? [:] { config.env[key] = value }
         return config
     }

@@ -68,6 +68,8 @@ public struct ConfigurationLoader: Sendable {
         config.socketGroup = try reader.string("socket_group")
         config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
         config.drainTimeout = try reader.seconds("drain_timeout_s", range: 0...86_400) ?? .seconds(30)
+        let idle = try reader.seconds("idle_timeout_s", range: 0...86_400) ?? .seconds(60)
+        config.idleTimeout = idle == .zero ? nil : idle
         if let memoryTable = try reader.table("memory") {
             config.memory = try parseMemory(memoryTable, origin: origin)
         }
@@ -250,6 +252,11 @@ public struct ConfigurationLoader: Sendable {
                 throw ConfigError(file: origin, key: "\(reader.path)session", message: error.message)
             }
         }
+        claude.defaultCwd = claude.session.cwd ?? pool.cwd
+        pool.privateDirectories = PoolConfig.PrivateDirectories(
+            root: try reader.string("turn_dirs").map { Self.absolute($0, base: baseDirectory) } ?? state + "/turns",
+            keep: try reader.bool("keep_turn_dirs") ?? false
+        )
         claude.extraArguments = pool.args
         pool.args = claude.arguments(for: claude.claim ? nil : claude.session)
         if pool.ready.send == nil && pool.ready.expect == nil {
@@ -261,11 +268,9 @@ public struct ConfigurationLoader: Sendable {
         }
         pool.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = pool.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] ?? "1"
         pool.env["CLAUDE_CONFIG_DIR"] = claude.configDirectory
-        if claude.claim {
-            pool.cwd = claude.parkingDirectory
-        } else if let cwd = claude.session.cwd {
-            pool.cwd = cwd
-        }
+        // Parked spares wait in the parking directory; unclaimed ones start where their turns
+        // run: the pool's directory, else one of their own.
+        pool.cwd = claude.claim ? claude.parkingDirectory : claude.defaultCwd
         pool.claude = claude
     }
 

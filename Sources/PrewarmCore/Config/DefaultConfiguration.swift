@@ -9,6 +9,9 @@ public enum DefaultConfiguration {
 # Every key and its default is listed in README.md ("Configuration").
 
 drain_timeout_s = 30
+# A connection idle between requests (or stuck in one) is closed after this; a turn in
+# progress never is. 0: never.
+idle_timeout_s = 60
 # Prometheus over TCP (serves /metrics only); /metrics is always on the socket too.
 # metrics_listen = "127.0.0.1:9464"
 

@@ -155,6 +155,11 @@ public final class MemoryGovernor: Sendable {
                 _ = pool.shedIdle(upTo: 1)
             }
         }
+        // The pools see the new budget and pressure (outside the ledger's lock): start-ups
+        // held back by memory resume, spares over the room are shed.
+        if config.enforce {
+            for pool in pools { pool.memoryChanged() }
+        }
     }
 
     /// A pool could not fit a turn: the other pools shed idle spares to make room for it

@@ -29,22 +29,18 @@ public struct PoolSimulator: Sendable {
     public var turnSeconds: Double
     /// From a turn's end (or a retirement) until the process is gone.
     public var retireSeconds: Double
-    /// How often time-driven decisions are checked (the live pool's tick).
-    public var tickSeconds: Double
 
     public init(
         settings: PoolStateMachine.Settings,
         startupSeconds: [Double],
         turnSeconds: Double,
-        retireSeconds: Double = 0.01,
-        tickSeconds: Double = 0.05
+        retireSeconds: Double = 0.01
     ) {
         precondition(!startupSeconds.isEmpty, "at least one start-up duration")
         self.settings = settings
         self.startupSeconds = startupSeconds
         self.turnSeconds = turnSeconds
         self.retireSeconds = retireSeconds
-        self.tickSeconds = tickSeconds
     }
 
     private enum Event: Sendable {
@@ -52,7 +48,8 @@ public struct PoolSimulator: Sendable {
         case ready(SpareID)
         case turnEnd(SpareID)
         case gone(SpareID)
-        case tick
+        /// A timer the machine scheduled, fired at its instant as the live pool fires it.
+        case timer(PoolStateMachine.Timer)
     }
 
     /// Runs `arrivals` (seconds from the start, ascending). With `startFull`, the pool has
@@ -81,6 +78,11 @@ public struct PoolSimulator: Sendable {
                     queue.push(now + turnSeconds, .turnEnd(spare))
                 case .reject:
                     outcome.rejected += 1
+                case .schedule(let timer, let at):
+                    let seconds = origin.duration(to: at).milliseconds / 1000
+                    queue.push(max(now, seconds), .timer(timer))
+                case .cancelTimer:
+                    break  // the machine ignores a cancelled timer's firing
                 }
             }
         }
@@ -113,8 +115,8 @@ public struct PoolSimulator: Sendable {
                 queue.push(now + retireSeconds, .gone(spare))
             case .gone(let spare):
                 perform(machine.processGone(spare, now: instant(now)))
-            case .tick:
-                perform(machine.tick(now: instant(now)))
+            case .timer(let timer):
+                perform(machine.timerFired(timer, now: instant(now)))
             }
         }
 
@@ -129,16 +131,8 @@ public struct PoolSimulator: Sendable {
             offset = now
         }
         for arrival in arrivals { queue.push(offset + arrival, .arrival) }
-        var nextTick = offset + tickSeconds
         let end = offset + (arrivals.last ?? 0)
-        while let time = queue.peekTime {
-            if nextTick <= time && nextTick <= end + turnSeconds + 60 {
-                now = nextTick
-                handle(.tick)
-                nextTick += tickSeconds
-                continue
-            }
-            guard let (time, event) = queue.pop() else { break }
+        while let (time, event) = queue.pop() {
             now = time
             handle(event)
             if now > end && machine.waitingCount == 0 && outcome.arrivals == arrivals.count { break }
@@ -150,8 +144,6 @@ public struct PoolSimulator: Sendable {
     private struct EventQueue {
         private var heap: [(time: Double, order: Int, event: Event)] = []
         private var inserted = 0
-
-        var peekTime: Double? { heap.first?.time }
 
         mutating func push(_ time: Double, _ event: Event) {
             heap.append((time, inserted, event))

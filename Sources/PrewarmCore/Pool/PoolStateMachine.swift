@@ -1,10 +1,17 @@
 /// The pool's decisions, as a pure state machine: events in, actions out.
 ///
 /// It owns no process, no task and no clock: the caller feeds it events (a turn arrived, a
-/// process became ready, a start-up failed, time passed...) with the current instant, and
-/// performs the actions it returns (start a process, retire one, hand one to a waiting turn,
-/// reject a turn). The same machine runs the live daemon and, in simulated time, the
-/// benchmark's and the advisor's predictions.
+/// process became ready, a start-up failed, a timer fired, a waiting turn was cancelled...)
+/// with the current instant, and performs the actions it returns (start a process, retire
+/// one, hand one to a waiting turn, reject a turn, arm or cancel a timer). Time enters only
+/// through the timers it asks for (`schedule`): there is no polling tick. The same machine
+/// runs the live daemon and, in simulated time, the benchmark's and the advisor's
+/// predictions.
+///
+/// Sessions: a process *belongs* to the session it was started with. The pool's start-ups
+/// belong to the pool's session and serve any turn that takes a spare; a start-up dedicated
+/// to one turn (a cold start, possibly with that turn's own session) serves that turn or
+/// nobody: if its turn goes away, it is retired, never handed to another turn.
 ///
 /// Vocabulary:
 /// - a *spare* is a process that reached readiness and waits, idle, for exactly one turn;
@@ -86,6 +93,23 @@ public struct PoolStateMachine: Sendable {
         case deliver(WaiterID, SpareID, StartKind)
         /// End this turn's wait with an error.
         case reject(WaiterID, RejectReason)
+        /// Arm a timer: report `timerFired` for it at that instant (unless cancelled).
+        case schedule(Timer, at: Instant)
+        /// Disarm a timer scheduled earlier (a firing that comes anyway is ignored).
+        case cancelTimer(Timer)
+    }
+
+    /// A point in time the machine wants to hear about. Each names what it is for, so a
+    /// stale firing (the waiter served, the spare taken, a later backoff) is recognised and
+    /// ignored.
+    public enum Timer: Hashable, Sendable {
+        /// The waiting turn's `wait_timeout_ms`.
+        case waitDeadline(WaiterID)
+        /// The idle spare's `max_idle_s`.
+        case idleExpiry(SpareID)
+        /// The end of the backoff after a failed start-up; the generation tells one backoff
+        /// from the next.
+        case backoffEnd(generation: UInt64)
     }
 
     enum ProcessState: Sendable, Equatable {
@@ -111,9 +135,13 @@ public struct PoolStateMachine: Sendable {
     private var dedicated: [SpareID: WaiterID] = [:]
     private var nextSpare: UInt64 = 1
     private var nextWaiter: UInt64 = 1
+    /// The name the caller chose for the turn being decided, if any.
+    private var pendingWaiterID: WaiterID?
 
     public private(set) var consecutiveFailures = 0
     public private(set) var backoffUntil: Instant?
+    /// Counts backoffs, so that the firing of an earlier one is ignored.
+    private var backoffGeneration: UInt64 = 0
     public private(set) var lastError: String?
     public private(set) var draining = false
     public private(set) var counters = Counters()
@@ -214,6 +242,15 @@ public struct PoolStateMachine: Sendable {
         return actions
     }
 
+    /// The room or the pressure changed (a new memory reading, another pool's processes came
+    /// or went): idle spares that no longer fit are shed, start-ups that now fit begin.
+    public mutating func memoryChanged(now: Instant) -> [Action] {
+        var actions: [Action] = []
+        shedWhileOverBudget(into: &actions)
+        refill(now: now, into: &actions)
+        return actions
+    }
+
     /// Retires idle spares, oldest first, until `bytes` are freed or none is left (memory
     /// pressure, or another pool's turn needs the room). Returns the bytes freed.
     public mutating func shedIdle(upTo bytes: Int, now: Instant) -> (freed: Int, [Action]) {
@@ -235,9 +272,13 @@ public struct PoolStateMachine: Sendable {
         return actions
     }
 
-    /// A turn arrived and wants a process.
-    public mutating func turnArrived(now: Instant) -> (TurnDecision, [Action]) {
+    /// A turn arrived and wants a process. `waiter` names the turn if it has to wait (the
+    /// caller may choose it, to cancel the turn by that name before this call returns);
+    /// nil: the machine names it.
+    public mutating func turnArrived(_ waiter: WaiterID? = nil, now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
+        pendingWaiterID = waiter
+        defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
         if let spare = oldestIdle(), queue.isEmpty {
             // Busy turns come first: shed other idle spares until the turn's peak fits.
@@ -246,7 +287,7 @@ public struct PoolStateMachine: Sendable {
                 shed(other, into: &actions)
             }
             if fits(extra, countRetiringSparesFree: true) {
-                processes[spare] = .busy
+                set(spare, .busy, into: &actions)
                 count(.warm)
                 refill(now: now, into: &actions)
                 return (.take(spare), actions)
@@ -256,7 +297,7 @@ public struct PoolStateMachine: Sendable {
         }
         // A start-up under way that no earlier waiter has claimed.
         if poolStartingCount > queue.count, queue.count < settings.maxWaiting {
-            return (.wait(enqueue(now: now)), actions)
+            return (.wait(enqueue(now: now, into: &actions)), actions)
         }
         let memoryBlocked = pressure || !fits(settings.costs?.turn ?? 0)
         switch settings.whenEmpty {
@@ -274,7 +315,7 @@ public struct PoolStateMachine: Sendable {
                 counters.rejected += 1
                 return (.reject(.noCapacity), actions)
             }
-            let waiter = enqueue(now: now)
+            let waiter = enqueue(now: now, into: &actions)
             refill(now: now, into: &actions)
             return (.wait(waiter), actions)
         }
@@ -282,8 +323,10 @@ public struct PoolStateMachine: Sendable {
 
     /// A turn no spare can serve (its own session settings, a session to resume): a process
     /// is started for it alone, a cold start, if the pool's limits and memory allow.
-    public mutating func coldTurnArrived(now: Instant) -> (TurnDecision, [Action]) {
+    public mutating func coldTurnArrived(_ waiter: WaiterID? = nil, now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
+        pendingWaiterID = waiter
+        defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
         guard totalCount < settings.maxProcesses else {
             counters.rejected += 1
@@ -319,7 +362,7 @@ public struct PoolStateMachine: Sendable {
     /// No room for the turn: it waits for memory if the pool waits, else it is refused.
     private mutating func memoryExhausted(now: Instant, into actions: inout [Action]) -> (TurnDecision, [Action]) {
         if settings.whenEmpty == .wait, queue.count < settings.maxWaiting {
-            let waiter = enqueue(now: now)
+            let waiter = enqueue(now: now, into: &actions)
             refill(now: now, into: &actions)
             return (.wait(waiter), actions)
         }
@@ -339,7 +382,7 @@ public struct PoolStateMachine: Sendable {
             count(.cold)
             actions.append(.deliver(owner, spare, .cold))
         } else if !queue.isEmpty {
-            let waiter = queue.removeFirst()
+            let waiter = removeWaiter(at: 0, into: &actions)
             processes[spare] = .busy
             count(.waited)
             actions.append(.deliver(waiter.id, spare, .waited))
@@ -347,7 +390,7 @@ public struct PoolStateMachine: Sendable {
             processes[spare] = .retiring(wasIdle: true)
             actions.append(.retire(spare))
         } else {
-            processes[spare] = .idle(since: now)
+            set(spare, .idle(since: now), into: &actions)
         }
         refill(now: now, into: &actions)
         return actions
@@ -366,18 +409,20 @@ public struct PoolStateMachine: Sendable {
         consecutiveFailures += 1
         counters.startFailures += 1
         lastError = reason
-        backoffUntil = now.advanced(by: backoff(afterFailures: consecutiveFailures))
+        let until = now.advanced(by: backoff(afterFailures: consecutiveFailures))
+        backoffUntil = until
+        backoffGeneration += 1
+        actions.append(.schedule(.backoffEnd(generation: backoffGeneration), at: until))
         if let owner {
             dedicated[spare] = nil
             counters.rejected += 1
             actions.append(.reject(owner, .startFailed(reason)))
         }
         if failing {
-            for waiter in queue {
+            for waiter in removeAllWaiters(into: &actions) {
                 counters.rejected += 1
                 actions.append(.reject(waiter.id, .poolFailing))
             }
-            queue.removeAll()
         }
         refill(now: now, into: &actions)
         return actions
@@ -389,7 +434,7 @@ public struct PoolStateMachine: Sendable {
         switch processes[spare] {
         case .idle:
             lastError = reason
-            processes[spare] = .retiring(wasIdle: true)
+            set(spare, .retiring(wasIdle: true), into: &actions)
             actions.append(.retire(spare))
         case .busy:
             processes[spare] = .retiring(wasIdle: false)
@@ -424,35 +469,52 @@ public struct PoolStateMachine: Sendable {
         return actions
     }
 
-    /// A waiting turn gave up (its client went away, or its task was cancelled).
+    /// A waiting turn gave up (its client went away, or its task was cancelled) before a
+    /// process was handed to it. A start-up dedicated to it was launched with its session:
+    /// it is retired, never turned into a spare another turn could get.
     public mutating func waiterCancelled(_ waiter: WaiterID, now: Instant) -> [Action] {
         var actions: [Action] = []
-        queue.removeAll { $0.id == waiter }
+        if let index = queue.firstIndex(where: { $0.id == waiter }) {
+            removeWaiter(at: index, into: &actions)
+        }
         if let spare = dedicated.first(where: { $0.value == waiter })?.key {
-            // The cold start goes on, as one of the pool's start-ups.
             dedicated[spare] = nil
-            processes[spare] = .starting(dedicatedTo: nil)
+            processes[spare] = .retiring(wasIdle: false)
+            actions.append(.retire(spare))
         }
         refill(now: now, into: &actions)
         return actions
     }
 
-    /// Time passed: expire waits, recycle old spares, start what backoff held back.
-    public mutating func tick(now: Instant) -> [Action] {
+    /// A process was handed to a turn that had already gone (cancelled after the hand-over,
+    /// before it could use it): it is retired unused, never handed to anyone else.
+    public mutating func leaseAbandoned(_ spare: SpareID, now: Instant) -> [Action] {
         var actions: [Action] = []
-        while let first = queue.first, first.deadline <= now {
-            queue.removeFirst()
+        if processes[spare] == .busy {
+            processes[spare] = .retiring(wasIdle: false)
+            actions.append(.retire(spare))
+        }
+        refill(now: now, into: &actions)
+        return actions
+    }
+
+    /// A timer the machine scheduled fired. Stale firings change nothing.
+    public mutating func timerFired(_ timer: Timer, now: Instant) -> [Action] {
+        var actions: [Action] = []
+        switch timer {
+        case .waitDeadline(let waiter):
+            guard let index = queue.firstIndex(where: { $0.id == waiter }), queue[index].deadline <= now else { return actions }
+            queue.remove(at: index)
             counters.rejected += 1
-            actions.append(.reject(first.id, .waitTimeout))
+            actions.append(.reject(waiter, .waitTimeout))
+        case .idleExpiry(let spare):
+            guard case .idle(let since) = processes[spare], since.advanced(by: settings.maxIdle) <= now else { return actions }
+            processes[spare] = .retiring(wasIdle: true)
+            counters.recycled += 1
+            actions.append(.retire(spare))
+        case .backoffEnd(let generation):
+            guard generation == backoffGeneration else { return actions }
         }
-        for (spare, state) in processes {
-            if case .idle(let since) = state, since.advanced(by: settings.maxIdle) <= now {
-                processes[spare] = .retiring(wasIdle: true)
-                counters.recycled += 1
-                actions.append(.retire(spare))
-            }
-        }
-        shedWhileOverBudget(into: &actions)
         refill(now: now, into: &actions)
         return actions
     }
@@ -463,7 +525,7 @@ public struct PoolStateMachine: Sendable {
         settings.spares = spares
         settings.maxProcesses = maxProcesses
         while idleCount > effectiveSpares, let spare = oldestIdle() {
-            processes[spare] = .retiring(wasIdle: true)
+            set(spare, .retiring(wasIdle: true), into: &actions)
             actions.append(.retire(spare))
         }
         refill(now: now, into: &actions)
@@ -479,7 +541,7 @@ public struct PoolStateMachine: Sendable {
         for (spare, state) in processes.sorted(by: { $0.key < $1.key }) {
             switch state {
             case .idle:
-                processes[spare] = .retiring(wasIdle: true)
+                set(spare, .retiring(wasIdle: true), into: &actions)
                 counters.recycled += 1
                 recycled += 1
                 actions.append(.retire(spare))
@@ -510,11 +572,10 @@ public struct PoolStateMachine: Sendable {
     public mutating func drain(now: Instant) -> [Action] {
         var actions: [Action] = []
         draining = true
-        for waiter in queue {
+        for waiter in removeAllWaiters(into: &actions) {
             counters.rejected += 1
             actions.append(.reject(waiter.id, .draining))
         }
-        queue.removeAll()
         for (spare, state) in processes {
             switch state {
             case .idle, .starting:
@@ -524,7 +585,7 @@ public struct PoolStateMachine: Sendable {
                     dedicated[spare] = nil
                 }
                 let wasIdle = if case .idle = state { true } else { false }
-                processes[spare] = .retiring(wasIdle: wasIdle)
+                set(spare, .retiring(wasIdle: wasIdle), into: &actions)
                 actions.append(.retire(spare))
             case .busy, .retiring:
                 break
@@ -541,9 +602,9 @@ public struct PoolStateMachine: Sendable {
     private mutating func refill(now: Instant, into actions: inout [Action]) {
         guard !draining else { return }
         let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
-        while let waiter = queue.first, let spare = oldestIdle(), fits(extra, countRetiringSparesFree: true) {
-            queue.removeFirst()
-            processes[spare] = .busy
+        while !queue.isEmpty, let spare = oldestIdle(), fits(extra, countRetiringSparesFree: true) {
+            let waiter = removeWaiter(at: 0, into: &actions)
+            set(spare, .busy, into: &actions)
             count(.waited)
             actions.append(.deliver(waiter.id, spare, .waited))
         }
@@ -575,7 +636,7 @@ public struct PoolStateMachine: Sendable {
 
     /// Retires an idle spare to free memory.
     private mutating func shed(_ spare: SpareID, into actions: inout [Action]) {
-        processes[spare] = .retiring(wasIdle: true)
+        set(spare, .retiring(wasIdle: true), into: &actions)
         counters.shed += 1
         actions.append(.retire(spare))
     }
@@ -597,10 +658,35 @@ public struct PoolStateMachine: Sendable {
         return best?.0
     }
 
-    private mutating func enqueue(now: Instant) -> WaiterID {
+    /// Queues a waiting turn, with its deadline armed.
+    private mutating func enqueue(now: Instant, into actions: inout [Action]) -> WaiterID {
         let waiter = makeWaiterID()
-        queue.append(Waiter(id: waiter, deadline: now.advanced(by: settings.waitTimeout)))
+        let deadline = now.advanced(by: settings.waitTimeout)
+        queue.append(Waiter(id: waiter, deadline: deadline))
+        actions.append(.schedule(.waitDeadline(waiter), at: deadline))
         return waiter
+    }
+
+    /// Takes a turn out of the queue (served, refused or gone), its deadline disarmed.
+    @discardableResult
+    private mutating func removeWaiter(at index: Int, into actions: inout [Action]) -> Waiter {
+        let waiter = queue.remove(at: index)
+        actions.append(.cancelTimer(.waitDeadline(waiter.id)))
+        return waiter
+    }
+
+    private mutating func removeAllWaiters(into actions: inout [Action]) -> [Waiter] {
+        defer { queue.removeAll() }
+        for waiter in queue { actions.append(.cancelTimer(.waitDeadline(waiter.id))) }
+        return queue
+    }
+
+    /// Sets a process's state; an idle spare's `max_idle_s` timer is armed when it becomes
+    /// idle and disarmed when it stops being idle.
+    private mutating func set(_ spare: SpareID, _ state: ProcessState, into actions: inout [Action]) {
+        if case .idle = processes[spare] { actions.append(.cancelTimer(.idleExpiry(spare))) }
+        processes[spare] = state
+        if case .idle(let since) = state { actions.append(.schedule(.idleExpiry(spare), at: since.advanced(by: settings.maxIdle))) }
     }
 
     private mutating func count(_ kind: StartKind) {
@@ -617,7 +703,12 @@ public struct PoolStateMachine: Sendable {
         return SpareID(nextSpare)
     }
 
+    /// The arriving turn's name: the caller's, else the next of the machine's own.
     private mutating func makeWaiterID() -> WaiterID {
+        if let chosen = pendingWaiterID {
+            pendingWaiterID = nil
+            return chosen
+        }
         defer { nextWaiter += 1 }
         return WaiterID(nextWaiter)
     }

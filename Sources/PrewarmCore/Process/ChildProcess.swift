@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import AsyncAlgorithms
 import Subprocess
 import Synchronization
 import SystemPackage
@@ -151,6 +152,21 @@ final class ChildProcess: Sendable {
         return claimed
     }
 
+    /// Why this process cannot serve a turn now, from its `/proc/PID/stat` state (a cheap
+    /// read): stopped (SIGSTOP, a debugger) or dead and not reaped yet. nil: runnable.
+    func notRunnable() -> String? {
+        guard let pid else { return "not spawned" }
+        guard let fields = ProcessMemory.statFields(path: "/proc/\(pid)/stat"), let state = fields.first?.first else {
+            return "gone (no /proc/\(pid)/stat)"
+        }
+        switch state {
+        case "T": return "stopped (state T)"
+        case "t": return "stopped by a tracer (state t)"
+        case "Z", "X": return "exited (state \(state))"
+        default: return nil
+        }
+    }
+
     /// Gives it the daemon's CPU priority back, if it ran lower: a turn has it or waits for it.
     func raisePriority() {
         niceOffset.withLock { offset in
@@ -184,7 +200,13 @@ final class ChildProcess: Sendable {
         let started = ContinuousClock.now
         var ending: Ending = .startFailed("not started")
         var status: TerminationStatus?
+        var privateDirectory: String?
         do {
+            var cwd = config.cwd
+            if cwd == nil, let directories = config.privateDirectories {
+                privateDirectory = try PrivateDirectory.make(under: directories.root, prefix: "p")
+                cwd = privateDirectory
+            }
             let pipes = try PipeSet()
             var options = PlatformOptions()
             options.processGroupID = 0  // a group of its own, killed as a group
@@ -193,7 +215,7 @@ final class ChildProcess: Sendable {
                     .path(FilePath(config.executable)),
                     arguments: Arguments(config.args),
                     environment: .custom(childEnvironment()),
-                    workingDirectory: config.cwd.map { FilePath($0) },
+                    workingDirectory: cwd.map { FilePath($0) },
                     platformOptions: options,
                     input: .fileDescriptor(FileDescriptor(rawValue: pipes.stdinRead), closeAfterSpawningProcess: true),
                     output: .fileDescriptor(FileDescriptor(rawValue: pipes.stdoutWrite), closeAfterSpawningProcess: true),
@@ -215,9 +237,19 @@ final class ChildProcess: Sendable {
                 ending = .startFailed(Self.spawnFailure(error, command: config.command, executable: config.executable))
             }
         } catch {
-            ending = .startFailed("cannot create pipes: \(error)")
+            ending = .startFailed("cannot prepare the process: \(error)")
         }
         phase.withLock { $0 = .ended }
+        // The group is dead: nothing writes to its directories any more.
+        var directories = [privateDirectory]
+        if case .turn(let turn, _, _) = ending { directories.append(turn.ownedDirectory) }
+        if config.privateDirectories?.keep != true {
+            for case let directory? in directories {
+                if let failure = PrivateDirectory.remove(directory) {
+                    logger.warning("cannot remove a turn's directory", metadata: ["path": "\(directory)", "error": "\(failure)"])
+                }
+            }
+        }
         report(ending, status: status, started: started, delegate: delegate)
         delegate.processGone(id, exit: ending.summary + (status.map { " (\(Self.describe($0)))" } ?? ""))
     }
@@ -487,7 +519,7 @@ final class ChildProcess: Sendable {
     /// a process that does not read its stdin cannot stall the event loop (and with it the
     /// turn's timeout and its client's departure).
     static func write(
-        _ input: ByteBuffer, then stream: AsyncStream<ByteBuffer>?, close: Bool, to stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        _ input: ByteBuffer, then stream: AsyncChannel<ByteBuffer>?, close: Bool, to stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
         post: AsyncStream<Event>.Continuation
     ) async {
         do {

@@ -67,10 +67,10 @@ public struct SessionSettings: Sendable, Equatable, Codable {
 
     public static let permissionModes: Set<String> = ["default", "acceptEdits", "auto", "bypassPermissions", "plan", "dontAsk"]
 
-    /// The `claim_session` control request that binds a parked spare to this session. The
-    /// CLI requires a cwd: without one of the session's, `defaultCwd`.
-    public func claimRequest(id: String, defaultCwd: String) -> String {
-        var request: [String: Any] = ["subtype": "claim_session", "cwd": cwd ?? defaultCwd]
+    /// The `claim_session` control request that binds a parked spare to this session in
+    /// `cwd` (the CLI requires one: the session's, the pool's, or one made for the turn).
+    public func claimRequest(id: String, cwd: String) -> String {
+        var request: [String: Any] = ["subtype": "claim_session", "cwd": cwd]
         if let permissionMode { request["permission_mode"] = permissionMode }
         if let systemPrompt { request["system_prompt"] = [systemPrompt] }  // the CLI takes a list of strings
         if let appendSystemPrompt { request["append_system_prompt"] = appendSystemPrompt }

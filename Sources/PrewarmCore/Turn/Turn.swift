@@ -18,8 +18,12 @@ public final class Turn: Sendable {
     /// Unrequested lines at the start of the turn (the CLI's `ui_invalidate`) are dropped.
     public let dropLeadingChatter: Bool
     /// A two-way turn: what the client sends after `input`, written to stdin as it comes;
-    /// its end closes stdin.
-    public let inputStream: AsyncStream<ByteBuffer>?
+    /// its end closes stdin. A rendezvous channel: the client's socket is read only as fast
+    /// as the process reads its stdin, so a client cannot fill the daemon's memory.
+    public let inputStream: AsyncChannel<ByteBuffer>?
+    /// A directory made for this turn alone (its working directory when it names none),
+    /// removed once the process that ran the turn is gone.
+    public let ownedDirectory: String?
     /// stdout of the process from the start of the turn to the end of the turn.
     public let output = AsyncChannel<ByteBuffer>()
     private let outcome = OneShot<TurnResult>()
@@ -38,8 +42,9 @@ public final class Turn: Sendable {
 
     public init(
         id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration, claim: Claim? = nil, dropLeadingChatter: Bool = false,
-        inputStream: AsyncStream<ByteBuffer>? = nil
+        inputStream: AsyncChannel<ByteBuffer>? = nil, ownedDirectory: String? = nil
     ) {
+        self.ownedDirectory = ownedDirectory
         self.inputStream = inputStream
         self.id = id
         self.input = input

@@ -1,0 +1,174 @@
+import Foundation
+import Logging
+
+extension Pool {
+    // MARK: - Claude pools
+
+    /// A claude pool's directories, and whether its CLI knows `--await-claim`.
+    func prepareClaude() async {
+        let config = self.config
+        let prepared = await prepared(config)
+        guard prepared != config else { return }
+        state.withLock { $0.config = prepared }
+    }
+
+    /// `config` made ready to run: a claude pool's directories created, and, when its CLI does
+    /// not know `--await-claim`, its spares bound to the pool's session (they then serve only
+    /// turns that share it).
+    func prepared(_ config: PoolConfig) async -> PoolConfig {
+        guard let claude = config.claude else { return config }
+        for directory in [claude.configDirectory, claude.parkingDirectory] + [config.privateDirectories?.root].compactMap({ $0 }) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                logger.error("cannot create \(directory): \(error.localizedDescription)")
+            }
+        }
+        guard claude.claim else { return config }
+        let supported = await ClaudeProbe.knowsAwaitClaim(executable: config.executable, environment: config.childEnvironment(from: environment))
+        guard !supported else { return config }
+        logger.warning(
+            "the CLI does not know --await-claim: spares start bound to the pool's session; turns with other settings start cold",
+            metadata: ["pool.command": "\(config.executable)"]
+        )
+        var bound = config
+        bound.claude?.claimSupported = false
+        bound.args = claude.arguments(for: claude.session)
+        bound.cwd = claude.session.cwd
+        return bound
+    }
+
+    // MARK: - Changes at run time
+
+    /// Replaces every idle spare (and start-up under way) with one started now: after a CLI
+    /// upgrade or a credential rotation. Busy turns go on. Returns the spares recycled.
+    @discardableResult
+    public func recycle(reason: String) -> Int {
+        let (recycled, actions) = mutate { state in
+            state.commandFile = FileIdentity(path: state.config.executable)
+            return state.machine.recycle(now: .now)
+        }
+        perform(actions)
+        logger.info("spares recycled", metadata: ["reason": "\(reason)", "pool.recycled": "\(recycled)"])
+        return recycled
+    }
+
+    /// True when the command file is not the one the spares were started from (a CLI
+    /// upgrade). A missing file (mid-upgrade) is not a change yet.
+    func commandFileChanged() -> Bool {
+        let (path, known) = state.withLock { ($0.config.executable, $0.commandFile) }
+        guard let current = FileIdentity(path: path) else { return false }
+        return current != known
+    }
+
+    /// What a reload did to this pool.
+    public enum Reload: Sendable, Equatable {
+        case unchanged
+        /// Only the size set at run time went back to the file's.
+        case sizeRestored(from: Int, to: Int)
+        /// New settings; the idle spares were recycled.
+        case changed(recycled: Int)
+    }
+
+    /// Applies a reloaded `[[pool]]`: a changed pool gets its new settings and new spares
+    /// (busy turns go on as they were); an unchanged one only loses a size set at run time.
+    public func reload(_ config: PoolConfig) async -> Reload {
+        let (configured, runtime) = state.withLock { ($0.configured, $0.runtimeSpares) }
+        if config == configured {
+            guard let runtime, runtime != config.spares else {
+                state.withLock { $0.runtimeSpares = nil }
+                return .unchanged
+            }
+            resize(spares: config.spares, atRunTime: false)
+            return .sizeRestored(from: runtime, to: config.spares)
+        }
+        let prepared = await prepared(config)
+        let (recycled, actions) = mutate { state in
+            state.configured = config
+            state.config = prepared
+            state.runtimeSpares = nil
+            state.commandFile = FileIdentity(path: prepared.executable)
+            var settings = prepared.machineSettings
+            settings.costs = state.machine.settings.costs
+            return state.machine.reconfigure(settings, now: .now)
+        }
+        perform(actions)
+        return .changed(recycled: recycled)
+    }
+
+    /// Counts a turn against `max_turns_per_minute` for its caller; 429 `rate_limited` with
+    /// Retry-After when the caller has used the minute's turns.
+    public func admit(caller uid: UInt32?) throws(PrewarmError) {
+        let now = ContinuousClock.now
+        let refusal = state.withLock { state -> (limit: Int, retryAfter: Int)? in
+            guard let limit = state.config.maxTurnsPerMinute else { return nil }
+            return state.rateLimiter.admit(caller: uid ?? UInt32.max, limit: limit, now: now)
+        }
+        if let refusal {
+            throw PrewarmError(
+                .rateLimited,
+                "uid \(uid.map(String.init) ?? "unknown") has used pool \(name)'s \(refusal.limit) turns a minute (max_turns_per_minute); retry after \(refusal.retryAfter) s",
+                retryAfter: refusal.retryAfter
+            )
+        }
+    }
+
+    /// Stops taking turns; idle spares and start-ups are retired, busy turns go on.
+    public func drain() {
+        perform(mutate { $0.machine.drain(now: .now) })
+    }
+
+    /// Retires every process, busy or not (the end of a drain).
+    public func retireAll() {
+        let processes = state.withLock { Array($0.processes.values) }
+        for process in processes { process.retire() }
+    }
+
+    /// Waits until no process is left, or `timeout` passes; true if none is left.
+    public func waitUntilEmpty(timeout: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let empty = self.state.withLock { state -> Bool in
+                        if state.processes.isEmpty { return true }
+                        state.emptyWaiters.append(continuation)
+                        return false
+                    }
+                    if empty { continuation.resume() }
+                }
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next()!
+            if !first {
+                // Release the waiter that will never be resumed otherwise.
+                let waiters = state.withLock { state in
+                    defer { state.emptyWaiters.removeAll() }
+                    return state.emptyWaiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+            group.cancelAll()
+            return first && state.withLock { $0.processes.isEmpty }
+        }
+    }
+
+    /// Sets the spares target at run time (until the next reload).
+    public func resize(spares: Int) {
+        resize(spares: spares, atRunTime: true)
+    }
+
+    func resize(spares: Int, atRunTime: Bool) {
+        perform(
+            mutate { state in
+                state.config.spares = spares
+                state.runtimeSpares = atRunTime ? spares : nil
+                return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
+            }
+        )
+        if atRunTime { logger.info("pool resized; the size lasts until the next reload", metadata: ["pool.spares": "\(spares)"]) }
+    }
+}

@@ -1,0 +1,37 @@
+extension Pool {
+    // MARK: - Status
+
+    public func status() -> PoolStatus {
+        state.withLock { state in
+            let machine = state.machine
+            let hasSamples = state.startupMillis.totalCount > 0
+            return PoolStatus(
+                name: name,
+                idle: machine.idleCount,
+                starting: machine.startingCount,
+                busy: machine.busyCount,
+                waiting: machine.waitingCount,
+                targetSpares: state.config.spares,
+                effectiveSpares: machine.effectiveSpares,
+                maxProcesses: machine.memoryMaxProcesses,
+                served: machine.counters.served,
+                warm: machine.counters.warm,
+                waited: machine.counters.waited,
+                cold: machine.counters.cold,
+                rejected: machine.counters.rejected,
+                startFailures: machine.counters.startFailures,
+                recycled: machine.counters.recycled,
+                shed: machine.counters.shed,
+                spawnMs: hasSamples
+                    ? .init(p50: Int(state.startupMillis.valueAtPercentile(50)), p99: Int(state.startupMillis.valueAtPercentile(99)))
+                    : .init(p50: nil, p99: nil),
+                failing: machine.failing,
+                lastError: machine.lastError,
+                pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted(),
+                kind: state.config.kind.rawValue,
+                claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
+                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice)
+            )
+        }
+    }
+}

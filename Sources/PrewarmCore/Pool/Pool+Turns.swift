@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+extension Pool {
+    /// Where a turn's process comes from.
+    public enum Launch: Sendable {
+        /// One of the pool's spares (or a process started the pool's way).
+        case spare
+        /// A process started for this turn alone, with these settings (a session no spare
+        /// can serve, a resume): always cold. It belongs to this turn: if the turn goes away
+        /// before it is ready, it is retired.
+        case cold(PoolConfig)
+    }
+
+    /// Gets exactly one process for `turn` and binds it to the turn; the process's stdout
+    /// flows into `turn.output` from then on. A turn with a claim returns once the CLI has
+    /// accepted it (else `claim_refused`, and the spare is retired).
+    ///
+    /// Cancelling the calling task (its client went away) ends the wait: a start-up made for
+    /// the turn is retired, and a process handed over at that moment is retired unused.
+    public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
+        let arrived = ContinuousClock.now
+        while true {
+            let (spare, kind) = try await obtain(launch)
+            let process = state.withLock { $0.processes[spare] }
+            if Task.isCancelled {
+                // Handed over as the turn went away: nobody else may have it.
+                abandon(spare)
+                throw Self.cancelled
+            }
+            guard let process else { continue }
+            if let problem = process.notRunnable() {
+                // Stopped (SIGSTOP), or dead and not reaped yet: not a warm spare.
+                logger.warning("a spare was not runnable at hand-off; retired", metadata: ["process.spare": "\(spare)", "reason": "\(problem)"])
+                abandon(spare)
+                continue
+            }
+            if process.claim(turn) {
+                if turn.claim != nil, case .refused(let reason, let message) = await turn.claimOutcome() {
+                    throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
+                }
+                return Lease(pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), process: process)
+            }
+            // It died between readiness and the claim: it is being replaced; ask again.
+            logger.debug("spare gone before its claim; asking again", metadata: ["process.spare": "\(spare)"])
+        }
+    }
+
+    static var cancelled: PrewarmError { PrewarmError(.clientGone, "the client went away while its turn waited for a process") }
+
+    /// One request to the machine. The turn, its continuation and (if it waits) its place in
+    /// the queue are registered in one locked step; a cancellation is a machine event.
+    private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind) {
+        let waiter = makeWaiterID()
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let (answer, actions, shortfall) = arrive(waiter, launch: launch, continuation: continuation)
+                    perform(actions)
+                    if let shortfall { governor?.requestRoom(shortfall, for: name) }
+                    switch answer {
+                    case .none: break
+                    case .take(let spare): continuation.resume(returning: (spare, .warm))
+                    case .reject(let reason): continuation.resume(throwing: error(for: reason))
+                    case .cancelled: continuation.resume(throwing: Self.cancelled)
+                    }
+                }
+            } onCancel: {
+                self.cancelWait(waiter)
+            }
+        } catch let error as PrewarmError {
+            throw error
+        } catch {
+            throw Self.cancelled
+        }
+    }
+
+    /// The locked step of a turn's arrival: the machine's decision, and either an answer to
+    /// give at once or the continuation stored for a later `deliver` or `reject`.
+    private func arrive(
+        _ waiter: WaiterID, launch: Launch, continuation: CheckedContinuation<(SpareID, StartKind), any Error>
+    ) -> (Answer?, [PoolStateMachine.Action], shortfall: Int?) {
+        mutate { state in
+            // Cancelled before it reached the machine: it never does. (Cancelled after this
+            // step, `cancelWait` finds it under the same lock.)
+            if Task.isCancelled { return (.cancelled, [], nil) }
+            let (decision, actions): (PoolStateMachine.TurnDecision, [PoolStateMachine.Action])
+            switch launch {
+            case .spare:
+                (decision, actions) = state.machine.turnArrived(waiter, now: .now)
+            case .cold(let config):
+                (decision, actions) = state.machine.coldTurnArrived(waiter, now: .now)
+                // The process started for this turn gets the turn's settings.
+                if case .wait = decision {
+                    for case .start(let spare) in actions where state.machine.owner(of: spare) == waiter {
+                        state.launches[spare] = config
+                    }
+                }
+            }
+            switch decision {
+            case .take(let spare):
+                // A warm take needs no room, and does not pay for the check.
+                return (.take(spare), actions, nil)
+            case .reject(let reason):
+                return (.reject(reason), actions, nil)
+            case .wait:
+                state.waiters[waiter] = continuation
+                if case .spare = launch {
+                    // The first spare ready is this turn's: none of them is in the background now.
+                    for process in state.processes.values where process.currentPhase == .starting {
+                        process.raisePriority()
+                    }
+                }
+                // Short of memory: the other pools' idle spares make room for this turn.
+                let turn = state.machine.settings.costs?.turn ?? 0
+                let short = state.machine.room != nil && !state.machine.fits(turn)
+                return (nil, actions, short ? turn : nil)
+            }
+        }
+    }
+
+    /// What a turn's arrival is answered at once (outside the lock).
+    private enum Answer {
+        case take(SpareID)
+        case reject(RejectReason)
+        case cancelled
+    }
+
+    /// The waiting turn went away: out of the machine (a start-up made for it is retired),
+    /// its continuation resumed. If a process was already handed to it, `acquire` retires it.
+    private func cancelWait(_ waiter: WaiterID) {
+        let (continuation, actions) = mutate { state in
+            guard let continuation = state.waiters.removeValue(forKey: waiter) else {
+                return (CheckedContinuation<(SpareID, StartKind), any Error>?.none, [PoolStateMachine.Action]())
+            }
+            return (continuation, state.machine.waiterCancelled(waiter, now: .now))
+        }
+        perform(actions)
+        continuation?.resume(throwing: Self.cancelled)
+    }
+}
+
+/// One process, bound to one turn. The holder must see the turn through (read its output
+/// to the end, or report the client gone).
+public struct Lease: Sendable {
+    public let pool: String
+    public let spare: SpareID
+    public let pid: pid_t
+    public let startKind: StartKind
+    /// From the turn's arrival to the hand-over.
+    public let waited: Duration
+    let process: ChildProcess
+
+    /// The client went away: kill the process at once.
+    public func clientGone() {
+        process.clientGone()
+    }
+}

@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// A fresh working directory for one process or one turn (mkdtemp: unique, mode 0700),
+/// removed with everything in it once the process group that used it is gone. Turns that
+/// name no directory never share one: what one tenant's tools write there is never the
+/// next tenant's.
+public enum PrivateDirectory {
+    /// Makes `root/PREFIX-XXXXXX` (and `root` itself, 0700, if missing).
+    public static func make(under root: String, prefix: String) throws(PrewarmError) -> String {
+        do {
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw PrewarmError(.internal, "cannot create \(root) for the turns' own directories: \(error.localizedDescription); check turn_dirs and its permissions")
+        }
+        var template = Array((root + "/" + prefix + "-XXXXXX").utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        guard made else {
+            throw PrewarmError(.internal, "cannot create a directory in \(root): \(String(cString: strerror(errno))); check turn_dirs and its permissions")
+        }
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Removes the directory and its contents; a failure is returned for the log.
+    public static func remove(_ path: String) -> String? {
+        do {
+            try FileManager.default.removeItem(atPath: path)
+            return nil
+        } catch {
+            return error.localizedDescription
+        }
+    }
+}
