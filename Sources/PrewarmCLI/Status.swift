@@ -41,6 +41,15 @@ struct Status: AsyncParsableCommand {
             print("")
             print(Self.memoryTable(figures))
         }
+        if let health = try? await UnixHTTPClient(socketPath: options.socketPath()).request(.GET, "/healthz"),
+            let figures = try? JSONDecoder().decode(Health.self, from: Data(health.body.readableBytesView)), let keeper = figures.keeper
+        {
+            print("")
+            print(
+                "keeper: " + (keeper.pid.map { "pid \($0)" } ?? "NONE (being restarted)") + ", \(keeper.groups) process groups"
+                    + (keeper.restarts > 0 ? ", restarted \(keeper.restarts) time(s)" : "")
+            )
+        }
     }
 
     static func memoryTable(_ memory: MemoryStatus) -> String {

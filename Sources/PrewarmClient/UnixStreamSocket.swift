@@ -79,6 +79,25 @@ public final class UnixStreamSocket: @unchecked Sendable {
         }
     }
 
+    /// Makes reads give up (return empty) after `seconds` without data.
+    public func setReceiveTimeout(_ seconds: Double) {
+        var value = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Writes what the socket takes now without blocking; the count written, 0 when full,
+    /// -1 when the connection is gone.
+    public func writeNow(_ bytes: [UInt8]) -> Int {
+        let written = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if written < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1 }
+        return written
+    }
+
+    /// Closes the connection at once (the daemon sees the client gone).
+    public func closeNow() {
+        shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     /// Closes the writing side: the daemon closes the process's stdin.
     public func shutdownWrite() {
         shutdown(fd, Int32(SHUT_WR))

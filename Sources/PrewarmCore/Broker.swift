@@ -61,6 +61,9 @@ public final class Broker: Service, Sendable {
 
     public var draining: Bool { isDraining.load(ordering: .relaxed) }
 
+    /// The keeper's pid and restarts; nil when the daemon runs without one.
+    public var keeperStatus: ProcessGroupKeeper.Status? { keeper?.status }
+
     public func pool(named name: String) -> Pool? { state.withLock { $0.pools[name] } }
 
     /// The pools in configuration order.

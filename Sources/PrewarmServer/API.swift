@@ -36,7 +36,7 @@ public struct API: Sendable {
         let operated = router.group()
         if httpMetrics { operated.add(middleware: MetricsMiddleware()) }
         operated.get("/healthz") { _, _ in
-            var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid())))
+            var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid()), keeper: broker.keeperStatus))
             if broker.draining { response.status = .serviceUnavailable }
             return response
         }
@@ -102,7 +102,8 @@ public struct API: Sendable {
     /// `GET /metrics`: Prometheus text exposition format 0.0.4.
     static func metrics(_ broker: Broker) -> Response {
         let text = broker.telemetry.metrics.render(
-            pools: broker.allPools.map { $0.status() }, memory: broker.memory.status(), journal: broker.telemetry.journal?.currentCounts
+            pools: broker.allPools.map { $0.status() }, memory: broker.memory.status(), journal: broker.telemetry.journal?.currentCounts,
+            keeper: broker.keeperStatus
         )
         return Response(
             status: .ok,
@@ -145,6 +146,9 @@ public struct API: Sendable {
 public struct Health: Codable, Sendable {
     public var status: String
     public var pid: Int
+    /// The keeper process that kills every child if the daemon dies: its pid, and how
+    /// often it was started again after dying.
+    public var keeper: ProcessGroupKeeper.Status?
 }
 
 /// `POST /v1/pools/{name}/recycle`: how many idle spares were replaced, and the pool now.

@@ -94,7 +94,10 @@ final class HTTPRequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
     static func refusal(for error: HTTPParserError) -> PrewarmError {
         switch error {
         case .headerOverflow:
-            PrewarmError(.headersTooLarge, "the request's headers are over \(decoderLimits.maxHeaderListSize >> 10) KiB or \(decoderLimits.maxHeaderFieldCount) fields; send fewer or smaller headers")
+            PrewarmError(
+                .headersTooLarge,
+                "the request line and headers are over \(decoderLimits.maxHeaderListSize >> 10) KiB, or over \(decoderLimits.maxHeaderFieldCount) fields; send fewer or smaller headers"
+            )
         case .unexpectedContentLength:
             PrewarmError(.badRequest, "the request has both Content-Length and Transfer-Encoding; send one of them")
         case .invalidChunkSize:

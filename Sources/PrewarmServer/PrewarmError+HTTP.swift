@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 import PrewarmCore
 
 /// The one place where errors become HTTP: `{"error":{"code":"...","message":"..."}}`.
@@ -56,6 +57,15 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError where error.status == .methodNotAllowed {
             return try PrewarmError(.routeNotFound, "\(request.method) is not allowed on \(request.uri.path); see README.md for the API")
                 .response(from: request, context: context)
+        } catch let error as HTTPParserError {
+            // The client's framing (a bad chunk, a body cut short): its fault, answered by
+            // HTTPRequestGuard, which also closes the connection.
+            context.logger.debug("malformed request body", metadata: ["error": "\(error)"])
+            return try HTTPRequestGuard.refusal(for: error).response(from: request, context: context)
+        } catch let error as ChannelError {
+            // The client went away mid-request: nobody to answer.
+            context.logger.debug("the connection ended mid-request", metadata: ["error": "\(error)"])
+            return try PrewarmError(.badRequest, "the connection ended before the request was complete").response(from: request, context: context)
         } catch {
             context.logger.error("unexpected error", metadata: ["error": "\(error)"])
             return try PrewarmError(.internal, "internal error: \(error)").response(from: request, context: context)

@@ -77,7 +77,7 @@ public final class BrokerMetrics: Sendable {
     // MARK: - Scrape
 
     /// The exposition text: the gauges read now from `pools` and `memory`, then everything.
-    public func render(pools: [PoolStatus], memory: MemoryStatus, journal: Journal.Counts?) -> [UInt8] {
+    public func render(pools: [PoolStatus], memory: MemoryStatus, journal: Journal.Counts?, keeper: ProcessGroupKeeper.Status? = nil) -> [UInt8] {
         let figures = Dictionary(memory.pools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for pool in pools {
             for gauge in Self.poolGauges {
@@ -97,6 +97,9 @@ public final class BrokerMetrics: Sendable {
         gauge("memory_under_pressure", "", "1 while usage is above the high watermark (start-ups stop, spares are shed).")
             .set(memory.pressure ? 1.0 : 0.0)
         advance("oom_kills", "OOM kills seen in the daemon's cgroup since the daemon started.", to: memory.oomKills)
+        if let keeper {
+            advance("keeper_restarts", "Keepers started again after the previous one died (each took over every live process group).", to: keeper.restarts)
+        }
         if let journal {
             advance("journal_written_records", "Journal records written.", to: journal.written)
             advance("journal_dropped_records", "Journal records lost (the database unwritable or too slow).", to: journal.dropped)

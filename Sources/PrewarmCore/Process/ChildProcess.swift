@@ -197,6 +197,8 @@ final class ChildProcess: Sendable {
 
     /// Spawns the process and supervises it until it and its group are gone.
     func run(delegate: some ChildProcessDelegate) async {
+        // Nothing is spawned while no keeper could kill it if the daemon died.
+        await keeper?.available()
         let started = ContinuousClock.now
         var ending: Ending = .startFailed("not started")
         var status: TerminationStatus?
