@@ -34,19 +34,23 @@ protocol ChildProcessDelegate: Sendable {
 /// that serve the HTTP connections and goes out to the client without a copy, with NIO's
 /// backpressure. swift-subprocess's own output sequences could not give us either.
 ///
-/// Life: starting -> (ready) idle -> (claimed by one turn) busy -> retired. Every decision
-/// about it is taken in one loop over its events (`Event`), in its owner task; other tasks
-/// only post events. Nothing but its one turn ever writes to its stdin.
+/// Every decision about its life is taken by one `ProcessLifecycle` (a pure state machine) in
+/// one loop of its owner task; other tasks only post events to it (a claim waits for the
+/// loop's answer). The stdout pump, a child task of the owner, cuts lines and routes them
+/// (nothing, then the turn's output); it owns its routing, and hears of the turn through one
+/// hand-over slot. Nothing but its one turn ever writes to its stdin.
 final class ChildProcess: Sendable {
     let id: SpareID
     private let config: PoolConfig
     private let environment: [String: String]
     private let keeper: ProcessGroupKeeper?
     private let logger: Logger
-    private let events: AsyncStream<Event>
-    private let post: AsyncStream<Event>.Continuation
-    private let phase = Mutex<Phase>(.starting)
-    private let route = Mutex<Route>(.starting)
+    private let messages: AsyncStream<Message>
+    private let post: AsyncStream<Message>.Continuation
+    /// The lifecycle's phase as last published by the owner loop (the only writer).
+    private let published = Mutex<ProcessLifecycle.Phase>(.starting)
+    /// The turn the pump routes stdout to, handed over by the owner loop at the claim.
+    private let routed = Mutex<Turn?>(nil)
     let stderr = StderrRing()
     private let pidBox = Mutex<pid_t?>(nil)
     /// The nice offset it runs at over the daemon's (a spare booting beside turns), until a
@@ -56,73 +60,18 @@ final class ChildProcess: Sendable {
     /// How long a retired process gets after its stdin closes, and again after SIGTERM.
     static let retireGrace: Duration = .seconds(1)
 
-    enum Phase: Sendable { case starting, idle, busy, ended }
+    typealias Phase = ProcessLifecycle.Phase
+    typealias Ending = ProcessLifecycle.Ending
 
-    /// Where stdout goes.
-    private enum Route: Sendable {
-        /// Looking for the readiness line; nothing is forwarded.
-        case starting
-        /// Unrequested output of an idle process: dropped.
-        case idle
-        /// Whole lines are inspected before the turn's output starts: the answer to a claim,
-        /// and unrequested chatter to drop.
-        case leading(Turn, claimAnswered: Bool)
-        /// The turn's output.
-        case turn(Turn)
-        /// After the end-of-turn line: dropped.
-        case ended
-    }
-
-    enum Event: Sendable {
-        case ready
-        case stdoutClosed
-        case readyTimeout
-        case claimed(Turn)
-        case retire
-        case turnCompleted
-        case turnTimeout
-        case claimAnswered(ClaimOutcome)
-        case clientGone
-        case stdinFailed(String)
-    }
-
-    /// Why the supervision loop ended, and so how the process is stopped and reported.
-    private enum Ending: Sendable {
-        case startFailed(String)
-        /// Retired before or after readiness, with no turn.
-        case retired
-        case diedIdle
-        case turn(Turn, TurnOutcome, detail: String?)
-
-        /// How the process ended, for the journal.
-        var summary: String {
-            switch self {
-            case .startFailed(let why): "start failed: \(why.prefix(200))"
-            case .retired: "retired"
-            case .diedIdle: "died idle"
-            case .turn(_, let outcome, _): "turn \(outcome.rawValue)"
-            }
-        }
-
-        /// Its report quotes the end of the process's stderr.
-        var reportsStderr: Bool {
-            switch self {
-            case .startFailed, .turn(_, .exited, _): true
-            default: false
-            }
-        }
-
-        var killAtOnce: Bool {
-            switch self {
-            case .turn(_, .timeout, _), .turn(_, .killed, _), .turn(_, .error, _): true
-            case .startFailed: true
-            default: false
-            }
-        }
+    /// What the owner loop receives.
+    private enum Message: Sendable {
+        case event(ProcessLifecycle.Event)
+        /// A turn takes the process; the loop answers whether it is the turn's.
+        case claim(Turn, CheckedContinuation<Bool, Never>)
     }
 
     var pid: pid_t? { pidBox.withLock { $0 } }
-    var currentPhase: Phase { phase.withLock { $0 } }
+    var currentPhase: Phase { published.withLock { $0 } }
 
     /// `niceOffset`: how much lower than the daemon's its CPU priority starts (see
     /// `StartupPriority`); 0 for a process a turn already waits for.
@@ -133,23 +82,17 @@ final class ChildProcess: Sendable {
         self.environment = environment
         self.keeper = keeper
         self.logger = logger
-        (self.events, self.post) = AsyncStream.makeStream(of: Event.self)
+        (self.messages, self.post) = AsyncStream.makeStream(of: Message.self)
     }
 
     // MARK: - Other tasks' side
 
-    /// Binds this idle process to `turn`; false if it is no longer idle (it just died).
-    func claim(_ turn: Turn) -> Bool {
-        let claimed = phase.withLock { phase in
-            guard phase == .idle else { return false }
-            phase = .busy
-            return true
+    /// Binds this idle process to `turn`; false if it is no longer idle (it just died, or is
+    /// being retired). Answered by the owner loop, in order with every other event.
+    func claim(_ turn: Turn) async -> Bool {
+        await withCheckedContinuation { continuation in
+            if case .terminated = post.yield(.claim(turn, continuation)) { continuation.resume(returning: false) }
         }
-        if claimed {
-            raisePriority()
-            post.yield(.claimed(turn))
-        }
-        return claimed
     }
 
     /// Why this process cannot serve a turn now, from its `/proc/PID/stat` state (a cheap
@@ -188,10 +131,10 @@ final class ChildProcess: Sendable {
     }
 
     /// Asks the owner to stop the process (idle spare, start-up, or a drain).
-    func retire() { post.yield(.retire) }
+    func retire() { post.yield(.event(.retire)) }
 
     /// The turn's client went away: the process is killed at once.
-    func clientGone() { post.yield(.clientGone) }
+    func clientGone() { post.yield(.event(.clientGone)) }
 
     // MARK: - The owner
 
@@ -227,7 +170,9 @@ final class ChildProcess: Sendable {
                     self.pidBox.withLock { $0 = pid }
                     self.lowerPriority(pid: pid)
                     self.keeper?.track(processGroup: pid)
-                    let ending = await self.supervise(pid: pid, pipes: pipes, started: started, delegate: delegate)
+                    let ending = await self.supervise(pid: pid, pipes: pipes, started: started, delegate: delegate) { atOnce, stdin in
+                        await Self.stop(execution, pid: pid, stdin: stdin, atOnce: atOnce)
+                    }
                     // The group is dead; the leader is a zombie until `run` reaps it.
                     self.keeper?.untrack(processGroup: pid)
                     return ending
@@ -241,7 +186,8 @@ final class ChildProcess: Sendable {
         } catch {
             ending = .startFailed("cannot prepare the process: \(error)")
         }
-        phase.withLock { $0 = .ended }
+        published.withLock { $0 = .ended }
+        await refuseLateClaims()
         // The group is dead: nothing writes to its directories any more.
         var directories = [privateDirectory]
         if case .turn(let turn, _, _) = ending { directories.append(turn.ownedDirectory) }
@@ -254,6 +200,12 @@ final class ChildProcess: Sendable {
         }
         report(ending, status: status, started: started, delegate: delegate)
         delegate.processGone(id, exit: ending.summary + (status.map { " (\(Self.describe($0)))" } ?? ""))
+    }
+
+    /// After the loop: no more messages; a claim that was still on its way is refused.
+    private func refuseLateClaims() async {
+        post.finish()
+        for await case .claim(_, let reply) in messages { reply.resume(returning: false) }
     }
 
     private func report(_ ending: Ending, status: TerminationStatus?, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) {
@@ -285,7 +237,10 @@ final class ChildProcess: Sendable {
     }
 
     /// Everything between spawn and the death of the group.
-    private func supervise(pid: pid_t, pipes: PipeSet, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) async -> Ending {
+    private func supervise(
+        pid: pid_t, pipes: PipeSet, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate,
+        stop: @escaping @Sendable (_ atOnce: Bool, NIOAsyncChannelOutboundWriter<ByteBuffer>) async -> Void
+    ) async -> Ending {
         let channels: (NIOAsyncChannel<ByteBuffer, ByteBuffer>, NIOAsyncChannel<ByteBuffer, Never>)
         do {
             channels = try await pipes.makeChannels()
@@ -307,7 +262,7 @@ final class ChildProcess: Sendable {
                         }
                         group.addTask { await self.pumpStdout(stdout) }
                         let ending = await self.lifecycle(pid: pid, stdin: stdin, started: started, group: &group, delegate: delegate)
-                        await self.stop(pid: pid, stdin: stdin, atOnce: ending.killAtOnce)
+                        await stop(ending.killAtOnce, stdin)
                         if ending.reportsStderr {
                             // The group is dead: what it wrote last is in the pipe until its end
                             // (a little longer at most, if something else holds the pipe open).
@@ -328,7 +283,8 @@ final class ChildProcess: Sendable {
         return ending
     }
 
-    /// The one loop where this process's decisions are taken.
+    /// The one loop where this process's decisions are taken: every event goes through the
+    /// `ProcessLifecycle`, and its actions are performed here.
     private func lifecycle(
         pid: pid_t,
         stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
@@ -345,121 +301,96 @@ final class ChildProcess: Sendable {
             }
         }
         if config.ready.expect == nil {
-            route.withLock { $0 = .idle }
-            post.yield(.ready)
+            post.yield(.event(.ready))
         } else {
             let timeout = config.ready.timeout
             group.addTask {
                 try? await Task.sleep(for: timeout)
-                post.yield(.readyTimeout)
+                post.yield(.event(.readyTimeout))
             }
         }
-        var currentTurn: Turn?
-        for await event in events {
-            switch (phase.withLock { $0 }, event) {
-            case (.starting, .ready):
-                phase.withLock { $0 = .idle }
-                let startup = started.duration(to: .now)
-                logger.info(
-                    "start-up ready",
-                    metadata: [
-                        "pool.name": "\(config.name)", "process.pid": "\(pid)",
-                        "startup.ms": "\(startup.wholeMilliseconds)", "startup.outcome": "ready",
-                    ]
-                )
-                delegate.processReady(id, pid: pid, startup: startup)
-            case (.starting, .stdoutClosed):
-                return .startFailed("the process closed stdout before it was ready")
-            case (.starting, .readyTimeout):
-                return .startFailed("not ready after \(config.ready.timeout.wholeMilliseconds) ms (ready.timeout_s)")
-            case (.starting, .retire), (.idle, .retire):
-                phase.withLock { $0 = .ended }
-                return .retired
-            case (.idle, .stdoutClosed):
-                let ended = phase.withLock { phase -> Bool in
-                    // A claim may have raced with the death; the claimed event follows.
-                    guard phase == .idle else { return false }
-                    phase = .ended
-                    return true
-                }
-                if ended {
-                    delegate.processExited(id, reason: "an idle spare exited" + (stderr.lastLines().isEmpty ? "" : "; stderr: \(stderr.lastLines())"))
-                    return .diedIdle
-                }
-                // Busy: handled when the claim arrives, then the closed stdout is seen again.
-                post.yield(.stdoutClosed)
-            case (.busy, .claimed(let turn)):
-                currentTurn = turn
-                let leading = turn.claim != nil || turn.dropLeadingChatter
-                route.withLock { $0 = leading ? .leading(turn, claimAnswered: turn.claim == nil) : .turn(turn) }
-                let timeout = turn.timeout
-                group.addTask {
-                    try? await Task.sleep(for: timeout)
-                    post.yield(.turnTimeout)
-                }
-                // A claim first; the turn's input once the CLI accepts it.
-                if let claim = turn.claim {
+        var machine = ProcessLifecycle(readyTimeout: config.ready.timeout)
+        for await message in messages {
+            let actions: [ProcessLifecycle.Action]
+            var reply: CheckedContinuation<Bool, Never>?
+            switch message {
+            case .event(let event):
+                actions = machine.handle(event)
+            case .claim(let turn, let continuation):
+                reply = continuation
+                actions = machine.handle(.claim(turn))
+            }
+            published.withLock { $0 = machine.phase }
+            for action in actions {
+                switch action {
+                case .reportReady:
+                    let startup = started.duration(to: .now)
+                    logger.info(
+                        "start-up ready",
+                        metadata: [
+                            "pool.name": "\(config.name)", "process.pid": "\(pid)",
+                            "startup.ms": "\(startup.wholeMilliseconds)", "startup.outcome": "ready",
+                        ]
+                    )
+                    delegate.processReady(id, pid: pid, startup: startup)
+                case .reportDiedIdle:
+                    let tail = stderr.lastLines()
+                    delegate.processExited(id, reason: "an idle spare exited" + (tail.isEmpty ? "" : "; stderr: \(tail)"))
+                case .acceptClaim:
+                    raisePriority()
+                    reply?.resume(returning: true)
+                    reply = nil
+                case .refuseClaim:
+                    reply?.resume(returning: false)
+                    reply = nil
+                case .route(let turn):
+                    routed.withLock { $0 = turn }
+                case .armTurnTimeout(let timeout):
+                    group.addTask {
+                        try? await Task.sleep(for: timeout)
+                        post.yield(.event(.turnTimeout))
+                    }
+                case .writeClaim(let turn):
+                    guard let claim = turn.claim else { break }
                     group.addTask { await Self.write(claim.line, then: nil, close: false, to: stdin, post: post) }
-                } else {
+                case .writeInput(let turn):
                     group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }
-                }
-            case (.busy, .claimAnswered(let outcome)):
-                guard let turn = currentTurn else { continue }
-                turn.settleClaim(outcome)
-                guard case .accepted = outcome else {
-                    // The refused spare is retired; the turn never started for its client.
-                    phase.withLock { $0 = .ended }
-                    route.withLock { $0 = .ended }
+                case .settleClaim(let turn, let outcome):
+                    turn.settleClaim(outcome)
+                case .turnEnded:
                     delegate.processTurnEnded(id)
-                    let detail = "the CLI refused the claim: \(outcome)"
-                    turn.finish(TurnResult(outcome: .error, detail: detail))
-                    return .turn(turn, .error, detail: detail)
+                case .finish(let turn, let result):
+                    turn.finish(result)
+                case .turnAnswered:
+                    delegate.processTurnAnswered(id)
+                case .stop(let ending):
+                    return ending
                 }
-                group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }
-            case (.busy, let event):
-                guard let turn = currentTurn else {
-                    // The process died while a claim was on its way: wait for the claim.
-                    if case .stdoutClosed = event { post.yield(.stdoutClosed) }
-                    continue
-                }
-                let outcome: TurnOutcome
-                var detail: String?
-                switch event {
-                case .turnCompleted: outcome = .completed
-                case .stdoutClosed: outcome = .exited
-                case .turnTimeout:
-                    outcome = .timeout
-                    detail = "no end of turn after \(turn.timeout.wholeMilliseconds) ms (turn_timeout_s)"
-                case .clientGone:
-                    outcome = .killed
-                    detail = "the client went away"
-                case .retire:
-                    outcome = .killed
-                    detail = "the daemon stopped before the end of the turn"
-                case .stdinFailed(let error):
-                    outcome = .error
-                    detail = "writing the request to the process failed: \(error)"
-                default: continue
-                }
-                phase.withLock { $0 = .ended }
-                route.withLock { $0 = .ended }
-                delegate.processTurnEnded(id)
-                if outcome != .exited {
-                    // The client has its answer now; the exit status of a process that died
-                    // on its own is only known once it is reaped, after `stop`.
-                    turn.finish(TurnResult(outcome: outcome, detail: detail))
-                }
-                delegate.processTurnAnswered(id)
-                return .turn(turn, outcome, detail: detail)
-            default:
-                continue
             }
         }
         return .retired
     }
 
-    /// Reads stdout for the process's whole life and routes each line segment.
+    /// Reads stdout for the process's whole life and routes each line segment: looking for
+    /// the readiness line, then dropping an idle process's output, then (once the owner hands
+    /// it a turn) the turn's output up to its end line. Its observations go to the owner
+    /// loop as events.
     private func pumpStdout(_ stdout: NIOAsyncChannelInboundStream<ByteBuffer>) async {
+        enum Route {
+            /// Looking for the readiness line; nothing is forwarded.
+            case starting
+            /// Unrequested output of an idle process: dropped.
+            case idle
+            /// Whole lines are inspected before the turn's output starts: the answer to a
+            /// claim, and unrequested chatter to drop.
+            case leading(Turn, claimAnswered: Bool)
+            /// The turn's output.
+            case turn(Turn)
+            /// After the end-of-turn line (or a refused claim): dropped.
+            case ended
+        }
+        let post = self.post
+        var route: Route = config.ready.expect == nil ? .idle : .starting
         var scanner = LineScanner(ready: config.ready.expect, end: config.turn.marker)
         var endCheck = config.turn.endType.map { EndTypeCheck(type: $0) }
         var leadingLine = ByteBuffer()
@@ -469,11 +400,15 @@ final class ChildProcess: Sendable {
                     if endCheck != nil {
                         segment.lineHasEnd = endCheck!.confirm(segment)
                     }
-                    switch route.withLock({ $0 }) {
+                    if case .idle = route, let turn = routed.withLock({ $0 }) {
+                        let leading = turn.claim != nil || turn.dropLeadingChatter
+                        route = leading ? .leading(turn, claimAnswered: turn.claim == nil) : .turn(turn)
+                    }
+                    switch route {
                     case .starting:
                         if segment.lineHasReady {
-                            route.withLock { $0 = .idle }
-                            post.yield(.ready)
+                            route = .idle
+                            post.yield(.event(.ready))
                         }
                     case .idle, .ended:
                         continue
@@ -489,40 +424,40 @@ final class ChildProcess: Sendable {
                                 let outcome = ClaimOutcome.parse(line: Data(line.readableBytesView), requestID: claim.id)
                             else { continue }
                             if case .accepted = outcome {
-                                route.withLock { $0 = .leading(turn, claimAnswered: true) }
+                                route = .leading(turn, claimAnswered: true)
                             } else {
-                                route.withLock { $0 = .ended }
+                                route = .ended
                             }
-                            post.yield(.claimAnswered(outcome))
+                            post.yield(.event(.claimAnswered(outcome)))
                             continue
                         }
                         if line.readableBytes < 4096, StreamJSONLine.parse(line.readableBytesView)?.isChatter == true { continue }
-                        route.withLock { $0 = .turn(turn) }
+                        route = .turn(turn)
                         await turn.output.send(line)
                         if segment.lineHasEnd {
-                            route.withLock { $0 = .ended }
-                            post.yield(.turnCompleted)
+                            route = .ended
+                            post.yield(.event(.turnCompleted))
                         }
                     case .turn(let turn):
                         await turn.output.send(segment.bytes)
                         if segment.lineHasEnd {
-                            route.withLock { $0 = .ended }
-                            post.yield(.turnCompleted)
+                            route = .ended
+                            post.yield(.event(.turnCompleted))
                         }
                     }
                 }
             }
         } catch {}
-        post.yield(.stdoutClosed)
+        post.yield(.event(.stdoutClosed))
     }
 
     /// Writes a turn's input to the process: its body, then (a two-way turn) what its client
     /// sends until the client closes its side, which closes stdin. Run in a child task, so
-    /// a process that does not read its stdin cannot stall the event loop (and with it the
+    /// a process that does not read its stdin cannot stall the owner loop (and with it the
     /// turn's timeout and its client's departure).
-    static func write(
+    private static func write(
         _ input: ByteBuffer, then stream: AsyncChannel<ByteBuffer>?, close: Bool, to stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        post: AsyncStream<Event>.Continuation
+        post: AsyncStream<Message>.Continuation
     ) async {
         do {
             if input.readableBytes > 0 { try await stdin.write(input) }
@@ -533,42 +468,28 @@ final class ChildProcess: Sendable {
                 stdin.finish()
             }
         } catch {
-            post.yield(.stdinFailed("\(error)"))
+            post.yield(.event(.stdinFailed("\(error)")))
         }
     }
 
-    /// Stops the process group: gently (stdin closed, then SIGTERM, then SIGKILL, a grace
-    /// period apart) or at once (SIGKILL).
-    private func stop(pid: pid_t, stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>, atOnce: Bool) async {
+    /// Stops the process group: gently (stdin closed; then SIGTERM to the group; then
+    /// SIGKILL, a grace period apart) or at once (SIGKILL). The waits end at the leader's
+    /// exit, which swift-subprocess reports as an event (pidfd), not by polling.
+    private static func stop<I, O, E>(
+        _ execution: Execution<I, O, E>, pid: pid_t, stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>, atOnce: Bool
+    ) async {
         if atOnce {
             kill(-pid, SIGKILL)
             return
         }
         stdin.finish()
-        if await Self.waitForExit(pid, within: Self.retireGrace) {
-            kill(-pid, SIGKILL)  // whatever the leader left behind in its group
-            return
-        }
-        kill(-pid, SIGTERM)
-        if await Self.waitForExit(pid, within: Self.retireGrace) {
-            kill(-pid, SIGKILL)
-            return
-        }
-        kill(-pid, SIGKILL)
-    }
-
-    /// Waits until `pid` has exited, without reaping it (swift-subprocess reaps it).
-    static func waitForExit(_ pid: pid_t, within limit: Duration) async -> Bool {
-        let deadline = ContinuousClock.now.advanced(by: limit)
-        while ContinuousClock.now < deadline {
-            var info = siginfo_t()
-            let rc = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-            if rc == 0, info._sifields._sigchld.si_pid == pid { return true }
-            // Already reaped by swift-subprocess's monitor: it has exited.
-            if rc != 0, errno == ECHILD { return true }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        return false
+        await execution.teardown(using: [
+            // Signal 0 sends nothing: the CLI has its stdin's end to finish on (it writes its
+            // transcript on the way out).
+            .send(signal: Signal(rawValue: 0), toProcessGroup: false, allowedDurationToNextStep: retireGrace),
+            .send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: retireGrace),
+        ])
+        kill(-pid, SIGKILL)  // whatever the leader left behind in its group
     }
 
     // MARK: - Helpers
