@@ -18,10 +18,16 @@ public struct API: Sendable {
         self.streams = StreamAdmission(broker: broker, connections: connections)
     }
 
-    /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it.
-    public var server: HTTPServerBuilder {
+    /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it,
+    /// whose requests go through `router` as well.
+    public func server(router: Router<PrewarmRequestContext>) -> HTTPServerBuilder {
         let streams = self.streams
-        return HTTPServerBuilder { responder in PrewarmChannel(responder: responder, admission: streams) }
+        let upgrades = router.buildResponder()
+        return HTTPServerBuilder { responder in
+            PrewarmChannel(
+                responder: responder, upgrades: { request, context in try await upgrades.respond(to: request, context: context) }, admission: streams
+            )
+        }
     }
 
     /// The routes; with `httpMetrics`, Hummingbird's request metrics (through swift-metrics)
@@ -77,9 +83,11 @@ public struct API: Sendable {
         }
         router.post("/v1/pools/:name/turns") { request, context in
             if request.headers[.upgrade]?.lowercased().contains("prewarm-stream") == true {
-                // The upgrade was refused before it reached here: answer with why.
-                throw streams.refusal(on: context.channel)
-                    ?? PrewarmError(.badJSON, "Upgrade: prewarm-stream must be the first request on its connection, with Connection: Upgrade")
+                // Routed by the upgrader: admit the two-way turn.
+                guard let slot = context.stream else {
+                    throw PrewarmError(.badJSON, "Upgrade: prewarm-stream must be the first request on its connection, with Connection: Upgrade")
+                }
+                return try await streams.admit(request, pool: try pool(context), context: context, into: slot)
             }
             return try await TurnResponder(broker: broker, connections: connections).respond(to: request, pool: try pool(context), context: context)
         }

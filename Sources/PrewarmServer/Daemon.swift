@@ -65,7 +65,7 @@ public struct Daemon: Sendable {
         let notifier = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
         let app = Application(
             router: router,
-            server: api.server,
+            server: api.server(router: router),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
             onServerRunning: { _ in
                 do {

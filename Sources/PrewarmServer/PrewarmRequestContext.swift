@@ -7,9 +7,17 @@ import NIOCore
 public struct PrewarmRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let channel: any Channel
+    /// Set when the request is an upgrade to a two-way stream, routed by the upgrader: where
+    /// the turn's route leaves the admitted turn.
+    public let stream: StreamSlot?
 
     public init(source: ApplicationRequestContextSource) {
+        self.init(source: source, stream: nil)
+    }
+
+    init(source: ApplicationRequestContextSource, stream: StreamSlot?) {
         self.coreContext = .init(source: source)
         self.channel = source.channel
+        self.stream = stream
     }
 }

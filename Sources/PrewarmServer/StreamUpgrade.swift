@@ -23,9 +23,11 @@ import Synchronization
 ///
 /// Hummingbird has no general upgrade hook, so the daemon's connections are set up here as
 /// hummingbird-websocket sets up its own: NIO's typed HTTP upgrade handler in front of
-/// Hummingbird's HTTP/1 handling, with one upgrader, for `prewarm-stream`. A connection that
-/// does not ask for it is Hummingbird's as usual. The upgrade must be the connection's first
-/// request.
+/// Hummingbird's HTTP/1 handling, with one upgrader, for `prewarm-stream`, which asks the
+/// API's router whether to upgrade: the request goes through the same middleware (errors,
+/// peer checks) and the same route as a plain turn, whose handler admits the turn and leaves
+/// it in the request context's `StreamSlot`. A connection that does not ask for an upgrade
+/// is Hummingbird's as usual. The upgrade must be the connection's first request.
 struct PrewarmChannel: HTTPChannelHandler {
     /// What the first request made of the connection.
     enum Connection: Sendable {
@@ -37,16 +39,19 @@ struct PrewarmChannel: HTTPChannelHandler {
     struct Value: ServerChildChannelValue {
         let negotiated: EventLoopFuture<Connection>
         let channel: any Channel
+        let upgrader: StreamUpgrader
     }
 
     let responder: HTTPChannelHandler.Responder
+    /// The API's router, asked whether an upgrade request is admitted.
+    let upgrades: @Sendable (Request, PrewarmRequestContext) async throws -> Response
     let admission: StreamAdmission
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         admission.connections.remember(channel)
         let idleTimeout = admission.broker.configuration.idleTimeout
         return channel.eventLoop.makeCompletedFuture {
-            let upgrader = StreamUpgrader(admission: admission, logger: logger)
+            let upgrader = StreamUpgrader(admission: admission, upgrades: upgrades, logger: logger)
             let upgrade = NIOTypedHTTPServerUpgradeConfiguration<Connection>(
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
@@ -71,7 +76,7 @@ struct PrewarmChannel: HTTPChannelHandler {
                 HTTPRequestGuard(idleTimeout: idleTimeout.map { .nanoseconds(Int64($0.milliseconds * 1_000_000)) }),
                 position: .before(upgradeHandler.handler)
             )
-            return Value(negotiated: negotiated, channel: channel)
+            return Value(negotiated: negotiated, channel: channel, upgrader: upgrader)
         }
     }
 
@@ -79,7 +84,7 @@ struct PrewarmChannel: HTTPChannelHandler {
         do {
             switch try await value.negotiated.get() {
             case .http(let channel):
-                if let refusal = admission.refusal(on: value.channel) {
+                if let refusal = value.upgrader.refusal {
                     // A refused upgrade: its request was the upgrader's; answer it here.
                     await Self.answer(refusal, on: channel, logger: logger)
                 } else {
@@ -95,15 +100,13 @@ struct PrewarmChannel: HTTPChannelHandler {
 }
 
 extension PrewarmChannel {
-    /// The API's JSON error, then the connection closes.
-    static func answer(_ error: PrewarmError, on channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, logger: Logger) async {
+    /// The router's answer to a refused upgrade, then the connection closes.
+    static func answer(_ refusal: Response, on channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, logger: Logger) async {
         do {
             try await channel.executeThenClose { _, outbound in
-                var headers = error.headers
-                headers[.connection] = "close"
-                let body = ByteBuffer(bytes: error.jsonBody)
-                headers[.contentLength] = String(body.readableBytes)
-                try await outbound.write(contentsOf: [.head(HTTPResponse(status: error.status, headerFields: headers)), .body(body), .end(nil)])
+                var response = refusal
+                response.headers[.connection] = "close"
+                try await ResponseWriter(outbound: outbound).write(response: response.head, body: response.body)
             }
         } catch {
             logger.debug("cannot answer a refused upgrade", metadata: ["error": "\(error)"])
@@ -111,37 +114,44 @@ extension PrewarmChannel {
     }
 }
 
-/// The one upgrader: admits the turn while the client waits for the 101, so the answer
-/// carries the `Prewarm-*` headers (or, refused, the connection goes on as plain HTTP and the
-/// route answers with the refusal).
+/// The one upgrader, one per connection: asks the router to admit the turn while the client
+/// waits for the 101, so the answer carries the `Prewarm-*` headers. Refused, the connection
+/// goes on as plain HTTP: a refusal of the turn's route is answered with its JSON error and
+/// the connection closed; any other (no such route, a forbidden peer) is Hummingbird's again.
 final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     typealias UpgradeResult = PrewarmChannel.Connection
 
     let supportedProtocol = "prewarm-stream"
     let requiredUpgradeHeaders: [String] = []
     let admission: StreamAdmission
+    let upgrades: @Sendable (Request, PrewarmRequestContext) async throws -> Response
     let logger: Logger
-    private let admitted = Mutex<StreamAdmission.Admitted?>(nil)
+    private let slot = StreamSlot()
 
-    init(admission: StreamAdmission, logger: Logger) {
+    init(admission: StreamAdmission, upgrades: @escaping @Sendable (Request, PrewarmRequestContext) async throws -> Response, logger: Logger) {
         self.admission = admission
+        self.upgrades = upgrades
         self.logger = logger
     }
 
+    /// The answer to this connection's upgrade request, if it was refused.
+    var refusal: Response? { slot.refusal }
+
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
         let promise = channel.eventLoop.makePromise(of: HTTPHeaders.self)
-        let admission = self.admission
+        let (slot, upgrades, logger, admission) = (self.slot, self.upgrades, self.logger, self.admission)
         let task = Task {
-            do {
-                let turn = try await admission.admit(head: upgradeRequest, channel: channel, logger: self.logger)
-                self.admitted.withLock { $0 = turn }
-                var headers = initialResponseHeaders
-                for (name, value) in turn.headers { headers.add(name: name, value: value) }
-                return headers
-            } catch let error as PrewarmError {
-                admission.refused(error, on: channel)
-                throw error
+            let request = Request(head: try HTTPRequest(upgradeRequest, secure: false, splitCookie: false), body: .init(buffer: ByteBuffer()))
+            let context = PrewarmRequestContext(source: .init(channel: channel, logger: logger), stream: slot)
+            let response = try await upgrades(request, context)
+            guard response.status == .ok, let admitted = slot.admitted else {
+                // Refused (by a middleware, the router or the route): the answer is sent as it is.
+                slot.refuse(response)
+                throw PrewarmError(.internal, "the upgrade was refused (\(response.status))")
             }
+            var headers = initialResponseHeaders
+            for (name, value) in admitted.headers { headers.add(name: name, value: value) }
+            return headers
         }
         let watch = admission.connections.watch(channel) { task.cancel() }
         promise.completeWithTask {
@@ -153,7 +163,7 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<PrewarmChannel.Connection> {
         channel.eventLoop.makeCompletedFuture {
-            guard let turn = admitted.withLock({ $0 }) else {
+            guard let turn = slot.admitted else {
                 throw PrewarmError(.internal, "upgrade without an admitted turn")
             }
             // Raw bytes from now on: the HTTP guard leaves (the upgrader removed the codec).
@@ -170,12 +180,22 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     }
 }
 
+/// What an upgrade request came to: the turn its route admitted, or the router's answer
+/// when it was refused. One per connection (the upgrade is its first request).
+public final class StreamSlot: Sendable {
+    private let state = Mutex<(admitted: StreamAdmission.Admitted?, refusal: Response?)>((nil, nil))
+
+    var admitted: StreamAdmission.Admitted? { state.withLock { $0.admitted } }
+    var refusal: Response? { state.withLock { $0.refusal } }
+
+    func admit(_ admitted: StreamAdmission.Admitted) { state.withLock { $0.admitted = admitted } }
+    func refuse(_ response: Response) { state.withLock { $0.refusal = response } }
+}
+
 /// Admission of two-way turns: the same checks and the same acquisition as a plain turn.
 final class StreamAdmission: Sendable {
     let broker: Broker
     let connections: Connections
-    /// Refusals of upgrade requests, by connection, for the HTTP route to answer.
-    private let refusals = Mutex<[ObjectIdentifier: PrewarmError]>([:])
 
     init(broker: Broker, connections: Connections) {
         self.broker = broker
@@ -194,19 +214,22 @@ final class StreamAdmission: Sendable {
         let record: TurnContext
     }
 
-    func admit(head: HTTPRequestHead, channel: any Channel, logger: Logger) async throws(PrewarmError) -> Admitted {
+    /// The turn route's handling of an upgrade request (routed by `StreamUpgrader`): the
+    /// turn is admitted into `slot`, and a 200 with its headers tells the upgrader to answer
+    /// 101. A refusal is thrown, and answered like a plain turn's.
+    func admit(_ request: Request, pool: Pool, context: PrewarmRequestContext, into slot: StreamSlot) async throws(PrewarmError) -> Response {
+        let admitted = try await admit(request, pool: pool, channel: context.channel, logger: context.logger)
+        slot.admit(admitted)
+        var headers = HTTPFields()
+        for (name, value) in admitted.headers { headers[HTTPField.Name(name)!] = value }
+        return Response(status: .ok, headers: headers)
+    }
+
+    private func admit(_ request: Request, pool: Pool, channel: any Channel, logger: Logger) async throws(PrewarmError) -> Admitted {
         let arrived = ContinuousClock.now
         let arrivedAt = Date()
-        let parts = head.uri.split(separator: "?")[0].split(separator: "/")
-        guard head.method == .POST, parts.count == 4, parts[0] == "v1", parts[1] == "pools", parts[3] == "turns" else {
-            throw PrewarmError(.routeNotFound, "Upgrade: prewarm-stream is only for POST /v1/pools/{name}/turns")
-        }
-        let pool = try API.pool(named: String(parts[2]), in: broker)
-        if !broker.configuration.allowedUIDs.isEmpty {
-            try await PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, connections: connections).authorize(channel)
-        }
         let config = pool.config
-        let turnID = head.headers.first(name: "X-Request-Id").map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
+        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
         let input = AsyncChannel<ByteBuffer>()
         // The pool's session: a two-way turn's client speaks stream-json itself.
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
@@ -231,24 +254,13 @@ final class StreamAdmission: Sendable {
         }
         return Admitted(
             pool: pool.name, turn: turn, lease: lease, input: input,
-            outcomeLine: head.headers.first(name: "Prewarm-Outcome-Line") == "1",
+            outcomeLine: request.headers[.prewarmOutcomeLine] == "1",
             headers: [
                 ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
                 ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)),
             ],
             record: record
         )
-    }
-
-    func refused(_ error: PrewarmError, on channel: any Channel) {
-        let key = ObjectIdentifier(channel)
-        refusals.withLock { $0[key] = error }
-        channel.closeFuture.whenComplete { _ in _ = self.refusals.withLock { $0.removeValue(forKey: key) } }
-    }
-
-    /// The refusal of this connection's upgrade request, if it was refused.
-    func refusal(on channel: any Channel) -> PrewarmError? {
-        refusals.withLock { $0[ObjectIdentifier(channel)] }
     }
 }
 
