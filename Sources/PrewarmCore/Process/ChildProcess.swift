@@ -300,14 +300,16 @@ final class ChildProcess: Sendable {
                 return .startFailed("cannot write the readiness line to stdin: \(error)")
             }
         }
+        // Its timeouts are NIO scheduled tasks, cancelled (and freed) at once when the loop
+        // ends: a cancelled Task.sleep would hold its timer until the deadline (600 s for a
+        // turn), a little memory for every turn served.
+        var timers: [Scheduled<Void>] = []
+        defer { for timer in timers { timer.cancel() } }
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
         if config.ready.expect == nil {
             post.yield(.event(.ready))
         } else {
-            let timeout = config.ready.timeout
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                post.yield(.event(.readyTimeout))
-            }
+            timers.append(loop.scheduleTask(in: .nanoseconds(Int64(config.ready.timeout.milliseconds * 1_000_000))) { post.yield(.event(.readyTimeout)) })
         }
         var machine = ProcessLifecycle(readyTimeout: config.ready.timeout)
         for await message in messages {
@@ -346,10 +348,7 @@ final class ChildProcess: Sendable {
                 case .route(let turn):
                     routed.withLock { $0 = turn }
                 case .armTurnTimeout(let timeout):
-                    group.addTask {
-                        try? await Task.sleep(for: timeout)
-                        post.yield(.event(.turnTimeout))
-                    }
+                    timers.append(loop.scheduleTask(in: .nanoseconds(Int64(timeout.milliseconds * 1_000_000))) { post.yield(.event(.turnTimeout)) })
                 case .writeClaim(let turn):
                     guard let claim = turn.claim else { break }
                     group.addTask { await Self.write(claim.line, then: nil, close: false, to: stdin, post: post) }
