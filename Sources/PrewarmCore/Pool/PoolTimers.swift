@@ -1,87 +1,93 @@
+import NIOCore
+import NIOPosix
 import Synchronization
 
-/// The timers a pool's state machine asks for (`schedule`, `cancelTimer`), run by one task
-/// for the pool's whole life: it sleeps until the earliest deadline, fires every timer that
-/// is due, and is woken early only when a timer earlier than the one it sleeps for is armed.
-/// No polling: an idle pool with no timer sleeps until something is scheduled.
+/// The timers a pool's state machine asks for (`schedule`, `cancelTimer`), owned by one task
+/// of the pool for its whole life (`run`): one NIO scheduled task is armed for the earliest
+/// deadline, fires every timer that is due, and arms the next. No polling, and no sleeping
+/// task per timer.
 ///
-/// Written by hand: one sleeping task per timer would cost a task per waiting turn and per
-/// idle spare (whose `max_idle_s` is an hour), and could not be disarmed.
+/// Written by hand: one `Task.sleep` per timer would cost a task per waiting turn and per
+/// idle spare (whose `max_idle_s` is an hour), could not be disarmed, and on Linux a
+/// cancelled sleep keeps its timer and task until its deadline.
 final class PoolTimers: Sendable {
     private struct State {
         var deadlines: [PoolStateMachine.Timer: ContinuousClock.Instant] = [:]
-        /// The instant the run loop sleeps until; nil: until woken.
-        var sleepingUntil: ContinuousClock.Instant?
-        /// The run loop's wake-up, when it is asleep.
-        var wake: CheckedContinuation<Void, Never>?
-        /// A wake-up that came while it was not asleep.
-        var woken = false
+        /// The scheduled task armed for the earliest deadline, and that deadline.
+        var armed: (task: Scheduled<Void>, at: ContinuousClock.Instant)?
+        /// Where due timers go, while `run` runs.
+        var fire: (@Sendable (PoolStateMachine.Timer) -> Void)?
     }
 
     private let state = Mutex(State())
+    private let loop = MultiThreadedEventLoopGroup.singleton.any()
 
     /// How many timers are armed (for tests).
     var count: Int { state.withLock { $0.deadlines.count } }
 
     func schedule(_ timer: PoolStateMachine.Timer, at deadline: ContinuousClock.Instant) {
-        let wake = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        state.withLock { state in
             state.deadlines[timer] = deadline
-            guard state.sleepingUntil.map({ deadline < $0 }) ?? true else { return nil }
-            return takeWake(&state)
+            if state.fire != nil, state.armed.map({ deadline < $0.at }) ?? true { arm(&state, at: deadline) }
         }
-        wake?.resume()
     }
 
+    /// Disarms a timer. The scheduled task stays armed for its instant: it finds nothing due
+    /// then, and arms the next.
     func cancel(_ timer: PoolStateMachine.Timer) {
         state.withLock { _ = $0.deadlines.removeValue(forKey: timer) }
     }
 
     /// Fires due timers through `fire` until the calling task is cancelled.
-    func run(_ fire: (PoolStateMachine.Timer) -> Void) async {
-        while !Task.isCancelled {
-            let now = ContinuousClock.now
-            let (due, next) = state.withLock { state -> ([PoolStateMachine.Timer], ContinuousClock.Instant?) in
-                let due = state.deadlines.filter { $0.value <= now }.sorted { $0.value < $1.value }.map(\.key)
-                for timer in due { state.deadlines[timer] = nil }
-                let next = state.deadlines.values.min()
-                state.sleepingUntil = next
-                state.woken = false
-                return (due, next)
-            }
-            for timer in due { fire(timer) }
-            if !due.isEmpty { continue }
-            await sleep(until: next)
+    func run(_ fire: @escaping @Sendable (PoolStateMachine.Timer) -> Void) async {
+        state.withLock { state in
+            state.fire = fire
+            if let next = state.deadlines.values.min() { arm(&state, at: next) }
         }
-    }
-
-    /// Sleeps until `deadline` (nil: indefinitely) or a wake-up, whichever comes first.
-    private func sleep(until deadline: ContinuousClock.Instant?) async {
-        await withTaskGroup(of: Void.self) { group in
-            if let deadline {
-                group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
-            }
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { continuation in
-                        let now = self.state.withLock { state -> Bool in
-                            if state.woken || Task.isCancelled { return true }
-                            state.wake = continuation
-                            return false
-                        }
-                        if now { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.state.withLock { self.takeWake(&$0) }?.resume()
+        // Owned by the caller's task: returns when it is cancelled, and disarms everything.
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let wait = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    guard !Task.isCancelled else { return continuation }
+                    self.stopped.withLock { $0 = continuation }
+                    return nil
                 }
+                wait?.resume()
             }
-            await group.next()
-            group.cancelAll()
+        } onCancel: {
+            self.stopped.withLock { stopped in
+                defer { stopped = nil }
+                return stopped
+            }?.resume()
+        }
+        state.withLock { state in
+            state.armed?.task.cancel()
+            state.armed = nil
+            state.fire = nil
         }
     }
 
-    private func takeWake(_ state: inout State) -> CheckedContinuation<Void, Never>? {
-        state.woken = true
-        defer { state.wake = nil }
-        return state.wake
+    private let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
+
+    private func arm(_ state: inout State, at deadline: ContinuousClock.Instant) {
+        state.armed?.task.cancel()
+        let delay = ContinuousClock.now.duration(to: deadline)
+        let nanoseconds = max(0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
+        let task = loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in fireDue() }
+        state.armed = (task, deadline)
+    }
+
+    /// Fires every timer due now (earliest first), after arming the next.
+    private func fireDue() {
+        let now = ContinuousClock.now
+        let (due, fire) = state.withLock { state -> ([PoolStateMachine.Timer], (@Sendable (PoolStateMachine.Timer) -> Void)?) in
+            let due = state.deadlines.filter { $0.value <= now }.sorted { $0.value < $1.value }.map(\.key)
+            for timer in due { state.deadlines[timer] = nil }
+            state.armed = nil
+            if state.fire != nil, let next = state.deadlines.values.min() { arm(&state, at: next) }
+            return (due, state.fire)
+        }
+        guard let fire else { return }
+        for timer in due { fire(timer) }
     }
 }
