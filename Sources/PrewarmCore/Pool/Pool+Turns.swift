@@ -151,7 +151,7 @@ public struct Lease: Sendable {
     public let startKind: StartKind
     /// From the turn's arrival to the hand-over.
     public let waited: Duration
-    let process: ChildProcess
+    let process: any PoolProcess
 
     /// The client went away: kill the process at once.
     public func clientGone() {

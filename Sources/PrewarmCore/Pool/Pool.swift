@@ -31,13 +31,18 @@ public final class Pool: Sendable {
     /// Names the turns that ask for a process, so a turn can be cancelled by its name even
     /// before the machine has answered it.
     private let nextWaiter = Atomic<UInt64>(1)
-    private let launches: AsyncStream<ChildProcess>
-    private let launch: AsyncStream<ChildProcess>.Continuation
+    private let launches: AsyncStream<any PoolProcess>
+    private let launch: AsyncStream<any PoolProcess>.Continuation
+    private let makeProcess: ProcessFactory
+
+    /// Makes the process a start-up runs: its id, its settings, and how much lower than the
+    /// daemon's its CPU priority starts.
+    typealias ProcessFactory = @Sendable (_ id: SpareID, _ config: PoolConfig, _ niceOffset: Int) -> any PoolProcess
 
     struct State: ~Copyable {
         var config: PoolConfig
         var machine: PoolStateMachine
-        var processes: [SpareID: ChildProcess] = [:]
+        var processes: [SpareID: any PoolProcess] = [:]
         /// The turns waiting for a process: each waiter's continuation, stored in the same
         /// locked step as the machine queues it.
         var waiters: [WaiterID: CheckedContinuation<(SpareID, StartKind), any Error>] = [:]
@@ -79,9 +84,17 @@ public final class Pool: Sendable {
         var peak: Int?
     }
 
-    public init(
+    public convenience init(
         config: PoolConfig, keeper: ProcessGroupKeeper?, governor: MemoryGovernor? = nil, telemetry: Telemetry? = nil,
         environment: [String: String], logger: Logger
+    ) {
+        self.init(config: config, keeper: keeper, governor: governor, telemetry: telemetry, environment: environment, logger: logger, makeProcess: nil)
+    }
+
+    /// `makeProcess`: the processes it runs (nil: real ones, `ChildProcess`).
+    init(
+        config: PoolConfig, keeper: ProcessGroupKeeper?, governor: MemoryGovernor? = nil, telemetry: Telemetry? = nil,
+        environment: [String: String], logger: Logger, makeProcess: ProcessFactory?
     ) {
         self.name = config.name
         self.keeper = keeper
@@ -103,7 +116,11 @@ public final class Pool: Sendable {
                 commandFile: FileIdentity(path: config.executable)
             )
         )
-        (self.launches, self.launch) = AsyncStream.makeStream(of: ChildProcess.self)
+        (self.launches, self.launch) = AsyncStream.makeStream(of: (any PoolProcess).self)
+        self.makeProcess =
+            makeProcess ?? { [environment, keeper, logger] id, config, niceOffset in
+                ChildProcess(id: id, config: config, environment: environment, keeper: keeper, niceOffset: niceOffset, logger: logger)
+            }
     }
 
     public var config: PoolConfig { state.withLock { $0.config } }
@@ -169,10 +186,7 @@ public final class Pool: Sendable {
                     // A spare boots below the turns' CPU priority, unless a turn waits already
                     // (queued, or the one a cold start is for: both are counted as waiting).
                     let background = state.machine.waitingCount == 0
-                    let process = ChildProcess(
-                        id: spare, config: config, environment: environment, keeper: keeper,
-                        niceOffset: background ? StartupPriority.effectiveSpareNice(config.spareNice) : 0, logger: logger
-                    )
+                    let process = makeProcess(spare, config, background ? StartupPriority.effectiveSpareNice(config.spareNice) : 0)
                     state.processes[spare] = process
                     state.lives[spare] = Life()
                     return process

@@ -139,7 +139,7 @@ final class ChildProcess: Sendable {
     // MARK: - The owner
 
     /// Spawns the process and supervises it until it and its group are gone.
-    func run(delegate: some ChildProcessDelegate) async {
+    func run(delegate: any ChildProcessDelegate) async {
         // Nothing is spawned while no keeper could kill it if the daemon died.
         await keeper?.available()
         let started = ContinuousClock.now
