@@ -194,7 +194,7 @@ struct TopScreen {
             "prewarm top  \(socket)  \(clock.string(from: sample.date))" + (live ? "  every 1 s, q or Ctrl-C quits" : "")
         ]
         if let error { lines.append("no answer from the daemon (showing the last figures): \(error)") }
-        lines.append(memoryLine(sample.memory))
+        lines.append(contentsOf: memoryLines(sample.memory))
         lines.append("")
         var rows = [
             ["POOL", "IDLE", "STARTING", "BUSY", "WAITING", "SPARES", "HIT 1M", "HIT ALL", "TURNS 1M", "REFUSED 1M", "SPAWN P50", "MEMORY", "STATE"]
@@ -220,15 +220,14 @@ struct TopScreen {
         return lines
     }
 
-    private func memoryLine(_ memory: MemoryStatus) -> String {
-        var line = "memory  usage \(memory.usage.map(mib) ?? "-") of \(mib(memory.limit)) (\(memory.limitSource))"
-        line += "  budget \(mib(memory.budget))  charged \(mib(memory.charged))"
-        if memory.budget > 0 { line += " (\(percent(memory.charged, of: memory.budget)))" }
-        line += "  pressure " + (memory.pressure ? "YES" : "no")
-        if let psi = memory.pressureSomeAvg10 { line += String(format: " (psi some %.2f)", psi) }
-        line += "  OOM kills \(memory.oomKills)"
-        if !memory.enforce { line += "  (not enforced)" }
-        return line
+    private func memoryLines(_ memory: MemoryStatus) -> [String] {
+        var usage = "memory    limit \(mib(memory.limit)) (\(memory.limitSource)), usage \(memory.usage.map(mib) ?? "-")"
+        usage += ", budget \(mib(memory.budget)), charged \(mib(memory.charged))"
+        if memory.budget > 0 { usage += " (\(percent(memory.charged, of: memory.budget)))" }
+        var pressure = "pressure  " + (memory.pressure ? "YES: start-ups stopped, idle spares shed" : "no")
+        if let psi = memory.pressureSomeAvg10 { pressure += String(format: " (psi some avg10 %.2f)", psi) }
+        pressure += ", OOM kills \(memory.oomKills)" + (memory.enforce ? "" : " (memory not enforced)")
+        return [usage, pressure]
     }
 
     private func mib(_ bytes: Int) -> String { "\(bytes >> 20) MiB" }

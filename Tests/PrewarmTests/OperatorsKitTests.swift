@@ -257,7 +257,7 @@ extension LiveDaemons {
             let first = try #require(Self.row("t", on: try tmux.screen()))
             #expect(first["IDLE"] == "1" && first["SPARES"] == "1/1" && first["STATE"] == "ok", "\(first)")
             #expect(first["SPAWN P50"]?.hasSuffix(" ms") == true && first["MEMORY"]?.contains("MiB") == true, "\(first)")
-            #expect(try tmux.screen().contains("memory  usage"))
+            #expect(try tmux.screen().contains("memory    limit") && tmux.screen().contains("pressure  no"))
 
             let warm = try await daemon.turn("t")
             let waited = try await daemon.turn("t")
@@ -284,7 +284,7 @@ extension LiveDaemons {
             let snapshot = try OperatorTests.prewarm(["top", "--socket", daemon.socket])
             #expect(snapshot.status == 0, "\(snapshot)")
             #expect(!snapshot.out.contains("\u{1B}"), "no escape sequence in a snapshot")
-            #expect(snapshot.out.contains("memory  usage"))
+            #expect(snapshot.out.contains("memory    limit") && snapshot.out.contains(", OOM kills 0"))
             #expect(Self.row("s1", on: snapshot.out)?["IDLE"] == "2", "\(snapshot.out)")
             #expect(Self.row("s2", on: snapshot.out)?["SPARES"] == "1/1", "\(snapshot.out)")
             #expect(Self.row("s1", on: snapshot.out)?["HIT 1M"] == "-", "no minute seen in a snapshot")
