@@ -15,7 +15,7 @@ public final class BrokerMetrics: Sendable {
     /// Counts kept elsewhere (the state machines, the memory governor, the journal) as last
     /// seen, by series: their counters move by the difference at each scrape.
     private let seen = Mutex<[String: Int]>([:])
-    /// The pools whose turn counters are exported (at 0 until their first turn).
+    /// The pools whose turn series are exported (at 0 until their first turn).
     private let exported = Mutex<Set<String>>([])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
