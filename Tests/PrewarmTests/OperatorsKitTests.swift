@@ -248,7 +248,9 @@ extension LiveDaemons {
             let daemon = try await TestDaemon(pools: DaemonTests.pool("t", args: #""--init-sleep-ms", "1500""#, spares: 1))
             let tmux = Tmux(socket: daemon.directory + "/tmux.sock")
             defer { _ = try? tmux.run(["kill-server"]) }
-            let command = "'\(TestDaemon.prewarm)' top --socket '\(daemon.socket)'; echo TOP-EXITED $?; sleep 600"
+            // Once top has exited, the shell prints its status and waits on the terminal (until
+            // kill-server hangs it up), so the screen as top left it can be read.
+            let command = "'\(TestDaemon.prewarm)' top --socket '\(daemon.socket)'; echo TOP-EXITED $?; read line"
             let started = try tmux.run(["new-session", "-d", "-s", "top", "-x", "150", "-y", "20", command])
             try #require(started.status == 0, "\(started)")
 
@@ -269,7 +271,7 @@ extension LiveDaemons {
             _ = try tmux.run(["send-keys", "-t", "top", "C-c"])
             try await waitUntil("top exits", timeout: .seconds(10)) { try tmux.screen().contains("TOP-EXITED") }
             let after = try tmux.screen()
-            #expect(after.contains("TOP-EXITED 0"), "\(after)")
+            #expect(after.contains("TOP-EXITED 0"), "exit status 0 after Ctrl-C: \(after)")
             #expect(!after.contains("POOL"), "the normal screen is back: \(after)")
             #expect(try tmux.show("#{alternate_on}") == "0")
             #expect(try tmux.show("#{cursor_flag}") == "1", "the cursor is shown again")

@@ -15,7 +15,8 @@ struct CommandResult: CustomStringConvertible {
 /// Runs `executable` with `arguments` to its end; stdout and stderr go to files (neither pipe
 /// can fill and block it), stdin is `input` or nothing.
 ///
-/// Spawned with every inherited descriptor but 0, 1 and 2 closed, and waited for with
+/// Spawned with every inherited descriptor but 0, 1 and 2 closed, signals at their defaults
+/// and unblocked, and waited for with
 /// waitpid: Foundation's `Process` learns of an exit through a socket its child inherits, so
 /// `waitUntilExit()` never returns when the child leaves a daemon behind (tmux's server).
 func runCommand(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: Data? = nil) throws -> CommandResult {
@@ -36,12 +37,25 @@ func runCommand(_ executable: String, _ arguments: [String], environment: [Strin
     let inherited = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.compactMap { Int32($0) } ?? []
     for descriptor in inherited where descriptor > 2 { posix_spawn_file_actions_addclose(&actions, descriptor) }
 
+    // Signals as a shell would give them: none blocked (the calling thread may block most,
+    // and a mask is inherited), none ignored.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var none = sigset_t()
+    var all = sigset_t()
+    sigemptyset(&none)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
     let merged = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     let envp = merged.map { strdup($0.key + "=" + $0.value) } + [nil]
     defer { (argv + envp).forEach { free($0) } }
     var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
     guard spawned == 0 else { throw CocoaError(.executableLoad, userInfo: [NSFilePathErrorKey: executable, "errno": spawned]) }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
