@@ -122,6 +122,7 @@ struct Stats: AsyncParsableCommand {
             return
         }
         print(query.heading)
+        print(PoolStats.rateDefinition)
         var rows = [["POOL", "TURNS", "MEAN/S", "PEAK/S", "HIT", "WARM/WAITED/COLD", "REJECTED", "START P50", "START P99", "WAIT P99", "FIRST BYTE P50", "FIRST BYTE P99"]]
         for s in stats {
             rows.append([

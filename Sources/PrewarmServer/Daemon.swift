@@ -52,7 +52,7 @@ public struct Daemon: Sendable {
         if bootstrapMetrics {
             // Metrics recorded through the swift-metrics API (Hummingbird's HTTP metrics among
             // them) land on /metrics next to the daemon's own.
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            MetricsSystem.bootstrap(MetricsBridge(registry: registry))
         }
         let broker = Broker(
             configuration: configuration, keeper: keeper, environment: ProcessInfo.processInfo.environment,

@@ -80,11 +80,65 @@ import Testing
         #expect(stats.served == turns.count)
         #expect(stats.rejections == ["no_capacity": 1])
         #expect(abs(stats.hitRatio! - 0.75) < 0.01)
-        #expect(abs(stats.meanRatePerSecond! - 2) < 0.3)
+        // 2 a second over 301 s: the average over every minute holding a turn, 361 s of them.
+        let span = all.last!.time.timeIntervalSince(all.first!.time)
+        #expect(abs(stats.meanRatePerSecond! - Double(all.count) / (span + 60)) < 1e-6)
+        #expect(abs(stats.meanRatePerSecond! - 2 * 301 / 361) < 0.25)
         #expect(stats.peakRatePerSecond! >= stats.meanRatePerSecond!)
         #expect(stats.startupMs.p50 == 800)
         #expect(stats.waitMs.p99 == 300)
         #expect(stats.firstByteMs.p50 == 5)
+    }
+
+    /// The mean and peak rates are one rate (turns in a minute / 60) averaged and at its
+    /// highest, so the peak is never below the mean: not on bursts, gaps or single turns.
+    @Test func peakRateIsNeverBelowTheMean() {
+        var generator = SeededGenerator(seed: 17)
+        let origin = Date(timeIntervalSince1970: 1_800_000_000)
+        var traces: [[Double]] = [[0], [0, 61], [0, 0.5, 61, 200], Array(repeating: 5, count: 6), (0..<6).map { Double($0) * 0.15 }]
+        for _ in 0..<200 {
+            let count = Int.random(in: 1...40, using: &generator)
+            let spread = [1.0, 30, 90, 600, 7200].randomElement(using: &generator)!
+            traces.append((0..<count).map { _ in Double.random(in: 0...spread, using: &generator) }.sorted())
+        }
+        for times in traces {
+            let turns = times.enumerated().map { index, offset in
+                TurnRecord(time: origin.addingTimeInterval(offset), pool: "p", turnID: "t\(index)", start: "warm", outcome: "completed", waitMs: 0, durationMs: 1)
+            }
+            let stats = PoolStats(pool: "p", turns: turns, startups: [])
+            #expect(stats.peakRatePerSecond! >= stats.meanRatePerSecond! * (1 - 1e-12), "\(times)")
+        }
+    }
+
+    /// `prewarm stats` on a short journal (6 turns within a second) prints the same rate for
+    /// its mean and its peak, 6 turns in a minute (0.10/s), and says in its header how rates
+    /// are taken.
+    @Test func statsOfSixTurnsInASecond() throws {
+        let directory = try TestDaemon.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/journal.sqlite"
+        let origin = Date().addingTimeInterval(-120)
+        let turns = (0..<6).map { index in
+            TurnRecord(
+                time: origin.addingTimeInterval(Double(index) * 0.15), pool: "p", turnID: "t\(index)", start: index == 0 ? "cold" : "warm",
+                outcome: "completed", waitMs: 0, durationMs: 100
+            )
+        }
+        try Journal.write(path: path, turns: turns)
+        let config = directory + "/prewarm.toml"
+        try TestDaemon.configText(pools: LiveDaemons.DaemonTests.pool("p", spares: 1), top: "[journal]\npath = \"\(path)\"\n")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let run = try runCommand(TestDaemon.prewarm, ["stats", "--config", config, "--since", "1h"])
+        #expect(run.status == 0, "\(run)")
+        let lines = run.out.split(separator: "\n").map(String.init)
+        #expect(lines.contains(PoolStats.rateDefinition), "\(run.out)")
+        let header = try #require(lines.first { $0.hasPrefix("POOL") }).split(separator: " ", omittingEmptySubsequences: true)
+        let row = try #require(lines.first { $0.hasPrefix("p ") }).split(separator: " ", omittingEmptySubsequences: true)
+        #expect(header[1...3] == ["TURNS", "MEAN/S", "PEAK/S"])
+        #expect(row[1] == "6" && row[2] == "0.10" && row[3] == "0.10", "\(run.out)")
+        let stats = PoolStats(pool: "p", turns: turns, startups: [])
+        #expect(stats.peakRatePerSecond == 0.1)
+        #expect(stats.meanRatePerSecond! <= stats.peakRatePerSecond!)
     }
 
     @Test func poissonTailAndBusiestWindow() {

@@ -28,22 +28,8 @@ extension LiveDaemons {
         }
 
         /// Runs `prewarm ARGS`; returns the exit status, stdout and stderr.
-        static func prewarm(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
-            let directory = try TestDaemon.makeTemporaryDirectory()
-            defer { try? FileManager.default.removeItem(atPath: directory) }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: TestDaemon.prewarm)
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-            let errPath = directory + "/stderr"
-            _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-            process.standardError = FileHandle(forWritingAtPath: errPath)!
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, out, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+        static func prewarm(_ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
+            try runCommand(TestDaemon.prewarm, arguments, environment: environment)
         }
 
         static func metrics(_ daemon: TestDaemon) async throws -> Exposition {
@@ -69,7 +55,8 @@ extension LiveDaemons {
             return Int(UInt16(bigEndian: address.sin_port))
         }
 
-        /// One HTTP/1.0 GET over TCP on loopback: the status line and the body.
+        /// One HTTP/1.0 GET over TCP on loopback (never a chunked answer): the status line and
+        /// the body.
         static func tcpGet(port: Int, path: String) throws -> (status: String, body: String) {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -83,7 +70,7 @@ extension LiveDaemons {
             guard connected else { throw TimeoutError(what: "a connection to 127.0.0.1:\(port)") }
             var timeout = timeval(tv_sec: 10, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+            let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
             _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             var data = [UInt8]()
             var buffer = [UInt8](repeating: 0, count: 65_536)

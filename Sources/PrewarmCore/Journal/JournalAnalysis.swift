@@ -13,9 +13,11 @@ public struct PoolStats: Sendable, Codable, Equatable {
     public var hitRatio: Double?
     /// Refused turns, by error code.
     public var rejections: [String: Int]
-    /// Arrivals per second between the first and the last arrival.
+    /// Arrivals per second, as every rate here: the arrivals in a minute (any 60 s) / 60,
+    /// averaged over every minute that holds an arrival, that is arrivals / (the span from
+    /// the first to the last + 60 s).
     public var meanRatePerSecond: Double?
-    /// The most arrivals in any minute, per second.
+    /// The same rate in the busiest of those minutes: never below their average, the mean.
     public var peakRatePerSecond: Double?
     public var startups: Int
     public var startupFailures: Int
@@ -57,11 +59,11 @@ public struct PoolStats: Sendable, Codable, Equatable {
         let times = turns.map(\.time.timeIntervalSince1970).sorted()
         first = turns.first.map(\.time)
         last = turns.last.map(\.time)
-        if let start = times.first, let end = times.last, end > start {
-            meanRatePerSecond = Double(times.count - 1) / (end - start)
-        }
-        if !times.isEmpty {
-            peakRatePerSecond = Double(Self.busiest(times, window: 60).count) / 60
+        if let start = times.first, let end = times.last {
+            // A minute starting anywhere from a minute before the first arrival to the last
+            // holds arrivals: each arrival is in a minute's worth of them.
+            meanRatePerSecond = Double(times.count) / (end - start + Self.rateWindow)
+            peakRatePerSecond = Double(Self.busiest(times, window: Self.rateWindow).count) / Self.rateWindow
         }
         self.startups = startups.count
         let ready = startups.compactMap(\.readyMs)
@@ -71,6 +73,14 @@ public struct PoolStats: Sendable, Codable, Equatable {
         firstByteMs = Self.percentiles(served.compactMap(\.firstByteMs))
         durationMs = Self.percentiles(served.map(\.durationMs))
     }
+
+    /// The window of every arrival rate: a minute.
+    public static let rateWindow: Double = 60
+
+    /// How `stats` takes its rates, for its header.
+    public static let rateDefinition =
+        "MEAN/S and PEAK/S: turns in a minute / 60, averaged over every minute (any 60 s) holding a turn of the pool "
+        + "(turns / (first to last + 60 s)), and in the busiest of them"
 
     static func percentiles(_ values: [Double]) -> Percentiles {
         let sorted = values.sorted()

@@ -15,6 +15,8 @@ public final class BrokerMetrics: Sendable {
     /// Counts kept elsewhere (the state machines, the memory governor, the journal) as last
     /// seen, by series: their counters move by the difference at each scrape.
     private let seen = Mutex<[String: Int]>([:])
+    /// The pools whose turn series are exported (at 0 until their first turn).
+    private let exported = Mutex<Set<String>>([])
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -36,34 +38,69 @@ public final class BrokerMetrics: Sendable {
 
     // MARK: - Events
 
-    /// A turn ended or was refused.
-    public func turn(_ record: TurnRecord) {
-        guard let start = record.start else {
-            registry.makeCounter(
-                descriptor: Self.name("turns_rejected", "total", "Turns refused, by pool and reason (the error code)."),
-                labels: [("pool", record.pool), ("reason", record.errorCode ?? "unknown")]
-            ).increment()
-            return
-        }
+    private func turnsCounter(pool: String, start: String, outcome: String) -> Counter {
         registry.makeCounter(
             descriptor: Self.name("turns", "total", "Turns served, by pool, start kind (warm, waited, cold) and outcome."),
-            labels: [("pool", record.pool), ("start", start), ("outcome", record.outcome)]
-        ).increment()
-        let labels = [("pool", record.pool), ("start", start)]
-        registry.makeDurationHistogram(
-            descriptor: Self.name("turn_wait", "seconds", "From a turn's arrival to the hand-over of its process."),
-            labels: labels, buckets: Self.waitBuckets
-        ).record(Self.duration(ms: record.waitMs))
-        if let firstByte = record.firstByteMs {
+            labels: [("pool", pool), ("start", start), ("outcome", outcome)]
+        )
+    }
+
+    private func rejectedCounter(pool: String, reason: String) -> Counter {
+        registry.makeCounter(
+            descriptor: Self.name("turns_rejected", "total", "Turns refused, by pool and reason (the error code)."),
+            labels: [("pool", pool), ("reason", reason)]
+        )
+    }
+
+    /// The reasons a turn is refused for once it has reached its pool.
+    static let refusalReasons: [PrewarmError.Code] = [
+        .noCapacity, .waitTimeout, .memoryExhausted, .rateLimited, .poolFailing, .draining, .startFailed, .claimRefused, .badJSON,
+        .bodyTooLarge,
+    ]
+
+    /// The latency histograms of a pool's turns of one start kind.
+    private func turnHistograms(pool: String, start: String) -> (wait: DurationHistogram, firstByte: DurationHistogram, duration: DurationHistogram) {
+        let labels = [("pool", pool), ("start", start)]
+        return (
+            registry.makeDurationHistogram(
+                descriptor: Self.name("turn_wait", "seconds", "From a turn's arrival to the hand-over of its process."),
+                labels: labels, buckets: Self.waitBuckets
+            ),
             registry.makeDurationHistogram(
                 descriptor: Self.name("turn_first_byte", "seconds", "From a turn's arrival to the first byte of its output."),
                 labels: labels, buckets: Self.firstByteBuckets
-            ).record(Self.duration(ms: firstByte))
+            ),
+            registry.makeDurationHistogram(
+                descriptor: Self.name("turn_duration", "seconds", "From a turn's arrival to its end."),
+                labels: labels, buckets: Self.turnBuckets
+            )
+        )
+    }
+
+    /// A pool's turn series, made at 0 the first time its gauges are read: Prometheus takes
+    /// the first sample of a series as its start, so a series first scraped at 1 would lose
+    /// that turn from `rate()` and `increase()` (and the hit ratio of a pool whose first turn
+    /// was cold would start at 100%).
+    private func exportTurnSeries(pool: String) {
+        guard exported.withLock({ $0.insert(pool).inserted }) else { return }
+        for start in StartKind.allCases {
+            for outcome in TurnOutcome.allCases { _ = turnsCounter(pool: pool, start: start.rawValue, outcome: outcome.rawValue) }
+            _ = turnHistograms(pool: pool, start: start.rawValue)
         }
-        registry.makeDurationHistogram(
-            descriptor: Self.name("turn_duration", "seconds", "From a turn's arrival to its end."),
-            labels: labels, buckets: Self.turnBuckets
-        ).record(Self.duration(ms: record.durationMs))
+        for reason in Self.refusalReasons { _ = rejectedCounter(pool: pool, reason: reason.description) }
+    }
+
+    /// A turn ended or was refused.
+    public func turn(_ record: TurnRecord) {
+        guard let start = record.start else {
+            rejectedCounter(pool: record.pool, reason: record.errorCode ?? "unknown").increment()
+            return
+        }
+        turnsCounter(pool: record.pool, start: start, outcome: record.outcome).increment()
+        let histograms = turnHistograms(pool: record.pool, start: start)
+        histograms.wait.record(Self.duration(ms: record.waitMs))
+        if let firstByte = record.firstByteMs { histograms.firstByte.record(Self.duration(ms: firstByte)) }
+        histograms.duration.record(Self.duration(ms: record.durationMs))
     }
 
     /// A start-up reached readiness after `duration`.
@@ -80,6 +117,7 @@ public final class BrokerMetrics: Sendable {
     public func render(pools: [PoolStatus], memory: MemoryStatus, journal: Journal.Counts?, keeper: ProcessGroupKeeper.Status? = nil) -> [UInt8] {
         let figures = Dictionary(memory.pools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for pool in pools {
+            exportTurnSeries(pool: pool.name)
             for gauge in Self.poolGauges {
                 guard let value = gauge.value(pool, figures[pool.name]) else { continue }
                 self.gauge(gauge.name, gauge.unit, gauge.help, pool.name).set(value)
@@ -169,5 +207,6 @@ public final class BrokerMetrics: Sendable {
         seen.withLock { seen in
             for key in seen.keys where key.hasSuffix("\u{0}" + pool) { seen[key] = nil }
         }
+        _ = exported.withLock { $0.remove(pool) }
     }
 }

@@ -81,7 +81,7 @@ public final class Turn: Sendable {
     public var isFinished: Bool { outcome.isSet }
 }
 /// How a turn ended.
-public enum TurnOutcome: String, Sendable, Codable {
+public enum TurnOutcome: String, Sendable, Codable, CaseIterable {
     /// The end-of-turn line came.
     case completed
     /// The process exited before the end of the turn.

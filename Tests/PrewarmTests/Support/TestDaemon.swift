@@ -147,6 +147,17 @@ func waitUntil(_ what: String, timeout: Duration, _ condition: @Sendable () asyn
     throw TimeoutError(what: what)
 }
 
+/// Reads a value every 20 ms until `done` holds for it or `timeout` passes; returns the last
+/// reading either way (for a test to show what it saw).
+func poll<T: Sendable>(timeout: Duration, _ read: @Sendable () async throws -> T, until done: (T) -> Bool) async throws -> T {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while true {
+        let value = try await read()
+        if done(value) || ContinuousClock.now >= deadline { return value }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
 /// Processes that are alive (not zombies) in the given process groups, read from /proc.
 func livingMembers(ofGroups groups: Set<Int32>) -> [Int32] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
