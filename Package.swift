@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "prewarm", targets: ["PrewarmCLI"]),
         .executable(name: "prewarm-fake-agent", targets: ["PrewarmFakeAgent"]),
         .executable(name: "prewarm-fake-model", targets: ["PrewarmFakeModel"]),
+        .executable(name: "prewarm-claude", targets: ["PrewarmClaude"]),
         .library(name: "PrewarmCore", targets: ["PrewarmCore"]),
     ],
     dependencies: [
@@ -113,6 +114,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: strictSwift6
+        ),
+        // `prewarm-claude`: the drop-in for the CLI that the Agent SDKs spawn (Glibc only: it
+        // runs on every turn's path).
+        .executableTarget(
+            name: "PrewarmClaude",
             swiftSettings: strictSwift6
         ),
         // A faithful stand-in for the Claude Code CLI: Foundation only, cheap to start.

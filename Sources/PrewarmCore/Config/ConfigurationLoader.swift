@@ -97,6 +97,12 @@ public struct ConfigurationLoader: Sendable {
                 throw ConfigError(file: origin, key: "pool[\(index)].name", message: "the pool name \"\(pool.name)\" is used twice; names must be unique")
             }
             pool.executable = resolveCommand(pool.command, baseDirectory: baseDirectory)
+            if isDropIn(pool.executable) {
+                throw ConfigError(
+                    file: origin, key: "pool[\(index)].command",
+                    message: "\(pool.executable) is prewarm-claude, the drop-in that hands runs to this daemon: a pool of it would call itself; set command to the real Claude Code CLI"
+                )
+            }
             config.pools.append(pool)
         }
         if config.pools.isEmpty {
@@ -281,6 +287,16 @@ public struct ConfigurationLoader: Sendable {
         if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/prewarm" }
         if getuid() == 0 { return "/var/lib/prewarm" }
         return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state/prewarm"
+    }
+
+    /// Whether `executable` is `prewarm-claude` (by name, or the same file as the one next to
+    /// `prewarm`, under any name).
+    func isDropIn(_ executable: String) -> Bool {
+        if (executable as NSString).lastPathComponent == "prewarm-claude" { return true }
+        guard let executableDirectory, let dropIn = FileIdentity(path: executableDirectory + "/prewarm-claude"),
+            let target = FileIdentity(path: executable)
+        else { return false }
+        return dropIn.device == target.device && dropIn.inode == target.inode
     }
 
     /// A command with a slash is a path (relative to the file's directory); a bare name is
