@@ -79,7 +79,7 @@ struct PoolInProcessTests {
             delegate.processGone(id, exit: how)
         }
 
-        func claim(_ turn: Turn) async -> Bool {
+        func claim(_ turn: Turn) -> Bool {
             state.withLock { state in
                 guard state.phase == .idle else { return false }
                 state.phase = .busy
@@ -258,7 +258,7 @@ struct PoolInProcessTests {
         second.becomeReady()
         try await Self.until(h.pool, "two idle spares") { $0.idle == 2 }
         // Dead in the fake, not yet reported to the pool: the pool still holds it idle.
-        _ = await first.claim(Self.turn("elsewhere"))
+        _ = first.claim(Self.turn("elsewhere"))
         let lease = try await h.pool.acquire(Self.turn())
         #expect(lease.spare == second.id)
         second.completeTurn()

@@ -37,7 +37,7 @@ extension Pool {
                 abandon(spare)
                 continue
             }
-            if await process.claim(turn) {
+            if process.claim(turn) {
                 if turn.claim != nil, case .refused(let reason, let message) = await turn.claimOutcome() {
                     throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
                 }

@@ -35,8 +35,8 @@ protocol ChildProcessDelegate: Sendable {
 /// backpressure. swift-subprocess's own output sequences could not give us either.
 ///
 /// Every decision about its life is taken by one `ProcessLifecycle` (a pure state machine) in
-/// one loop of its owner task; other tasks only post events to it (a claim waits for the
-/// loop's answer). The stdout pump, a child task of the owner, cuts lines and routes them
+/// one loop of its owner task; other tasks only post events to it (a claim too, after a
+/// check of the phase the loop last published, so the hand-over waits for no round trip). The stdout pump, a child task of the owner, cuts lines and routes them
 /// (nothing, then the turn's output); it owns its routing, and hears of the turn through one
 /// hand-over slot. Nothing but its one turn ever writes to its stdin.
 final class ChildProcess: Sendable {
@@ -66,8 +66,6 @@ final class ChildProcess: Sendable {
     /// What the owner loop receives.
     private enum Message: Sendable {
         case event(ProcessLifecycle.Event)
-        /// A turn takes the process; the loop answers whether it is the turn's.
-        case claim(Turn, CheckedContinuation<Bool, Never>)
     }
 
     var pid: pid_t? { pidBox.withLock { $0 } }
@@ -87,12 +85,15 @@ final class ChildProcess: Sendable {
 
     // MARK: - Other tasks' side
 
-    /// Binds this idle process to `turn`; false if it is no longer idle (it just died, or is
-    /// being retired). Answered by the owner loop, in order with every other event.
-    func claim(_ turn: Turn) async -> Bool {
-        await withCheckedContinuation { continuation in
-            if case .terminated = post.yield(.claim(turn, continuation)) { continuation.resume(returning: false) }
-        }
+    /// Binds this idle process to `turn`: false if the owner loop has seen it end (the pool
+    /// then takes another). Else the claim goes to the loop, in order with every other
+    /// event, and the turn's response starts at once (no round trip on the hand-over's path):
+    /// if the process died in the instant between, the loop ends the turn as `exited`.
+    func claim(_ turn: Turn) -> Bool {
+        guard currentPhase == .idle else { return false }
+        raisePriority()
+        if case .terminated = post.yield(.event(.claim(turn))) { return false }
+        return true
     }
 
     /// Why this process cannot serve a turn now, from its `/proc/PID/stat` state (a cheap
@@ -202,10 +203,15 @@ final class ChildProcess: Sendable {
         delegate.processGone(id, exit: ending.summary + (status.map { " (\(Self.describe($0)))" } ?? ""))
     }
 
-    /// After the loop: no more messages; a claim that was still on its way is refused.
+    /// After the loop: no more messages; a claim that was still on its way ends its turn.
     private func refuseLateClaims() async {
         post.finish()
-        for await case .claim(_, let reply) in messages { reply.resume(returning: false) }
+        for await case .event(.claim(let turn)) in messages { Self.lateClaim(turn) }
+    }
+
+    /// A claim that reached the loop after the process's end: its turn never ran.
+    private static func lateClaim(_ turn: Turn) {
+        turn.finish(TurnResult(outcome: .exited, detail: "the process ended as the turn took it; retry"))
     }
 
     private func report(_ ending: Ending, status: TerminationStatus?, started: ContinuousClock.Instant, delegate: some ChildProcessDelegate) {
@@ -314,13 +320,9 @@ final class ChildProcess: Sendable {
         var machine = ProcessLifecycle(readyTimeout: config.ready.timeout)
         for await message in messages {
             let actions: [ProcessLifecycle.Action]
-            var reply: CheckedContinuation<Bool, Never>?
             switch message {
             case .event(let event):
                 actions = machine.handle(event)
-            case .claim(let turn, let continuation):
-                reply = continuation
-                actions = machine.handle(.claim(turn))
             }
             published.withLock { $0 = machine.phase }
             for action in actions {
@@ -339,12 +341,9 @@ final class ChildProcess: Sendable {
                     let tail = stderr.lastLines()
                     delegate.processExited(id, reason: "an idle spare exited" + (tail.isEmpty ? "" : "; stderr: \(tail)"))
                 case .acceptClaim:
-                    raisePriority()
-                    reply?.resume(returning: true)
-                    reply = nil
-                case .refuseClaim:
-                    reply?.resume(returning: false)
-                    reply = nil
+                    break
+                case .refuseClaim(let turn):
+                    Self.lateClaim(turn)
                 case .route(let turn):
                     routed.withLock { $0 = turn }
                 case .armTurnTimeout(let timeout):

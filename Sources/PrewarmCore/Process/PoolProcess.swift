@@ -11,7 +11,7 @@ protocol PoolProcess: AnyObject, Sendable {
     /// Runs the process for its whole life, reporting to `delegate`; returns once it is gone.
     func run(delegate: any ChildProcessDelegate) async
     /// Binds the idle process to `turn`; false if it is no longer idle.
-    func claim(_ turn: Turn) async -> Bool
+    func claim(_ turn: Turn) -> Bool
     /// Why it cannot serve a turn now (stopped, dead); nil: runnable.
     func notRunnable() -> String?
     func raisePriority()

@@ -37,8 +37,10 @@ struct ProcessLifecycle {
         case reportReady
         /// Tell the pool an idle spare died.
         case reportDiedIdle
-        /// Answer the turn that asked for it: it is the turn's now, or it is not (ended).
+        /// The turn has it now.
         case acceptClaim(Turn)
+        /// The process ended before the claim reached it: the turn never ran (it ends as
+        /// `exited`, and its client may retry).
         case refuseClaim(Turn)
         /// From now on its stdout belongs to the turn.
         case route(Turn)
