@@ -236,11 +236,15 @@ extension LiveDaemons {
         /// A spare stopped with SIGSTOP is not handed out as warm: it is retired at hand-off
         /// and the turn gets a runnable process.
         @Test func aStoppedSpareIsNotHandedOut() async throws {
-            let daemon = try await TestDaemon(pools: Self.pool(spares: 2))
+            let daemon = try await TestDaemon(pools: Self.pool(spares: 2, extra: "turn_timeout_s = 20"))
             let pids = try await daemon.pool("p").pids
             #expect(pids.count == 2)
             for pid in pids { kill(Int32(pid), SIGSTOP) }
             defer { for pid in pids { kill(Int32(pid), SIGCONT) } }
+            // SIGSTOP takes effect once the process is scheduled: wait until the kernel says so.
+            try await waitUntil("the spares are stopped", timeout: .seconds(10)) {
+                pids.allSatisfy { ProcessMemory.statFields(path: "/proc/\($0)/stat")?.first == "T" }
+            }
             let response = try await daemon.turn("p")
             #expect(response.status == 200)
             let served = Int(response.headers.first(name: "Prewarm-Pid") ?? "") ?? 0
