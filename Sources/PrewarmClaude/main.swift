@@ -25,7 +25,9 @@ func realCLI(_ environment: [String: String]) -> String? {
     return nil
 }
 
-/// A file's identity (device and inode): the same file under any name or link.
+/// A file's identity (device and inode): the same file under any name or link. (PrewarmCore's
+/// `FileIdentity` does the same, but linking PrewarmCore would bring Foundation and NIO into
+/// an executable that must start in milliseconds.)
 struct FileKey: Equatable {
     let device: UInt64
     let inode: UInt64

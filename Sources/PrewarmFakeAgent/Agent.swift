@@ -270,6 +270,7 @@ final class Agent {
         }
         guard options.awaitClaim else { return refuse("not_a_spare: this process was not started with --await-claim") }
         guard !claimed else { return refuse("already_claimed: this spare is bound to a session") }
+        sleepMilliseconds(options.claimMs)
         guard let cwd = request["cwd"] as? String else {
             return refuse("invalid_request: cwd — Invalid input: expected string, received undefined")
         }

@@ -31,6 +31,8 @@ struct Options {
     // The real CLI's flags, so a `kind = "claude"` pool can run the fake: parked until a
     // claim_session request (`--await-claim`), and the session flags it reports back.
     var awaitClaim = false
+    /// How long a claim takes to be answered (the real CLI: 54-139 ms).
+    var claimMs = 0
     var permissionMode: String?
     var resume: String?
     // Meta.
@@ -134,6 +136,7 @@ extension Options {
         case "--tokens": \.tokens
         case "--token-ms": \.tokenMs
         case "--chatter-ms": \.chatterMs
+        case "--claim-ms": \.claimMs
         default: nil
         }
     }
@@ -157,6 +160,7 @@ extension Options {
         The Claude Code CLI's flags, so a kind = "claude" pool can run it:
           --await-claim       park until a claim_session control request (cwd,
                               permission_mode, env) binds it; refuse a user message before
+          --claim-ms N        take N ms to answer a claim (default 0)
           --permission-mode M, --resume ID   reported in system/init
           --output-format, --input-format, --permission-prompt-tool, --system-prompt,
           --append-system-prompt, --add-dir, --model (with a value), --verbose,

@@ -47,7 +47,7 @@ public struct Daemon: Sendable {
         signal(SIGPIPE, SIG_IGN)  // children get default dispositions back at spawn
         try SocketFile.prepare(path: socketPath)
         let logger = self.logger
-        let keeper = try keeperExecutable.map { try ProcessGroupKeeper(executable: $0, logger: logger) }
+        let keeper = keeperExecutable.map { ProcessGroupKeeper(executable: $0, logger: logger) }
         let registry = PrometheusCollectorRegistry()
         if bootstrapMetrics {
             // Metrics recorded through the swift-metrics API (Hummingbird's HTTP metrics among

@@ -73,7 +73,7 @@ struct PrewarmChannel: HTTPChannelHandler {
             // In front of the upgrade handler, so it sees the first request's parse errors too.
             let upgradeHandler = try channel.pipeline.syncOperations.context(handlerType: NIOTypedHTTPServerUpgradeHandler<Connection>.self)
             try channel.pipeline.syncOperations.addHandler(
-                HTTPRequestGuard(idleTimeout: idleTimeout.map { .nanoseconds(Int64($0.milliseconds * 1_000_000)) }),
+                HTTPRequestGuard(idleTimeout: idleTimeout.map(TimeAmount.init)),
                 position: .before(upgradeHandler.handler)
             )
             return Value(negotiated: negotiated, channel: channel, upgrader: upgrader)
@@ -95,6 +95,8 @@ struct PrewarmChannel: HTTPChannelHandler {
             }
         } catch {
             logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
+            // Ended between the turn's admission and the 101: its client is gone.
+            await value.upgrader.abandonAdmitted()
         }
     }
 }
@@ -136,6 +138,17 @@ final class StreamUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 
     /// The answer to this connection's upgrade request, if it was refused.
     var refusal: Response? { slot.refusal }
+
+    /// The connection ended after the turn was admitted but before it became a stream (the
+    /// client left as the 101 was on its way): the process is killed and the turn recorded,
+    /// as for any client that leaves mid-turn.
+    func abandonAdmitted() async {
+        guard let admitted = slot.admitted else { return }
+        admitted.lease.clientGone()
+        admitted.input.finish()
+        let result = await admitted.turn.result()
+        admitted.record.finished(lease: admitted.lease, firstByte: nil, result: result, bytesIn: 0, bytesOut: 0)
+    }
 
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
         let promise = channel.eventLoop.makePromise(of: HTTPHeaders.self)

@@ -21,7 +21,6 @@ struct ProcessLifecycleTests {
             switch action {
             case .reportReady: "reportReady"
             case .reportDiedIdle: "reportDiedIdle"
-            case .acceptClaim: "acceptClaim"
             case .refuseClaim: "refuseClaim"
             case .route: "route"
             case .armTurnTimeout: "armTurnTimeout"
@@ -47,7 +46,7 @@ struct ProcessLifecycleTests {
     @Test func aTurnRunsOnceAndEndsTheProcess() {
         var m = idle()
         #expect(m.phase == .idle)
-        #expect(names(m.handle(.claim(turn()))) == ["acceptClaim", "route", "armTurnTimeout", "writeInput"])
+        #expect(names(m.handle(.claim(turn()))) == ["route", "armTurnTimeout", "writeInput"])
         #expect(m.phase == .busy)
         #expect(names(m.handle(.turnCompleted)) == ["turnEnded", "finish(completed)", "turnAnswered", "stop(turn completed)"])
         #expect(m.phase == .ended)
@@ -60,7 +59,7 @@ struct ProcessLifecycleTests {
     /// refused claim ends the process without running the turn.
     @Test func claimsGateTheInput() {
         var m = idle()
-        #expect(names(m.handle(.claim(turn(claim: true)))) == ["acceptClaim", "route", "armTurnTimeout", "writeClaim"])
+        #expect(names(m.handle(.claim(turn(claim: true)))) == ["route", "armTurnTimeout", "writeClaim"])
         #expect(m.phase == .claiming)
         #expect(names(m.handle(.claimAnswered(.accepted(sessionID: "s")))) == ["settleClaim", "writeInput"])
         #expect(m.phase == .busy)

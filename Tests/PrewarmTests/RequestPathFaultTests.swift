@@ -20,27 +20,32 @@ extension LiveDaemons {
             DaemonTests.pool(name, args: args, spares: spares, extra: extra)
         }
 
+        /// A claude pool of the fake agent.
+        static func claudePool(_ name: String, args: String = "", spares: Int, extra: String = "") -> String {
+            """
+            [[pool]]
+            name = "\(name)"
+            kind = "claude"
+            command = "FAKE"
+            args = [\(args)]
+            spares = \(spares)
+            \(extra)
+
+            """
+        }
+
         /// A process started for one session never serves another: turn A asks for its own
         /// session (cwd, permission mode, a secret in its env) on an unclaimed claude pool and
         /// leaves while A's process boots; the next turns of the pool's session never get A's
         /// process (its cwd, its mode, its secret), and A's process is gone.
         @Test func aSessionsProcessNeverReachesAnotherSession() async throws {
             let daemon = try await TestDaemon(
-                pools: """
-                    [[pool]]
-                    name = "c"
-                    kind = "claude"
-                    command = "FAKE"
-                    args = ["--init-ms", "1500"]
-                    claim = false
-                    spares = 1
-                    max_starting = 2
-                    when_empty = "wait"
-                    [pool.session]
-                    permission_mode = "default"
-
-                    """
+                pools: Self.claudePool(
+                    "c", args: #""--init-ms", "1500""#, spares: 1,
+                    extra: "claim = false\nmax_starting = 2\nwhen_empty = \"wait\"\n[pool.session]\npermission_mode = \"default\""
+                )
             )
+            let spare = try await daemon.pool("c").pids
             let tenant = try TestDaemon.makeTemporaryDirectory()
             let secret = "tenant-a-" + UUID().uuidString
             let bodyA = try JSONSerialization.data(withJSONObject: [
@@ -50,26 +55,20 @@ extension LiveDaemons {
             a.write(Array(Self.request(pool: "c", body: String(decoding: bodyA, as: UTF8.self), contentType: "application/json").utf8))
             // A's process is booting when A leaves.
             try await waitUntil("A's process is starting", timeout: .seconds(10)) { try await daemon.pool("c").starting >= 1 }
-            let starting = try await daemon.pool("c").pids
+            let processA = try #require(try await daemon.pool("c").pids.first { !spare.contains($0) })
             a.closeNow()
             // B1 takes the pool's idle spare; B2 waits for the next process.
             async let b1 = Self.jsonTurn(daemon, pool: "c")
             async let b2 = Self.jsonTurn(daemon, pool: "c")
             for response in try await [b1, b2] {
                 #expect(response.status == 200, "\(response.bodyString)")
-                let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
-                #expect(initLine?["cwd"] as? String != tenant, "a turn of the pool's session ran in A's directory")
-                #expect(initLine?["permissionMode"] as? String == "default", "a turn of the pool's session ran in A's permission mode")
-                let pid = Int32(response.headers.first(name: "Prewarm-Pid") ?? "") ?? 0
-                if let environ = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ")) {
-                    #expect(!String(decoding: environ, as: UTF8.self).contains(secret), "A's secret reached another turn's process")
-                }
+                #expect(response.headers.first(name: "Prewarm-Pid") != String(processA), "a turn of the pool's session got A's process")
+                let initLine = try #require(jsonLines(response).first { $0["subtype"] as? String == "init" })
+                #expect(initLine["cwd"] as? String != tenant, "a turn of the pool's session ran in A's directory")
+                #expect(initLine["permissionMode"] as? String == "default", "a turn of the pool's session ran in A's permission mode")
             }
-            // A's process (one of those starting when A left) is retired.
-            let serving = try await daemon.pools().flatMap(\.pids)
-            try await waitUntil("A's process is gone", timeout: .seconds(10)) {
-                starting.filter { !serving.contains($0) }.allSatisfy { !isAlive(Int32($0)) }
-            }
+            // A's process is retired: it ran no turn.
+            try await waitUntil("A's process is gone", timeout: .seconds(10)) { !isAlive(Int32(processA)) }
             #expect(!daemon.log.contains(secret), "the secret is never logged")
         }
 
@@ -102,6 +101,7 @@ extension LiveDaemons {
             socket.write(Array(TwoWayTests.request(pool: "hang").utf8))
             let head = try #require(socket.readHead())
             #expect(head.hasPrefix("HTTP/1.1 101"))
+            let pid = try #require(head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("prewarm-pid:") }.flatMap { Int32($0.split(separator: " ").last ?? "") })
             socket.write(Array((TestDaemon.userLine + "\n").utf8))
             // Writes what the daemon takes for up to 4 s (or 200 MiB).
             let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
@@ -124,9 +124,8 @@ extension LiveDaemons {
             #expect(sent < 200 << 20, "the daemon read everything the client sent (\(sent >> 20) MiB): no backpressure")
             #expect(grown < 64 << 20, "the daemon grew by \(grown >> 20) MiB while the client sent \(sent >> 20) MiB")
             #expect(stalledSince != nil, "the client was never held back")
-            let pid = try await daemon.pool("hang").pids.first ?? 0
             socket.closeNow()
-            try await waitUntil("the flooded turn's process is killed", timeout: .seconds(10)) { !isAlive(Int32(pid)) }
+            try await waitUntil("the flooded turn's process is killed", timeout: .seconds(10)) { !isAlive(pid) }
             #expect((try? await daemon.client.request(.GET, "/healthz"))?.status == 200)
         }
 
@@ -233,6 +232,25 @@ extension LiveDaemons {
             #expect(lines.contains { $0.contains(#""type":"result""#) })
         }
 
+        /// A client that leaves while the CLI binds itself to its session (a claim, which
+        /// takes 3 s here) gets its process killed then: the claimed process never runs a turn
+        /// nobody reads. Plain turns and two-way upgrades alike.
+        @Test(arguments: [false, true])
+        func aClientGoneDuringTheClaimKillsTheProcess(twoWay: Bool) async throws {
+            let daemon = try await TestDaemon(pools: Self.claudePool("c", args: #""--claim-ms", "3000""#, spares: 1, extra: "turn_timeout_s = 60"))
+            let spare = try #require(try await daemon.pool("c").pids.first)
+            let socket = try UnixStreamSocket(path: daemon.socket)
+            let body = #"{"prompt":"hello"}"#
+            socket.write(Array((twoWay ? TwoWayTests.request(pool: "c") : Self.request(pool: "c", body: body, contentType: "application/json")).utf8))
+            try await waitUntil("the spare is being claimed", timeout: .seconds(10)) { try await daemon.pool("c").busy == 1 }
+            let left = ContinuousClock.now
+            socket.closeNow()
+            try await waitUntil("the claimed process is killed", timeout: .seconds(10)) { !isAlive(Int32(spare)) }
+            #expect(left.duration(to: .now) < .seconds(2), "the process lived on until its claim was answered")
+            try await waitUntil("the pool refills", timeout: .seconds(10)) { try await daemon.pool("c").idle == 1 }
+            #expect(try await Self.jsonTurn(daemon, pool: "c").status == 200)
+        }
+
         /// A spare stopped with SIGSTOP is not handed out as warm: it is retired at hand-off
         /// and the turn gets a runnable process.
         @Test func aStoppedSpareIsNotHandedOut() async throws {
@@ -257,23 +275,7 @@ extension LiveDaemons {
         /// configured cwd each turn runs in a fresh directory of its own (0700) that is
         /// removed after the turn; the parking directory is for parked spares only.
         @Test func turnsWithoutADirectoryGetTheirOwn() async throws {
-            let daemon = try await TestDaemon(
-                pools: """
-                    [[pool]]
-                    name = "c"
-                    kind = "claude"
-                    command = "FAKE"
-                    spares = 2
-
-                    [[pool]]
-                    name = "u"
-                    kind = "claude"
-                    command = "FAKE"
-                    claim = false
-                    spares = 2
-
-                    """
-            )
+            let daemon = try await TestDaemon(pools: Self.claudePool("c", spares: 2) + Self.claudePool("u", spares: 2, extra: "claim = false"))
             for pool in ["c", "u"] {
                 var seen = Set<String>()
                 for _ in 0..<3 {

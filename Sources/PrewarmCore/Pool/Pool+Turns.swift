@@ -38,8 +38,14 @@ extension Pool {
                 continue
             }
             if process.claim(turn) {
-                if turn.claim != nil, case .refused(let reason, let message) = await turn.claimOutcome() {
-                    throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
+                if turn.claim != nil {
+                    // The client may leave while the CLI binds itself: the process is killed then,
+                    // not left to run a turn nobody reads.
+                    let outcome = await withTaskCancellationHandler { await turn.claimOutcome() } onCancel: { process.clientGone() }
+                    if Task.isCancelled { throw Self.cancelled }
+                    if case .refused(let reason, let message) = outcome {
+                        throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
+                    }
                 }
                 return Lease(pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), process: process)
             }

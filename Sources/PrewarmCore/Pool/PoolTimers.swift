@@ -22,9 +22,6 @@ final class PoolTimers: Sendable {
     private let state = Mutex(State())
     private let loop = MultiThreadedEventLoopGroup.singleton.any()
 
-    /// How many timers are armed (for tests).
-    var count: Int { state.withLock { $0.deadlines.count } }
-
     func schedule(_ timer: PoolStateMachine.Timer, at deadline: ContinuousClock.Instant) {
         state.withLock { state in
             state.deadlines[timer] = deadline
@@ -47,12 +44,12 @@ final class PoolTimers: Sendable {
         // Owned by the caller's task: returns when it is cancelled, and disarms everything.
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let wait = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                    guard !Task.isCancelled else { return continuation }
-                    self.stopped.withLock { $0 = continuation }
-                    return nil
+                let cancelled = stopped.withLock { stopped -> Bool in
+                    guard !Task.isCancelled else { return true }
+                    stopped = continuation
+                    return false
                 }
-                wait?.resume()
+                if cancelled { continuation.resume() }
             }
         } onCancel: {
             self.stopped.withLock { stopped in
@@ -67,13 +64,12 @@ final class PoolTimers: Sendable {
         }
     }
 
+    /// `run`'s wait for its task's cancellation.
     private let stopped = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
     private func arm(_ state: inout State, at deadline: ContinuousClock.Instant) {
         state.armed?.task.cancel()
-        let delay = ContinuousClock.now.duration(to: deadline)
-        let nanoseconds = max(0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
-        let task = loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in fireDue() }
+        let task = loop.scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) { [self] in fireDue() }
         state.armed = (task, deadline)
     }
 

@@ -45,8 +45,8 @@ final class ChildProcess: Sendable {
     private let environment: [String: String]
     private let keeper: ProcessGroupKeeper?
     private let logger: Logger
-    private let messages: AsyncStream<Message>
-    private let post: AsyncStream<Message>.Continuation
+    private let events: AsyncStream<ProcessLifecycle.Event>
+    private let post: AsyncStream<ProcessLifecycle.Event>.Continuation
     /// The lifecycle's phase as last published by the owner loop (the only writer).
     private let published = Mutex<ProcessLifecycle.Phase>(.starting)
     /// The turn the pump routes stdout to, handed over by the owner loop at the claim.
@@ -63,11 +63,6 @@ final class ChildProcess: Sendable {
     typealias Phase = ProcessLifecycle.Phase
     typealias Ending = ProcessLifecycle.Ending
 
-    /// What the owner loop receives.
-    private enum Message: Sendable {
-        case event(ProcessLifecycle.Event)
-    }
-
     var pid: pid_t? { pidBox.withLock { $0 } }
     var currentPhase: Phase { published.withLock { $0 } }
 
@@ -80,7 +75,7 @@ final class ChildProcess: Sendable {
         self.environment = environment
         self.keeper = keeper
         self.logger = logger
-        (self.messages, self.post) = AsyncStream.makeStream(of: Message.self)
+        (self.events, self.post) = AsyncStream.makeStream(of: ProcessLifecycle.Event.self)
     }
 
     // MARK: - Other tasks' side
@@ -92,7 +87,7 @@ final class ChildProcess: Sendable {
     func claim(_ turn: Turn) -> Bool {
         guard currentPhase == .idle else { return false }
         raisePriority()
-        if case .terminated = post.yield(.event(.claim(turn))) { return false }
+        if case .terminated = post.yield(.claim(turn)) { return false }
         return true
     }
 
@@ -132,10 +127,10 @@ final class ChildProcess: Sendable {
     }
 
     /// Asks the owner to stop the process (idle spare, start-up, or a drain).
-    func retire() { post.yield(.event(.retire)) }
+    func retire() { post.yield(.retire) }
 
     /// The turn's client went away: the process is killed at once.
-    func clientGone() { post.yield(.event(.clientGone)) }
+    func clientGone() { post.yield(.clientGone) }
 
     // MARK: - The owner
 
@@ -206,7 +201,7 @@ final class ChildProcess: Sendable {
     /// After the loop: no more messages; a claim that was still on its way ends its turn.
     private func refuseLateClaims() async {
         post.finish()
-        for await case .event(.claim(let turn)) in messages { Self.lateClaim(turn) }
+        for await case .claim(let turn) in events { Self.lateClaim(turn) }
     }
 
     /// A claim that reached the loop after the process's end: its turn never ran.
@@ -313,17 +308,13 @@ final class ChildProcess: Sendable {
         defer { for timer in timers { timer.cancel() } }
         let loop = MultiThreadedEventLoopGroup.singleton.any()
         if config.ready.expect == nil {
-            post.yield(.event(.ready))
+            post.yield(.ready)
         } else {
-            timers.append(loop.scheduleTask(in: .nanoseconds(Int64(config.ready.timeout.milliseconds * 1_000_000))) { post.yield(.event(.readyTimeout)) })
+            timers.append(loop.scheduleTask(in: TimeAmount(config.ready.timeout)) { post.yield(.readyTimeout) })
         }
         var machine = ProcessLifecycle(readyTimeout: config.ready.timeout)
-        for await message in messages {
-            let actions: [ProcessLifecycle.Action]
-            switch message {
-            case .event(let event):
-                actions = machine.handle(event)
-            }
+        for await event in events {
+            let actions = machine.handle(event)
             published.withLock { $0 = machine.phase }
             for action in actions {
                 switch action {
@@ -340,14 +331,12 @@ final class ChildProcess: Sendable {
                 case .reportDiedIdle:
                     let tail = stderr.lastLines()
                     delegate.processExited(id, reason: "an idle spare exited" + (tail.isEmpty ? "" : "; stderr: \(tail)"))
-                case .acceptClaim:
-                    break
                 case .refuseClaim(let turn):
                     Self.lateClaim(turn)
                 case .route(let turn):
                     routed.withLock { $0 = turn }
                 case .armTurnTimeout(let timeout):
-                    timers.append(loop.scheduleTask(in: .nanoseconds(Int64(timeout.milliseconds * 1_000_000))) { post.yield(.event(.turnTimeout)) })
+                    timers.append(loop.scheduleTask(in: TimeAmount(timeout)) { post.yield(.turnTimeout) })
                 case .writeClaim(let turn):
                     guard let claim = turn.claim else { break }
                     group.addTask { await Self.write(claim.line, then: nil, close: false, to: stdin, post: post) }
@@ -406,7 +395,7 @@ final class ChildProcess: Sendable {
                     case .starting:
                         if segment.lineHasReady {
                             route = .idle
-                            post.yield(.event(.ready))
+                            post.yield(.ready)
                         }
                     case .idle, .ended:
                         continue
@@ -426,7 +415,7 @@ final class ChildProcess: Sendable {
                             } else {
                                 route = .ended
                             }
-                            post.yield(.event(.claimAnswered(outcome)))
+                            post.yield(.claimAnswered(outcome))
                             continue
                         }
                         if line.readableBytes < 4096, StreamJSONLine.parse(line.readableBytesView)?.isChatter == true { continue }
@@ -434,19 +423,19 @@ final class ChildProcess: Sendable {
                         await turn.output.send(line)
                         if segment.lineHasEnd {
                             route = .ended
-                            post.yield(.event(.turnCompleted))
+                            post.yield(.turnCompleted)
                         }
                     case .turn(let turn):
                         await turn.output.send(segment.bytes)
                         if segment.lineHasEnd {
                             route = .ended
-                            post.yield(.event(.turnCompleted))
+                            post.yield(.turnCompleted)
                         }
                     }
                 }
             }
         } catch {}
-        post.yield(.event(.stdoutClosed))
+        post.yield(.stdoutClosed)
     }
 
     /// Writes a turn's input to the process: its body, then (a two-way turn) what its client
@@ -455,7 +444,7 @@ final class ChildProcess: Sendable {
     /// turn's timeout and its client's departure).
     private static func write(
         _ input: ByteBuffer, then stream: AsyncChannel<ByteBuffer>?, close: Bool, to stdin: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        post: AsyncStream<Message>.Continuation
+        post: AsyncStream<ProcessLifecycle.Event>.Continuation
     ) async {
         do {
             if input.readableBytes > 0 { try await stdin.write(input) }
@@ -466,7 +455,7 @@ final class ChildProcess: Sendable {
                 stdin.finish()
             }
         } catch {
-            post.yield(.event(.stdinFailed("\(error)")))
+            post.yield(.stdinFailed("\(error)"))
         }
     }
 

@@ -8,28 +8,33 @@ import Foundation
 /// name no directory never share one: what one tenant's tools write there is never the
 /// next tenant's.
 public enum PrivateDirectory {
-    /// Makes `root/PREFIX-XXXXXX` (and `root` itself, 0700, if missing).
+    /// Makes `root/PREFIX-XXXXXX` (and `root` itself, 0700, if it is missing: the pool makes
+    /// it when it starts, so a turn's path costs one mkdtemp).
     public static func make(under root: String, prefix: String) throws(PrewarmError) -> String {
-        do {
-            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw PrewarmError(.internal, "cannot create \(root) for the turns' own directories: \(error.localizedDescription); check turn_dirs and its permissions")
-        }
         var template = Array((root + "/" + prefix + "-XXXXXX").utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        var made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        if !made, errno == ENOENT {
+            do {
+                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw PrewarmError(.internal, "cannot create \(root) for the turns' own directories: \(error.localizedDescription); check turn_dirs and its permissions")
+            }
+            made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        }
         guard made else {
             throw PrewarmError(.internal, "cannot create a directory in \(root): \(String(cString: strerror(errno))); check turn_dirs and its permissions")
         }
         return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// Removes the directory and its contents; a failure is returned for the log.
+    /// Removes the directory and its contents (one already gone is not a failure); a failure
+    /// is returned for the log.
     public static func remove(_ path: String) -> String? {
         do {
             try FileManager.default.removeItem(atPath: path)
             return nil
         } catch {
-            return error.localizedDescription
+            return access(path, F_OK) != 0 && errno == ENOENT ? nil : error.localizedDescription
         }
     }
 }

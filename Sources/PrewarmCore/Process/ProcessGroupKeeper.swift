@@ -54,7 +54,7 @@ public final class ProcessGroupKeeper: Service, Sendable {
     }
 
     /// - Parameter executable: the `prewarm` executable, run as `prewarm keeper`.
-    public init(executable: String, logger: Logger) throws {
+    public init(executable: String, logger: Logger) {
         self.executable = executable
         self.logger = logger
     }

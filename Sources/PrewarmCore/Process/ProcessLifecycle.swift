@@ -37,8 +37,6 @@ struct ProcessLifecycle {
         case reportReady
         /// Tell the pool an idle spare died.
         case reportDiedIdle
-        /// The turn has it now.
-        case acceptClaim(Turn)
         /// The process ended before the claim reached it: the turn never ran (it ends as
         /// `exited`, and its client may retry).
         case refuseClaim(Turn)
@@ -124,7 +122,7 @@ struct ProcessLifecycle {
             self.turn = turn
             phase = turn.claim == nil ? .busy : .claiming
             // A claim first; the turn's input once the CLI accepts it.
-            return [.acceptClaim(turn), .route(turn), .armTurnTimeout(turn.timeout), turn.claim == nil ? .writeInput(turn) : .writeClaim(turn)]
+            return [.route(turn), .armTurnTimeout(turn.timeout), turn.claim == nil ? .writeInput(turn) : .writeClaim(turn)]
         case (_, .claim(let turn)):
             // Not idle: it died (or is being retired) between the hand-over and the claim.
             return [.refuseClaim(turn)]
