@@ -2,16 +2,20 @@
 import Glibc
 #endif
 
-// `prewarm-claude`: the Claude Code CLI's command line, to be served by a Prewarm daemon's
-// warm CLIs; where the daemon cannot serve it, the real CLI with the same argv, stdin
-// untouched: never worse than no Prewarm. An SDK points at it instead of the CLI (Python
-// `cli_path`, TypeScript `pathToClaudeCodeExecutable`, Laravel `CLAUDE_AGENT_CLI_PATH`).
+// `prewarm-claude`: the Claude Code CLI's command line, served by a Prewarm daemon's warm
+// CLIs; where the daemon cannot serve it, the real CLI with the same argv, stdin untouched:
+// never worse than no Prewarm. An SDK points at it instead of the CLI (Python `cli_path`,
+// TypeScript `pathToClaudeCodeExecutable`, Laravel `CLAUDE_AGENT_CLI_PATH`).
 //
-// Plain Glibc on purpose (no Foundation, no NIO): it runs once per agent turn, on the
-// request path, and must cost almost nothing before the first forwarded byte.
+// Plain Glibc on purpose (no Foundation, no NIO): it runs once per agent run, on the
+// request path, and must cost almost nothing before the first forwarded byte. For the same
+// reason its JSON and base64 are written by hand (a few lines each).
 //
-// The daemon's side of a run (`POST /v1/runs`, upgraded to a two-way stream) is the next
-// step; until a daemon offers it, every run goes to the real CLI.
+// It asks the daemon for a run (`POST /v1/runs`, upgraded to a framed two-way stream; the
+// frames are described in the daemon's RunStream.swift) and reads nothing from its stdin
+// before the daemon has accepted the run, so a fallback exec loses no byte.
+
+// MARK: - The real CLI
 
 /// The real CLI: `PREWARM_CLAUDE_CLI`, else `claude` on PATH that is not this executable.
 func realCLI(_ environment: [String: String]) -> String? {
@@ -54,8 +58,7 @@ func execRealCLI(_ environment: [String: String], arguments: [String]) -> Never 
 }
 
 func fail(_ status: Int32, _ message: String) -> Never {
-    let line = message + "\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
+    writeAll(2, Array((message + "\n").utf8))
     exit(status)
 }
 
@@ -80,19 +83,95 @@ func socketPath(_ environment: [String: String]) -> String {
     return "/tmp/prewarm-\(getuid()).sock"
 }
 
-/// Asks the daemon whether it serves this run: the status of its answer to the run's
-/// upgrade request, or nil when no daemon answers (within a second).
-func askDaemon(socket path: String) -> Int? {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+// MARK: - Bytes
+
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    writeAll(fd, bytes[...])
+}
+
+/// Writes everything (blocking: a reader that does not read holds the run back, as it would
+/// hold back the CLI itself). A closed reader loses the rest, as it would with the CLI.
+func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) {
+    var offset = bytes.startIndex
+    while offset < bytes.endIndex {
+        let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if written < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += written
+    }
+}
+
+/// JSON text of a string (RFC 8259 escapes).
+func jsonString(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+func base64(_ bytes: [UInt8]) -> String {
+    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity((bytes.count + 2) / 3 * 4)
+    var index = 0
+    while index < bytes.count {
+        let a = UInt32(bytes[index])
+        let b = index + 1 < bytes.count ? UInt32(bytes[index + 1]) : 0
+        let c = index + 2 < bytes.count ? UInt32(bytes[index + 2]) : 0
+        let triple = a << 16 | b << 8 | c
+        out.append(alphabet[Int(triple >> 18 & 63)])
+        out.append(alphabet[Int(triple >> 12 & 63)])
+        out.append(index + 1 < bytes.count ? alphabet[Int(triple >> 6 & 63)] : UInt8(ascii: "="))
+        out.append(index + 2 < bytes.count ? alphabet[Int(triple & 63)] : UInt8(ascii: "="))
+        index += 3
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// The run as the daemon reads it: `{"argv": [...], "cwd": "...", "env": {...}, "cli": "..."}`.
+func describeRun(arguments: [String], cwd: String, environment: [String: String], cli: String?) -> String {
+    var json = "{\"argv\":[" + arguments.dropFirst().map(jsonString).joined(separator: ",") + "],"
+    json += "\"cwd\":" + jsonString(cwd) + ",\"env\":{"
+    json += environment.map { jsonString($0.key) + ":" + jsonString($0.value) }.joined(separator: ",") + "}"
+    if let cli { json += ",\"cli\":" + jsonString(cli) }
+    return json + "}"
+}
+
+func workingDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return "" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+// MARK: - The daemon
+
+/// A connected socket to the daemon, or nil when none listens there.
+func connectDaemon(_ path: String) -> Int32? {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 1, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        close(fd)
+        return nil
+    }
     withUnsafeMutableBytes(of: &address.sun_path) { raw in
         raw.copyBytes(from: bytes)
         raw[bytes.count] = 0
@@ -100,17 +179,196 @@ func askDaemon(socket path: String) -> Int? {
     let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
-    guard connected == 0 else { return nil }
-    let request = "POST /v1/runs HTTP/1.1\r\nHost: prewarm\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\nContent-Length: 0\r\n\r\n"
-    let sent = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-    guard sent > 0 else { return nil }
-    var buffer = [UInt8](repeating: 0, count: 512)
-    let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-    guard count > 12 else { return nil }
-    // "HTTP/1.1 NNN ..."
-    let status = String(decoding: buffer[9..<12], as: UTF8.self)
-    return Int(status)
+    guard connected == 0 else {
+        close(fd)
+        return nil
+    }
+    return fd
 }
+
+/// The answer's status and body start, and the bytes after its head (the first frames).
+struct Answer {
+    var status: Int
+    var head: String
+    var rest: [UInt8]
+}
+
+/// Sends the run's request and reads the head of the answer. The daemon answers once the run
+/// has a process (it may wait for a spare, or start one): no time limit here.
+func requestRun(_ fd: Int32, description: String) -> Answer? {
+    let request = "POST /v1/runs HTTP/1.1\r\nHost: prewarm\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\n"
+        + "Prewarm-Run: \(base64(Array(description.utf8)))\r\nContent-Length: 0\r\n\r\n"
+    var bytes = Array(request.utf8)[...]
+    while !bytes.isEmpty {
+        let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if sent < 0 && errno == EINTR { continue }
+        guard sent > 0 else { return nil }
+        bytes = bytes.dropFirst(sent)
+    }
+    var received: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16_384)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { return nil }
+        received += chunk[0..<count]
+        if let end = headEnd(received) {
+            let head = String(decoding: received[0..<end], as: UTF8.self)
+            guard head.hasPrefix("HTTP/1."), head.count >= 12, let status = Int(head.dropFirst(9).prefix(3)) else { return nil }
+            return Answer(status: status, head: head, rest: Array(received[(end + 4)...]))
+        }
+        if received.count > 65_536 { return nil }
+    }
+}
+
+func headEnd(_ bytes: [UInt8]) -> Int? {
+    guard bytes.count >= 4 else { return nil }
+    for index in 0...(bytes.count - 4)
+    where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+        return index
+    }
+    return nil
+}
+
+/// The `message` of a JSON error body, read without a JSON parser (enough for a reason line).
+func errorMessage(_ fd: Int32, after rest: [UInt8]) -> String {
+    var body = rest
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    var timeout = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    while body.count < 16_384 {
+        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { break }
+        body += chunk[0..<count]
+    }
+    let text = String(decoding: body, as: UTF8.self)
+    let key = Array("\"message\":\"".utf8)
+    guard body.count >= key.count, let start = (0...(body.count - key.count)).first(where: { body[$0..<($0 + key.count)].elementsEqual(key) }) else {
+        return text
+    }
+    var message = ""
+    var escaped = false
+    for character in String(decoding: body[(start + key.count)...], as: UTF8.self) {
+        if escaped {
+            message.append(character)
+            escaped = false
+        } else if character == "\\" {
+            escaped = true
+        } else if character == "\"" {
+            break
+        } else {
+            message.append(character)
+        }
+    }
+    return message
+}
+
+// MARK: - The run
+
+/// The write end of the pipe that signal handlers write their signal number to, so the
+/// loop forwards it (a handler may only do async-signal-safe things).
+nonisolated(unsafe) var signalPipe: (read: Int32, write: Int32) = (-1, -1)
+
+func installSignalForwarding() {
+    var fds: [Int32] = [-1, -1]
+    guard pipe(&fds) == 0 else { return }
+    for fd in fds {
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+    signalPipe = (fds[0], fds[1])
+    for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { number in
+            var byte = UInt8(truncatingIfNeeded: number)
+            _ = write(signalPipe.write, &byte, 1)
+        }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = SA_RESTART
+        sigaction(number, &action, nil)
+    }
+    signal(SIGPIPE, SIG_IGN)
+}
+
+func frame(_ type: UInt8, _ payload: ArraySlice<UInt8>) -> [UInt8] {
+    let length = UInt32(payload.count)
+    return [type, UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)] + payload
+}
+
+/// Pumps the run until the daemon sends its exit status: stdin and signals to the daemon,
+/// stdout and stderr from it. Never returns.
+func pump(_ fd: Int32, initial: [UInt8]) -> Never {
+    installSignalForwarding()
+    var inbound = initial
+    var outbound: [UInt8] = []
+    var stdinOpen = true
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    while true {
+        // Whole frames first.
+        while inbound.count >= 5 {
+            let length = Int(inbound[1]) << 24 | Int(inbound[2]) << 16 | Int(inbound[3]) << 8 | Int(inbound[4])
+            guard inbound.count >= 5 + length else { break }
+            let payload = inbound[5..<(5 + length)]
+            switch inbound[0] {
+            case UInt8(ascii: "o"): writeAll(1, payload)
+            case UInt8(ascii: "e"): writeAll(2, payload)
+            case UInt8(ascii: "x"):
+                guard payload.count >= 4 else { fail(1, "prewarm-claude: a malformed exit frame from the daemon") }
+                let status = Int32(bitPattern: UInt32(payload[payload.startIndex]) << 24 | UInt32(payload[payload.startIndex + 1]) << 16
+                    | UInt32(payload[payload.startIndex + 2]) << 8 | UInt32(payload[payload.startIndex + 3]))
+                let reason = String(decoding: payload.dropFirst(4), as: UTF8.self)
+                if !reason.isEmpty { writeAll(2, Array("prewarm-claude: \(reason)\n".utf8)) }
+                exit(status)
+            default:
+                fail(1, "prewarm-claude: an unknown frame from the daemon (type \(inbound[0]))")
+            }
+            inbound.removeFirst(5 + length)
+        }
+        // Stdin is read only when what was read before has gone out: the daemon's
+        // backpressure reaches the writer of our stdin.
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN) | (outbound.isEmpty ? 0 : Int16(POLLOUT)), revents: 0)]
+        fds.append(pollfd(fd: signalPipe.read, events: Int16(POLLIN), revents: 0))
+        if stdinOpen && outbound.isEmpty { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
+        let ready = poll(&fds, nfds_t(fds.count), -1)
+        if ready < 0 {
+            if errno == EINTR { continue }
+            fail(1, "prewarm-claude: poll failed: \(String(cString: strerror(errno)))")
+        }
+        if fds[1].revents != 0 {
+            var byte: UInt8 = 0
+            while read(signalPipe.read, &byte, 1) == 1 { outbound += frame(UInt8(ascii: "s"), [byte]) }
+        }
+        if fds.count > 2 && fds[2].revents != 0 {
+            let count = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if count > 0 {
+                outbound += frame(UInt8(ascii: "i"), chunk[0..<count])
+            } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                // The end of stdin is a half-close: the process's stdin closes, the run goes on.
+                stdinOpen = false
+                outbound += frame(UInt8(ascii: "e"), [])
+            }
+        }
+        if !outbound.isEmpty {
+            let sent = outbound.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                outbound.removeFirst(sent)
+            } else if sent < 0 && errno != EAGAIN && errno != EINTR {
+                fail(1, "prewarm-claude: the Prewarm daemon closed the run (\(String(cString: strerror(errno))))")
+            }
+        }
+        if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count > 0 {
+                inbound += chunk[0..<count]
+            } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                fail(1, "prewarm-claude: the Prewarm daemon ended the run without its exit status")
+            }
+        }
+    }
+}
+
+// MARK: - Main
 
 let arguments = CommandLine.arguments
 let environment = currentEnvironment()
@@ -120,12 +378,24 @@ let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-
     && arguments.dropFirst().contains { $0 != "--verbose" }
 if asksVersion { execRealCLI(environment, arguments: arguments) }
 
-switch askDaemon(socket: socketPath(environment)) {
+guard let daemon = connectDaemon(socketPath(environment)) else {
+    // No daemon: the real CLI, as if Prewarm were not there.
+    execRealCLI(environment, arguments: arguments)
+}
+let description = describeRun(arguments: arguments, cwd: workingDirectory(), environment: environment, cli: realCLI(environment))
+guard let answer = requestRun(daemon, description: description) else {
+    close(daemon)
+    execRealCLI(environment, arguments: arguments)
+}
+switch answer.status {
+case 101:
+    pump(daemon, initial: answer.rest)
 case 429:
     // Memory or capacity: shed, do not bypass the daemon's governor by running the CLI anyway.
-    fail(75, "prewarm-claude: the Prewarm daemon has no room for this run now (429); retry later")
+    fail(75, "prewarm-claude: the Prewarm daemon has no room for this run now: \(errorMessage(daemon, after: answer.rest)); retry later")
 default:
-    // No daemon, a daemon that cannot serve runs (draining, failing, an older version), a
-    // refused caller: the real CLI, as if Prewarm were not there.
+    // A daemon that cannot serve the run (draining, failing, another uid, a directory it
+    // cannot see, an older daemon): the real CLI, as if Prewarm were not there.
+    close(daemon)
     execRealCLI(environment, arguments: arguments)
 }

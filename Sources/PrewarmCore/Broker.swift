@@ -12,20 +12,23 @@ public final class Broker: Service, Sendable {
     public let memory: MemoryGovernor
     /// Metrics and the journal.
     public let telemetry: Telemetry
-    private let keeper: ProcessGroupKeeper?
-    private let environment: [String: String]
-    private let logger: Logger
+    let keeper: ProcessGroupKeeper?
+    let environment: [String: String]
+    let logger: Logger
     private let isDraining = Atomic<Bool>(false)
-    private let state: Mutex<State>
-    /// Pools made by a reload, for `run()` to run.
-    private let added: AsyncStream<Pool>.Continuation
+    let state: Mutex<State>
+    /// Pools made by a reload or for drop-in runs, for `run()` to run.
+    let added: AsyncStream<Pool>.Continuation
     private let additions: AsyncStream<Pool>
     /// Reloads one at a time.
     private let reloading = Mutex(false)
 
-    private struct State {
+    struct State {
         var configuration: Configuration
+        /// The pools of the configuration.
         var pools: [String: Pool]
+        /// Pools made for drop-in runs, by name (`Broker+Runs`).
+        var fingerprints: [String: FingerprintPool] = [:]
     }
 
     /// How often the pools' command files are checked for a change.
@@ -64,11 +67,14 @@ public final class Broker: Service, Sendable {
     /// The keeper's pid and restarts; nil when the daemon runs without one.
     public var keeperStatus: ProcessGroupKeeper.Status? { keeper?.status }
 
-    public func pool(named name: String) -> Pool? { state.withLock { $0.pools[name] } }
+    public func pool(named name: String) -> Pool? { state.withLock { $0.pools[name] ?? $0.fingerprints[name]?.pool } }
 
-    /// The pools in configuration order.
+    /// The pools in configuration order, then the fingerprint pools by name.
     public var allPools: [Pool] {
-        state.withLock { state in state.configuration.pools.compactMap { state.pools[$0.name] } }
+        state.withLock { state in
+            state.configuration.pools.compactMap { state.pools[$0.name] }
+                + state.fingerprints.keys.sorted().compactMap { state.fingerprints[$0]?.pool }
+        }
     }
 
     /// Ready as systemd and `prewarm status --ready` mean it: every pool has an idle spare,
@@ -85,12 +91,14 @@ public final class Broker: Service, Sendable {
             let sampler = Task { await self.memory.run() }
             let journal = Task { await self.telemetry.journal?.run() }
             let watcher = Task { await self.watchCommandFiles() }
+            let sweeper = Task { await self.removeIdleFingerprintPools() }
             group.addTask {
                 try? await gracefulShutdown()
                 await self.drain()
                 self.added.finish()
                 sampler.cancel()
                 watcher.cancel()
+                sweeper.cancel()
                 self.telemetry.journal?.stop()
                 await journal.value
             }
@@ -115,7 +123,7 @@ public final class Broker: Service, Sendable {
     }
 
     /// Drains one pool: its busy turns get `timeout`, then are killed; then its `run()` ends.
-    private func retire(_ pool: Pool, timeout: Duration) async {
+    func retire(_ pool: Pool, timeout: Duration) async {
         pool.drain()
         if !(await pool.waitUntilEmpty(timeout: timeout)) {
             logger.warning("drain timeout: killing the turns still running", metadata: ["pool.name": "\(pool.name)"])

@@ -20,6 +20,7 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case badRequest = "bad_request"
             case headersTooLarge = "headers_too_large"
             case clientGone = "client_gone"
+            case runNotServed = "run_not_served"
             case `internal`
         }
 
@@ -58,6 +59,9 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         public static let headersTooLarge = Code(.headersTooLarge)
         /// The client went away before its turn had a process; nobody is answered (journal only).
         public static let clientGone = Code(.clientGone)
+        /// 503: the daemon does not serve this drop-in run (another uid, a directory it cannot
+        /// see, no CLI to run): `prewarm-claude` runs the real CLI itself.
+        public static let runNotServed = Code(.runNotServed)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 

@@ -10,12 +10,14 @@ import PrewarmCore
 public struct API: Sendable {
     let broker: Broker
     let streams: StreamAdmission
+    let runs: RunAdmission
     /// The peer of each connection, read once per connection.
     let connections = Connections()
 
     public init(broker: Broker) {
         self.broker = broker
         self.streams = StreamAdmission(broker: broker, connections: connections)
+        self.runs = RunAdmission(broker: broker, connections: connections)
     }
 
     /// The server: Hummingbird's HTTP/1 with the `prewarm-stream` upgrade in front of it,
@@ -90,6 +92,16 @@ public struct API: Sendable {
                 return try await streams.admit(request, pool: try pool(context), context: context, into: slot)
             }
             return try await TurnResponder(broker: broker, connections: connections).respond(to: request, pool: try pool(context), context: context)
+        }
+        router.post("/v1/runs") { request, context in
+            // Routed by the upgrader: a drop-in run (prewarm-claude).
+            guard request.headers[.upgrade]?.lowercased().contains("prewarm-stream") == true, let slot = context.stream else {
+                throw PrewarmError(
+                    .badRequest,
+                    "POST /v1/runs is a two-way stream: the connection's first request, with Connection: Upgrade, Upgrade: prewarm-stream and Prewarm-Run"
+                )
+            }
+            return try await runs.admit(request, context: context, into: slot)
         }
         return router
     }

@@ -17,7 +17,7 @@ extension PrewarmError: HTTPResponseError {
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden
         case .noCapacity, .waitTimeout, .memoryExhausted, .rateLimited: .tooManyRequests
-        case .poolFailing, .draining, .startFailed: .serviceUnavailable
+        case .poolFailing, .draining, .startFailed, .runNotServed: .serviceUnavailable
         default: .internalServerError
         }
     }

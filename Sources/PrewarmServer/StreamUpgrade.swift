@@ -91,7 +91,11 @@ struct PrewarmChannel: HTTPChannelHandler {
                     await handleHTTP(asyncChannel: channel, logger: logger)
                 }
             case .stream(let channel, let admitted):
-                await StreamTurn(channel: channel, admitted: admitted, logger: logger).run()
+                if let rules = admitted.run {
+                    await RunStream(channel: channel, admitted: admitted, rules: rules, logger: logger).run()
+                } else {
+                    await StreamTurn(channel: channel, admitted: admitted, logger: logger).run()
+                }
             }
         } catch {
             logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
@@ -225,6 +229,8 @@ final class StreamAdmission: Sendable {
         let outcomeLine: Bool
         let headers: [(String, String)]
         let record: TurnContext
+        /// A drop-in run (framed after the 101), with what of its output its caller must not see.
+        var run: RunOutputFilter.Rules? = nil
     }
 
     /// The turn route's handling of an upgrade request (routed by `StreamUpgrader`): the

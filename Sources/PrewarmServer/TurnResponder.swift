@@ -179,13 +179,15 @@ struct TurnResponder {
         var session: SessionSettings
         var cwd: String?
         var directories: PoolConfig.PrivateDirectories?
+        /// A drop-in run's in-process SDK MCP servers (`--mcp-config` of `type: "sdk"` only).
+        var sdkMcpServers: [String]? = nil
 
         func make(turnID: String) throws(PrewarmError) -> (claim: Turn.Claim, directory: String?) {
             let id = "prewarm-claim-\(turnID)"
-            if let cwd { return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd)), nil) }
+            if let cwd { return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd, sdkMcpServers: sdkMcpServers)), nil) }
             guard let directories else { throw PrewarmError(.internal, "a claimed turn has no working directory") }
             let directory = try PrivateDirectory.make(under: directories.root, prefix: "t")
-            return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: directory)), directory)
+            return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: directory, sdkMcpServers: sdkMcpServers)), directory)
         }
     }
 

@@ -102,6 +102,7 @@ struct PoolInProcessTests {
         }
 
         func clientGone() { send.yield(.die) }
+        func signal(_ signal: Int32) -> Bool { false }
     }
 
     /// Makes fake processes and hands each to the test as it is made.

@@ -17,6 +17,10 @@ public struct Configuration: Sendable, Equatable {
     public var journal: JournalConfig
     /// `metrics_listen`: a loopback TCP address serving `/metrics` only (off when nil).
     public var metricsListen: MetricsListen?
+    /// `[fingerprint_pools]`: pools made on demand for drop-in runs no pool serves.
+    public var fingerprintPools = FingerprintPools()
+    /// Where pools keep their state (`$XDG_STATE_HOME/prewarm`...): fingerprint pools' too.
+    public var stateDirectory: String = "/tmp/prewarm-state"
     public var pools: [PoolConfig]
     /// Where the configuration came from, for messages ("built-in defaults" or a path).
     public var origin: String
@@ -45,6 +49,29 @@ public struct Configuration: Sendable, Equatable {
 
     public func pool(named name: String) -> PoolConfig? {
         pools.first { $0.name == name }
+    }
+}
+
+/// `[fingerprint_pools]`: a drop-in run that no configured pool serves runs cold and, when
+/// `enabled`, makes a pool for its command line and environment, so the next one is warm.
+public struct FingerprintPools: Sendable, Equatable {
+    public var enabled: Bool
+    public var spares: Int
+    /// A fingerprint pool with no run for this long is removed.
+    public var idleTTL: Duration
+    /// At most this many; a new one replaces the one unused the longest.
+    public var maxPools: Int
+    /// Their `drop_in_timeout_s`.
+    public var dropInTimeout: Duration?
+    /// Their `max_starting` (the default's: half the CPUs).
+    public var maxStarting = 1
+
+    public init(enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, dropInTimeout: Duration? = nil) {
+        self.enabled = enabled
+        self.spares = spares
+        self.idleTTL = idleTTL
+        self.maxPools = maxPools
+        self.dropInTimeout = dropInTimeout
     }
 }
 
@@ -163,6 +190,8 @@ public struct PoolConfig: Sendable, Equatable {
     public var waitTimeout: Duration
     public var maxWaiting: Int
     public var turnTimeout: Duration
+    /// A drop-in run's limit (`drop_in_timeout_s`); nil: none (it lasts as long as its CLI).
+    public var dropInTimeout: Duration?
     public var maxIdle: Duration
     public var maxRequestBytes: Int
     /// At most this many turns a minute per caller uid (`max_turns_per_minute`); nil: no limit.
@@ -173,6 +202,9 @@ public struct PoolConfig: Sendable, Equatable {
     public var kind: Kind = .command
     /// For `kind = "claude"`.
     public var claude: ClaudeSettings?
+    /// A pool the daemon made for drop-in runs: what distinguishes it (option and variable
+    /// names, never values). nil for the pools of the file.
+    public var fingerprint: [String]?
 
     public enum Kind: String, Sendable, Equatable, CaseIterable {
         case command, claude
@@ -198,6 +230,12 @@ public struct PoolConfig: Sendable, Equatable {
         public var extraArguments: [String] = []
         /// The CLI knows `--await-claim` (found out when the pool starts).
         public var claimSupported = true
+        /// The pool sends its spares an `initialize` (`initialize`, default true). False: a
+        /// spare is ready when it answers `get_binary_version`, and a drop-in run's own
+        /// `initialize` is the process's first, so every field of it applies.
+        public var initialize = true
+        /// The CLI's stream-json flags, before `args` (`base_args`).
+        public var baseArguments = Self.streamArguments
 
         public init(claim: Bool = true, claimFallback: Bool = false, session: SessionSettings = SessionSettings(), configDirectory: String, parkingDirectory: String) {
             self.claim = claim
@@ -216,12 +254,15 @@ public struct PoolConfig: Sendable, Equatable {
         /// The CLI's arguments for a pool process: parked (`--await-claim`), or bound to a
         /// session from the start.
         public func arguments(for session: SessionSettings?) -> [String] {
-            if let session { return Self.streamArguments + session.arguments + extraArguments }
-            return Self.streamArguments + ["--await-claim"] + extraArguments
+            if let session { return baseArguments + session.arguments + extraArguments }
+            return baseArguments + ["--await-claim"] + extraArguments
         }
 
         public static let initialize =
             #"{"type":"control_request","request_id":"prewarm-init","request":{"subtype":"initialize","hooks":null}}"#
+        /// Readiness without an `initialize`: the CLI answers this once it has booted.
+        public static let versionProbe =
+            #"{"type":"control_request","request_id":"prewarm-ready","request":{"subtype":"get_binary_version"}}"#
     }
 
     public struct Readiness: Sendable, Equatable {

@@ -64,6 +64,8 @@ public struct ConfigurationLoader: Sendable {
         }
         var reader = TableReader(table: table, path: "", origin: origin)
         var config = Configuration(pools: [], origin: origin)
+        config.stateDirectory = stateDirectory
+        config.fingerprintPools.maxStarting = defaultMaxStarting
         config.socket = try reader.string("socket").map { Self.absolute($0, base: baseDirectory) }
         config.socketGroup = try reader.string("socket_group")
         config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
@@ -86,6 +88,15 @@ public struct ConfigurationLoader: Sendable {
                 )
             }
             config.metricsListen = address
+        }
+        if let fingerprintTable = try reader.table("fingerprint_pools") {
+            var fingerprint = TableReader(table: fingerprintTable, path: "fingerprint_pools.", origin: origin)
+            config.fingerprintPools.enabled = try fingerprint.bool("enabled") ?? true
+            config.fingerprintPools.spares = try fingerprint.int("spares", range: 0...64) ?? 2
+            config.fingerprintPools.idleTTL = try fingerprint.seconds("idle_ttl_s", range: 1...31_536_000) ?? .seconds(600)
+            config.fingerprintPools.maxPools = try fingerprint.int("max_pools", range: 1...256) ?? 8
+            config.fingerprintPools.dropInTimeout = try fingerprint.seconds("drop_in_timeout_s", range: 1...604_800)
+            try fingerprint.refuseUnknownKeys()
         }
         let poolTables = try reader.tableArray("pool")
         try reader.refuseUnknownKeys()
@@ -186,6 +197,7 @@ public struct ConfigurationLoader: Sendable {
         pool.waitTimeout = try reader.milliseconds("wait_timeout_ms", range: 0...3_600_000) ?? .milliseconds(10000)
         pool.maxWaiting = try reader.int("max_waiting", range: 0...1_000_000) ?? 64
         pool.turnTimeout = try reader.seconds("turn_timeout_s", range: 1...604_800) ?? .seconds(600)
+        pool.dropInTimeout = try reader.seconds("drop_in_timeout_s", range: 1...604_800)
         pool.maxIdle = try reader.seconds("max_idle_s", range: 1...31_536_000) ?? .seconds(3600)
         pool.maxRequestBytes = try reader.int("max_request_bytes", range: 1...1_073_741_824) ?? 1_048_576
         pool.maxTurnsPerMinute = try reader.int("max_turns_per_minute", range: 1...1_000_000)
@@ -264,10 +276,19 @@ public struct ConfigurationLoader: Sendable {
             keep: try reader.bool("keep_turn_dirs") ?? false
         )
         claude.extraArguments = pool.args
+        claude.initialize = try reader.bool("initialize") ?? true
+        if reader.has("base_args") {
+            claude.baseArguments = try reader.stringArray("base_args")
+        }
         pool.args = claude.arguments(for: claude.claim ? nil : claude.session)
         if pool.ready.send == nil && pool.ready.expect == nil {
-            pool.ready.send = PoolConfig.ClaudeSettings.initialize
-            pool.ready.expect = #""type":"control_response""#
+            if claude.initialize {
+                pool.ready.send = PoolConfig.ClaudeSettings.initialize
+                pool.ready.expect = #""type":"control_response""#
+            } else {
+                pool.ready.send = PoolConfig.ClaudeSettings.versionProbe
+                pool.ready.expect = #""request_id":"prewarm-ready""#
+            }
         }
         if pool.turn.end == nil && pool.turn.endType == nil && !pool.turn.closeStdin {
             pool.turn.endType = "result"
@@ -356,6 +377,10 @@ private struct TableReader {
     mutating func value(_ key: String) -> (any TOMLValueConvertible)? {
         known.insert(key)
         return table[key]
+    }
+
+    func has(_ key: String) -> Bool {
+        table[key] != nil
     }
 
     mutating func string(_ key: String) throws(ConfigError) -> String? {

@@ -30,7 +30,8 @@ extension Pool {
                 pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted(),
                 kind: state.config.kind.rawValue,
                 claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
-                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice)
+                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice),
+                fingerprint: state.config.fingerprint
             )
         }
     }

@@ -163,4 +163,11 @@ public struct Lease: Sendable {
     public func clientGone() {
         process.clientGone()
     }
+
+    /// Forwards a signal to the process (a drop-in run's SIGTERM, SIGINT, SIGHUP); false
+    /// when its turn is over.
+    @discardableResult
+    public func signal(_ signal: Int32) -> Bool {
+        process.signal(signal)
+    }
 }

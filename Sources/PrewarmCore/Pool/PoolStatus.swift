@@ -38,6 +38,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// How much lower than the daemon's the CPU priority of its booting spares is (nice);
     /// 0 when `spare_nice` is 0 or the daemon cannot raise a priority back (CAP_SYS_NICE).
     public var spareNice: Int = 0
+    /// A fingerprint pool (made for drop-in runs): the options and environment variable
+    /// names that distinguish it, never their values. nil for configured pools.
+    public var fingerprint: [String]?
 
     /// Ready for systemd's READY=1 and `prewarm status --ready`: an idle spare, or failing
     /// (a broken pool must not hold the service back forever), or no spares to keep.
@@ -56,6 +59,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case lastError = "last_error"
         case pids, kind, claim
         case spareNice = "spare_nice"
+        case fingerprint
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -83,5 +87,6 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(kind, forKey: .kind)
         try container.encode(claim, forKey: .claim)
         try container.encode(spareNice, forKey: .spareNice)
+        try container.encodeIfPresent(fingerprint, forKey: .fingerprint)
     }
 }

@@ -126,6 +126,18 @@ final class ChildProcess: Sendable {
         }
     }
 
+    /// Sends `signal` to the process (not its group) while it serves its turn: a drop-in
+    /// run's client forwards SIGTERM, SIGINT and SIGHUP, which the CLI handles itself (it
+    /// writes its transcript on the way out). Under the lock its owner publishes its phase
+    /// with, so the pid cannot have been reaped (and reused) in between. False when the turn
+    /// is over.
+    func signal(_ signal: Int32) -> Bool {
+        published.withLock { phase in
+            guard phase == .busy || phase == .claiming, let pid = pidBox.withLock({ $0 }) else { return false }
+            return kill(pid, signal) == 0
+        }
+    }
+
     /// Asks the owner to stop the process (idle spare, start-up, or a drain).
     func retire() { post.yield(.retire) }
 
@@ -227,7 +239,7 @@ final class ChildProcess: Sendable {
         case .retired, .diedIdle:
             break
         case .turn(let turn, let outcome, let detail):
-            var result = TurnResult(outcome: outcome, exitStatus: outcome == .completed ? nil : exitStatus, detail: detail)
+            var result = TurnResult(outcome: outcome, exitStatus: outcome == .completed && !turn.untilExit ? nil : exitStatus, detail: detail)
             if outcome == .exited {
                 let stderrTail = stderr.lastLines()
                 result.detail = "the process exited before the end of the turn (\(status.map(Self.describe) ?? "unknown status"))"
@@ -257,7 +269,11 @@ final class ChildProcess: Sendable {
                         let stderrRead = OneShot<Void>()
                         group.addTask {
                             do {
-                                for try await chunk in stderrStream { self.stderr.append(chunk) }
+                                for try await chunk in stderrStream {
+                                    self.stderr.append(chunk)
+                                    // A drop-in run's client gets it too, from the hand-over on.
+                                    if let errors = self.routed.withLock({ $0?.errors }) { await errors.send(chunk) }
+                                }
                             } catch {}
                             _ = stderrRead.set(())
                         }
@@ -336,6 +352,7 @@ final class ChildProcess: Sendable {
                 case .route(let turn):
                     routed.withLock { $0 = turn }
                 case .armTurnTimeout(let timeout):
+                    guard let timeout else { break }
                     timers.append(loop.scheduleTask(in: TimeAmount(timeout)) { post.yield(.turnTimeout) })
                 case .writeClaim(let turn):
                     guard let claim = turn.claim else { break }
@@ -421,13 +438,13 @@ final class ChildProcess: Sendable {
                         if line.readableBytes < 4096, StreamJSONLine.parse(line.readableBytesView)?.isChatter == true { continue }
                         route = .turn(turn)
                         await turn.output.send(line)
-                        if segment.lineHasEnd {
+                        if segment.lineHasEnd && !turn.untilExit {
                             route = .ended
                             post.yield(.turnCompleted)
                         }
                     case .turn(let turn):
                         await turn.output.send(segment.bytes)
-                        if segment.lineHasEnd {
+                        if segment.lineHasEnd && !turn.untilExit {
                             route = .ended
                             post.yield(.turnCompleted)
                         }

@@ -7,13 +7,13 @@ import Glibc
 ///
 /// Polled (a `stat` every few seconds per pool) rather than watched with inotify: one call,
 /// no descriptor per watched file, and it sees a replaced symlink target too.
-struct FileIdentity: Sendable, Equatable {
+public struct FileIdentity: Sendable, Equatable {
     var device: UInt64
     var inode: UInt64
     var size: Int64
     var modified: timespec
 
-    init?(path: String) {
+    public init?(path: String) {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         device = UInt64(info.st_dev)
@@ -22,7 +22,7 @@ struct FileIdentity: Sendable, Equatable {
         modified = info.st_mtim
     }
 
-    static func == (lhs: Self, rhs: Self) -> Bool {
+    public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.device == rhs.device && lhs.inode == rhs.inode && lhs.size == rhs.size
             && lhs.modified.tv_sec == rhs.modified.tv_sec && lhs.modified.tv_nsec == rhs.modified.tv_nsec
     }

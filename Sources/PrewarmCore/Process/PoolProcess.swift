@@ -17,6 +17,8 @@ protocol PoolProcess: AnyObject, Sendable {
     func raisePriority()
     func retire()
     func clientGone()
+    /// Sends a signal to the process while it serves its turn; false when it does not.
+    func signal(_ signal: Int32) -> Bool
 }
 
 extension ChildProcess: PoolProcess {}

@@ -42,7 +42,7 @@ struct ProcessLifecycle {
         case refuseClaim(Turn)
         /// From now on its stdout belongs to the turn.
         case route(Turn)
-        case armTurnTimeout(Duration)
+        case armTurnTimeout(Duration?)
         /// Write the turn's `claim_session` request.
         case writeClaim(Turn)
         /// Write the turn's input (its body, then a two-way client's stream).
@@ -80,6 +80,8 @@ struct ProcessLifecycle {
         var reportsStderr: Bool {
             switch self {
             case .startFailed, .turn(_, .exited, _): true
+            // A drop-in run's client gets the process's stderr to its end.
+            case .turn(let turn, _, _): turn.untilExit
             default: false
             }
         }
@@ -139,12 +141,12 @@ struct ProcessLifecycle {
             return [.settleClaim(turn, outcome), .writeInput(turn)]
 
         case (.busy, let event), (.claiming, let event):
-            guard let turn, let (outcome, detail) = Self.turnOutcome(event, timeout: turn.timeout) else { return [] }
+            guard let turn, let (outcome, detail) = Self.turnOutcome(event, turn: turn) else { return [] }
             phase = .ended
             var actions: [Action] = [.turnEnded]
             // An exited process's exit status is known only once it is reaped: its client
-            // gets the outcome after `stop`.
-            if outcome != .exited { actions.append(.finish(turn, TurnResult(outcome: outcome, detail: detail))) }
+            // gets the outcome after `stop` (a drop-in run's always: its status is its answer).
+            if outcome != .exited && !turn.untilExit { actions.append(.finish(turn, TurnResult(outcome: outcome, detail: detail))) }
             actions += [.turnAnswered, .stop(.turn(turn, outcome, detail: detail))]
             return actions
 
@@ -155,15 +157,20 @@ struct ProcessLifecycle {
     }
 
     /// How a turn ends on `event`; nil when the event does not end it.
-    private static func turnOutcome(_ event: Event, timeout: Duration) -> (TurnOutcome, String?)? {
+    private static func turnOutcome(_ event: Event, turn: Turn) -> (TurnOutcome, String?)? {
+        let timeout = turn.timeout?.wholeMilliseconds ?? 0
         switch event {
-        case .turnCompleted: (.completed, nil)
-        case .stdoutClosed: (.exited, nil)
-        case .turnTimeout: (.timeout, "no end of turn after \(timeout.wholeMilliseconds) ms (turn_timeout_s)")
-        case .clientGone: (.killed, "the client went away")
-        case .retire: (.killed, "the daemon stopped before the end of the turn")
-        case .stdinFailed(let error): (.error, "writing the request to the process failed: \(error)")
-        default: nil
+        case .turnCompleted: return turn.untilExit ? nil : (.completed, nil)
+        // A drop-in run ends when its process does: that is its completion.
+        case .stdoutClosed: return turn.untilExit ? (.completed, nil) : (.exited, nil)
+        case .turnTimeout:
+            return turn.untilExit
+                ? (.timeout, "the run did not end within \(timeout) ms (drop_in_timeout_s)")
+                : (.timeout, "no end of turn after \(timeout) ms (turn_timeout_s)")
+        case .clientGone: return (.killed, "the client went away")
+        case .retire: return (.killed, "the daemon stopped before the end of the turn")
+        case .stdinFailed(let error): return (.error, "writing the request to the process failed: \(error)")
+        default: return nil
         }
     }
 

@@ -69,14 +69,20 @@ public struct SessionSettings: Sendable, Equatable, Codable {
 
     /// The `claim_session` control request that binds a parked spare to this session in
     /// `cwd` (the CLI requires one: the session's, the pool's, or one made for the turn).
-    public func claimRequest(id: String, cwd: String) -> String {
+    public func claimRequest(id: String, cwd: String, sdkMcpServers: [String]? = nil) -> String {
         var request: [String: Any] = ["subtype": "claim_session", "cwd": cwd]
+        if let sdkMcpServers { request["sdk_mcp_servers"] = sdkMcpServers }
         if let permissionMode { request["permission_mode"] = permissionMode }
         if let systemPrompt { request["system_prompt"] = [systemPrompt] }  // the CLI takes a list of strings
         if let appendSystemPrompt { request["append_system_prompt"] = appendSystemPrompt }
         if let additionalDirectories { request["additional_directories"] = additionalDirectories }
         if let env, !env.isEmpty { request["env"] = env }
         return Self.line(["type": "control_request", "request_id": id, "request": request])
+    }
+
+    /// A `set_model` control request (after a claim: the CLI refuses it before).
+    public static func setModelRequest(id: String, model: String) -> String {
+        line(["type": "control_request", "request_id": id, "request": ["subtype": "set_model", "model": model] as [String: Any]])
     }
 
     /// The CLI's flags for these settings, for a process started for one turn.

@@ -12,7 +12,14 @@ public final class Turn: Sendable {
     public let id: String
     public let input: ByteBuffer
     public let closeStdin: Bool
-    public let timeout: Duration
+    /// The whole turn's limit (`turn_timeout_s`; a drop-in run's `drop_in_timeout_s`); nil: none.
+    public let timeout: Duration?
+    /// A drop-in run: it lasts until the process exits (not until an end line), and its
+    /// client gets the exit status (`ClaudeSDKClient` sends several queries to one process).
+    public let untilExit: Bool
+    /// The process's stderr from the hand-over on (a drop-in run forwards it); nil: stderr
+    /// is only kept for the log. A rendezvous channel, like `output`.
+    public let errors: AsyncChannel<ByteBuffer>?
     /// For a claimed spare: the `claim_session` request written before the turn's input.
     public let claim: Claim?
     /// Unrequested lines at the start of the turn (the CLI's `ui_invalidate`) are dropped.
@@ -41,9 +48,11 @@ public final class Turn: Sendable {
     }
 
     public init(
-        id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration, claim: Claim? = nil, dropLeadingChatter: Bool = false,
-        inputStream: AsyncChannel<ByteBuffer>? = nil, ownedDirectory: String? = nil
+        id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration?, claim: Claim? = nil, dropLeadingChatter: Bool = false,
+        inputStream: AsyncChannel<ByteBuffer>? = nil, ownedDirectory: String? = nil, untilExit: Bool = false, forwardsErrors: Bool = false
     ) {
+        self.untilExit = untilExit
+        self.errors = forwardsErrors ? AsyncChannel<ByteBuffer>() : nil
         self.ownedDirectory = ownedDirectory
         self.inputStream = inputStream
         self.id = id
@@ -71,6 +80,7 @@ public final class Turn: Sendable {
         }
         outcome.set(result)
         output.finish()
+        errors?.finish()
     }
 
     /// How the turn ended; waits until it has.

@@ -1,0 +1,183 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+
+/// A pool the daemon made for drop-in runs of one fingerprint (command line and environment).
+struct FingerprintPool: Sendable {
+    let pool: Pool
+    let fingerprint: String
+    var lastUsed: ContinuousClock.Instant
+}
+
+/// How a drop-in run is served.
+public enum RunRoute: Sendable {
+    /// By a spare of this pool (waiting for one if need be), bound to the run by the plan.
+    case spare(Pool, RunPlan)
+    /// By a process started for it alone, with its own command line, in this pool (a
+    /// fingerprint pool, or a pool whose host part it shares): counted `cold` there, charged
+    /// to the memory budget like any other.
+    case cold(Pool, PoolConfig, reason: String)
+}
+
+extension Broker {
+    /// Where a drop-in run goes: a spare of the pool that serves its command line and
+    /// environment (unclaimed spares of its exact session first, then claimed ones), else a
+    /// cold start in its fingerprint pool (made now if need be, so the next such run is warm).
+    public func route(_ run: RunDescription) throws(PrewarmError) -> RunRoute {
+        let shape = RunShape(arguments: run.argv, cwd: run.cwd, env: run.env)
+        let cli = run.cli.flatMap(FileIdentity.init(path:))
+        var mismatches: [RunMatcher.Mismatch] = []
+        var candidates: [(pool: Pool, plan: RunPlan, idle: Int)] = []
+        for pool in allPools {
+            let config = pool.config
+            guard let profile = RunProfile(config: config, daemonEnvironment: environment) else { continue }
+            switch RunMatcher.plan(shape, env: run.env, cli: cli, on: profile) {
+            case .success(let plan): candidates.append((pool, plan, pool.status().idle))
+            case .failure(let mismatch): mismatches.append(mismatch)
+            }
+        }
+        // No claim to pay for first; then whoever has a spare idle now; then the first.
+        let ranked = candidates.enumerated().sorted { a, b in
+            let rank = { (c: (pool: Pool, plan: RunPlan, idle: Int)) in (c.idle > 0 ? 0 : 2) + (c.plan.claimed ? 1 : 0) }
+            return (rank(a.element), a.offset) < (rank(b.element), b.offset)
+        }
+        if let best = ranked.first?.element {
+            touch(best.pool.name)
+            return .spare(best.pool, best.plan)
+        }
+        let why = shape.coldReasons.first ?? mismatches.map { "\($0.pool): \($0.reason)" }.joined(separator: "; ")
+        logger.debug("a drop-in run no spare serves", metadata: ["run.why": "\(why.isEmpty ? "no claude pool" : why)"])
+        guard let executable = run.cli ?? Self.onPath("claude", environment["PATH"]) else {
+            throw PrewarmError(.runNotServed, "the run names no CLI and there is no claude on the daemon's PATH")
+        }
+        let pool = fingerprintPool(for: shape, env: run.env, executable: executable)
+        return .cold(pool, Self.coldConfig(pool.config, run: run, shape: shape), reason: why)
+    }
+
+    /// The settings of a process started for `run` alone: its own command line, directory
+    /// and claimable variables, the pool's environment, no readiness handshake (the run's
+    /// own `initialize` is the first thing it reads).
+    public static func coldConfig(_ pool: PoolConfig, run: RunDescription, shape: RunShape) -> PoolConfig {
+        var config = pool
+        config.args = run.argv
+        config.cwd = run.cwd
+        config.ready = PoolConfig.Readiness(send: nil, expect: nil, timeout: pool.ready.timeout)
+        for (name, value) in shape.session.env ?? [:] { config.env[name] = value }
+        return config
+    }
+
+    /// The pool of `shape`'s fingerprint: found, or made (replacing the one unused longest
+    /// when `max_pools` are there). With `[fingerprint_pools] enabled = false` it keeps no
+    /// spares: it only counts and governs the cold runs.
+    func fingerprintPool(for shape: RunShape, env: [String: String], executable: String) -> Pool {
+        let fingerprint = RunMatcher.fingerprint(shape, env: env, executable: executable)
+        let name = RunMatcher.poolName(fingerprint: fingerprint)
+        let settings = configuration.fingerprintPools
+        var evicted: Pool?
+        let (pool, made) = state.withLock { state -> (Pool, Bool) in
+            if var existing = state.fingerprints[name] {
+                existing.lastUsed = .now
+                state.fingerprints[name] = existing
+                return (existing.pool, false)
+            }
+            if state.fingerprints.count >= settings.maxPools,
+                let oldest = state.fingerprints.min(by: { $0.value.lastUsed < $1.value.lastUsed })
+            {
+                evicted = oldest.value.pool
+                state.fingerprints[oldest.key] = nil
+            }
+            let config = Self.fingerprintConfig(
+                name: name, shape: shape, env: env, executable: executable, settings: settings, stateDirectory: state.configuration.stateDirectory
+            )
+            let pool = Pool(config: config, keeper: keeper, governor: memory, telemetry: telemetry, environment: environment, logger: logger)
+            state.fingerprints[name] = FingerprintPool(pool: pool, fingerprint: fingerprint, lastUsed: .now)
+            return (pool, true)
+        }
+        if made {
+            memory.attach(allPools)
+            added.yield(pool)
+            logger.info(
+                "fingerprint pool made for drop-in runs",
+                metadata: ["pool.name": "\(name)", "pool.fingerprint": "\((pool.config.fingerprint ?? []).joined(separator: " "))"]
+            )
+        }
+        if let evicted { remove(evicted, why: "max_pools reached; unused the longest") }
+        return pool
+    }
+
+    /// A fingerprint pool's settings: spares parked with the run's host options and host
+    /// environment, claimed per run, not initialized by the pool (the run's `initialize` is
+    /// then the process's first, and every field of it applies).
+    static func fingerprintConfig(
+        name: String, shape: RunShape, env: [String: String], executable: String, settings: FingerprintPools, stateDirectory: String
+    ) -> PoolConfig {
+        var processEnv = HostEnvironment.of(env)
+        // The SDK's markers: spares write what the callers of this fingerprint expect.
+        for name in ["CLAUDE_CODE_ENTRYPOINT", "CLAUDE_AGENT_SDK_VERSION", "CLAUDE_AGENT_SDK_CLIENT_APP"] {
+            if let value = env[name] { processEnv[name] = value }
+        }
+        if HostEnvironment.wantsSessionState(env) { processEnv[HostEnvironment.readsSessionState] = "1" }
+        let state = stateDirectory + "/fingerprint/" + name
+        var claude = PoolConfig.ClaudeSettings(
+            claim: true, configDirectory: processEnv["CLAUDE_CONFIG_DIR"] ?? state + "/claude-config", parkingDirectory: state + "/parking"
+        )
+        claude.initialize = false
+        claude.baseArguments = shape.hostWords + (shape.partialMessages ? ["--include-partial-messages"] : [])
+        var config = PoolConfig(
+            name: name, command: executable, executable: executable, args: claude.arguments(for: nil), env: processEnv,
+            spares: settings.enabled ? settings.spares : 0,
+            ready: PoolConfig.Readiness(send: PoolConfig.ClaudeSettings.versionProbe, expect: #""request_id":"prewarm-ready""#, timeout: .seconds(60)),
+            turn: PoolConfig.TurnEnd(endType: "result")
+        )
+        config.kind = .claude
+        config.claude = claude
+        config.cwd = claude.parkingDirectory
+        config.privateDirectories = PoolConfig.PrivateDirectories(root: state + "/turns")
+        config.maxStarting = settings.maxStarting
+        config.dropInTimeout = settings.dropInTimeout
+        config.fingerprint = shape.hostSummary + processEnv.keys.sorted().map { "$" + $0 }
+        return config
+    }
+
+    /// `name` in the directories of `path`, if one is executable.
+    static func onPath(_ name: String, _ path: String?) -> String? {
+        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// Marks a fingerprint pool used now.
+    func touch(_ name: String) {
+        state.withLock { state in state.fingerprints[name]?.lastUsed = .now }
+    }
+
+    /// Removes fingerprint pools no run used for `idle_ttl_s` (their busy runs finish first).
+    func removeIdleFingerprintPools() async {
+        while !Task.isCancelled {
+            let ttl = configuration.fingerprintPools.idleTTL
+            try? await Task.sleep(for: min(ttl / 4, .seconds(5)))
+            guard !draining else { return }
+            // The pools' own figures are read outside the broker's lock (never a pool's inside it).
+            let candidates = state.withLock { $0.fingerprints.filter { $0.value.lastUsed.duration(to: .now) > ttl } }
+            let quiet = Set(candidates.filter { $0.value.pool.status().busy == 0 && $0.value.pool.status().waiting == 0 }.keys)
+            let idle = state.withLock { state in
+                let stale = state.fingerprints.filter { quiet.contains($0.key) && $0.value.lastUsed.duration(to: .now) > ttl }
+                for name in stale.keys { state.fingerprints[name] = nil }
+                return stale.values.map(\.pool)
+            }
+            for pool in idle { remove(pool, why: "no run for idle_ttl_s (\(ttl.components.seconds) s)") }
+        }
+    }
+
+    private func remove(_ pool: Pool, why: String) {
+        logger.info("fingerprint pool removed", metadata: ["pool.name": "\(pool.name)", "reason": "\(why)"])
+        memory.attach(allPools)
+        telemetry.metrics.forget(pool: pool.name)
+        let timeout = configuration.drainTimeout
+        Task { await self.retire(pool, timeout: timeout) }
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+
+/// What a claude pool's spares are, as far as serving a drop-in run goes: their host part
+/// (command line and environment, fixed at spawn), whether they are claimed, and the session
+/// they have when they are not.
+public struct RunProfile: Sendable, Equatable {
+    public var pool: String
+    public var shape: RunShape
+    public var hostEnvironment: [String: String]
+    /// The CLI's file: a caller whose real CLI is another file (another version) is not served.
+    public var executable: FileIdentity?
+    public var claimed: Bool
+    /// Spares start with `CLAUDE_CODE_SDK_READS_SESSION_STATE` set.
+    public var sessionState: Bool
+    /// The pool initialized its spares (`initialize = true`): the caller's `initialize` is
+    /// then a repeat, which the CLI applies only in part.
+    public var initialized: Bool
+    /// The names the pool's own `env` and `pass_env` give: counted as host variables.
+    public var extraNames: Set<String>
+
+    /// The profile of a claude pool; nil for other pools.
+    public init?(config: PoolConfig, daemonEnvironment: [String: String]) {
+        guard let claude = config.claude else { return nil }
+        pool = config.name
+        claimed = claude.claim && claude.claimSupported
+        let environment = config.childEnvironment(from: daemonEnvironment)
+        extraNames = Set(config.env.keys).union(config.passEnv)
+        hostEnvironment = HostEnvironment.of(environment, extra: extraNames)
+        sessionState = HostEnvironment.wantsSessionState(environment)
+        initialized = claude.initialize
+        executable = FileIdentity(path: config.executable)
+        var args = config.args
+        args.removeAll { $0 == "--await-claim" }
+        shape = RunShape(arguments: args, cwd: claimed ? nil : claude.defaultCwd, env: environment)
+    }
+}
+
+/// How a run is served by one pool: claimed or not, what is written before the caller's
+/// bytes, and what of the process's output the caller must not see.
+public struct RunPlan: Sendable, Equatable {
+    public var pool: String
+    public var claimed: Bool
+    /// The claim's session (cwd, prompts, permission mode, directories, claimable env).
+    public var session: SessionSettings
+    public var sdkMcpServers: [String]?
+    /// `set_model` after the claim, when the caller names a model.
+    public var model: String?
+    public var filter: RunOutputFilter.Rules
+}
+
+/// Decides which pool, if any, serves a run warm: the pure part of `POST /v1/runs`.
+public enum RunMatcher {
+    /// The plan for `shape` on `profile`, or why that pool cannot serve it.
+    public static func plan(
+        _ shape: RunShape, env: [String: String], cli: FileIdentity?, on profile: RunProfile
+    ) -> Result<RunPlan, Mismatch> {
+        if let reason = shape.coldReasons.first { return .failure(Mismatch(pool: profile.pool, reason: reason)) }
+        if let cli, let executable = profile.executable, cli != executable {
+            return .failure(Mismatch(pool: profile.pool, reason: "the caller's CLI is another file than the pool's command"))
+        }
+        // Host: equal, but for what the daemon can take away again.
+        if shape.host != profile.shape.host {
+            let differing = Set(shape.host.keys).symmetricDifference(profile.shape.host.keys)
+                .union(shape.host.keys.filter { profile.shape.host[$0] != nil && profile.shape.host[$0] != shape.host[$0] })
+            return .failure(Mismatch(pool: profile.pool, reason: "host options differ: \(differing.sorted().joined(separator: " "))"))
+        }
+        if shape.partialMessages && !profile.shape.partialMessages {
+            return .failure(Mismatch(pool: profile.pool, reason: "the caller wants --include-partial-messages, the pool's spares do not give them"))
+        }
+        let callerHost = HostEnvironment.of(env, extra: profile.extraNames)
+        if callerHost != profile.hostEnvironment {
+            let names = Set(callerHost.keys).union(profile.hostEnvironment.keys).filter { callerHost[$0] != profile.hostEnvironment[$0] }
+            return .failure(Mismatch(pool: profile.pool, reason: "host environment differs: \(names.sorted().joined(separator: " "))"))
+        }
+        let wantsState = HostEnvironment.wantsSessionState(env)
+        if wantsState && !profile.sessionState {
+            return .failure(Mismatch(pool: profile.pool, reason: "the caller reads session state, the pool's spares do not write it"))
+        }
+        // Session: what the spare already has, the claim cannot take away.
+        let missing = profile.shape.sessionFlags.subtracting(shape.sessionFlags).subtracting(["--model"])
+        if !missing.isEmpty {
+            return .failure(Mismatch(pool: profile.pool, reason: "the pool's spares start with \(missing.sorted().joined(separator: " ")), which the caller does not give"))
+        }
+        if profile.shape.model != nil && shape.model == nil {
+            return .failure(Mismatch(pool: profile.pool, reason: "the pool's spares start with a --model, the caller wants the default"))
+        }
+        if !profile.claimed {
+            var theirs = profile.shape.session
+            theirs.env = nil
+            var ours = shape.session
+            let claimable = ours.env
+            ours.env = nil
+            if theirs != ours || profile.shape.sdkMcpServers != shape.sdkMcpServers {
+                return .failure(Mismatch(pool: profile.pool, reason: "unclaimed spares serve only their own session (cwd, prompts, permission mode, directories)"))
+            }
+            let spareClaimable = profile.hostEnvironmentClaimable
+            if (claimable ?? [:]) != spareClaimable {
+                return .failure(Mismatch(pool: profile.pool, reason: "unclaimed spares keep their own credentials (CLAUDE_CODE_OAUTH_TOKEN...)"))
+            }
+        } else if let mcp = shape.sdkMcpServers, mcp != profile.shape.sdkMcpServers, profile.shape.sdkMcpServers != nil {
+            return .failure(Mismatch(pool: profile.pool, reason: "the pool's spares have other SDK MCP servers"))
+        }
+        let filter = RunOutputFilter.Rules(
+            dropPartialMessages: profile.shape.partialMessages && !shape.partialMessages,
+            dropSessionState: profile.sessionState && !wantsState
+        )
+        return .success(
+            RunPlan(
+                pool: profile.pool, claimed: profile.claimed, session: shape.session,
+                sdkMcpServers: profile.claimed ? shape.sdkMcpServers : nil,
+                model: shape.model == profile.shape.model ? nil : shape.model, filter: filter
+            )
+        )
+    }
+
+    /// Why one pool does not serve a run (logged at debug, for "why was this cold?").
+    public struct Mismatch: Error, Sendable, Equatable {
+        public var pool: String
+        public var reason: String
+    }
+
+    /// The fingerprint of a run's host part: equal for runs one spare could serve.
+    public static func fingerprint(_ shape: RunShape, env: [String: String], executable: String) -> String {
+        var parts = ["exe=\(executable)"]
+        for (name, values) in shape.host.sorted(by: { $0.key < $1.key }) { parts.append("\(name)=\(values.joined(separator: "\u{1}"))") }
+        if shape.partialMessages { parts.append("partial") }
+        for (name, value) in HostEnvironment.of(env).sorted(by: { $0.key < $1.key }) { parts.append("env:\(name)=\(value)") }
+        if HostEnvironment.wantsSessionState(env) { parts.append("session-state") }
+        return parts.joined(separator: "\u{0}")
+    }
+
+    /// A pool name for a fingerprint: `fp-` and 12 hex digits of its FNV-1a hash (a name,
+    /// not a secret: the values it covers never show).
+    public static func poolName(fingerprint: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in fingerprint.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        let padded = String(repeating: "0", count: max(0, 16 - hex.count)) + hex
+        return "fp-" + padded.prefix(12)
+    }
+}
+
+extension RunProfile {
+    /// The claimable variables the spares were started with.
+    var hostEnvironmentClaimable: [String: String] {
+        shape.session.env ?? [:]
+    }
+}

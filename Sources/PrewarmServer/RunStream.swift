@@ -1,0 +1,298 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import AsyncAlgorithms
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PrewarmCore
+
+/// Drop-in runs: `POST /v1/runs` with `Connection: Upgrade`, `Upgrade: prewarm-stream` and
+/// the run in `Prewarm-Run` (base64 JSON `{"argv", "cwd", "env", "cli"}`), from
+/// `prewarm-claude`. The run is admitted like a two-way turn (a spare of the pool that
+/// serves its command line, claimed with its session; else a cold start in its fingerprint
+/// pool), then answered 101, and from then on both sides speak frames, because a run
+/// carries more than one byte stream: stdout and stderr apart, the CLI's exit status, and
+/// signals after stdin has ended.
+///
+/// A frame is one type byte, a 4-byte big-endian length and that many bytes:
+/// - client to daemon: `i` stdin bytes; `e` the end of stdin (the process's stdin closes,
+///   the run goes on); `s` a signal (one byte: SIGTERM, SIGINT, SIGHUP or SIGQUIT),
+///   forwarded to the process (the CLI writes its transcript on the way out);
+/// - daemon to client: `o` stdout bytes; `e` stderr bytes; `x` the end: a 4-byte big-endian
+///   exit status (128+N for a process killed by signal N), then a one-line reason when the
+///   daemon ended the run (timeout, drain).
+/// The client closing the connection kills the process at once, as for a turn.
+enum RunFrame {
+    static let stdin = UInt8(ascii: "i")
+    static let stdinEnd = UInt8(ascii: "e")
+    static let signal = UInt8(ascii: "s")
+    static let stdout = UInt8(ascii: "o")
+    static let stderr = UInt8(ascii: "e")
+    static let exit = UInt8(ascii: "x")
+    /// The largest frame a client may send (prewarm-claude sends 64 KiB at most).
+    static let maxInbound = 1 << 20
+    /// The signals a client may forward: the ones an SDK's `close()` and a terminal send.
+    static let forwardedSignals: Set<Int32> = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
+
+    static func make(_ type: UInt8, _ payload: ByteBuffer) -> ByteBuffer {
+        var payload = payload
+        var frame = ByteBuffer()
+        frame.reserveCapacity(5 + payload.readableBytes)
+        frame.writeInteger(type)
+        frame.writeInteger(UInt32(payload.readableBytes))
+        frame.writeBuffer(&payload)
+        return frame
+    }
+
+    static func exit(status: Int32, reason: String?) -> ByteBuffer {
+        var payload = ByteBuffer()
+        payload.writeInteger(status)
+        if let reason { payload.writeString(reason) }
+        return make(Self.exit, payload)
+    }
+
+    /// What a client sent: complete frames are taken off `buffer`.
+    enum Inbound: Equatable {
+        case stdin(ByteBuffer)
+        case stdinEnd
+        case signal(Int32)
+    }
+
+    struct ProtocolError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func next(_ buffer: inout ByteBuffer) throws(ProtocolError) -> Inbound? {
+        guard buffer.readableBytes >= 5,
+            let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+            let length = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt32.self)
+        else { return nil }
+        guard Int(length) <= maxInbound else { throw ProtocolError(description: "a frame of \(length) bytes (at most \(maxInbound))") }
+        guard buffer.readableBytes >= 5 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 5)
+        let payload = buffer.readSlice(length: Int(length))!
+        switch type {
+        case stdin: return .stdin(payload)
+        case stdinEnd: return .stdinEnd
+        case signal:
+            guard length == 1, let number = payload.getInteger(at: payload.readerIndex, as: UInt8.self) else {
+                throw ProtocolError(description: "a signal frame must hold one byte")
+            }
+            return .signal(Int32(number))
+        default:
+            throw ProtocolError(description: "an unknown frame type \(type)")
+        }
+    }
+}
+
+/// Admission of drop-in runs, before the 101.
+final class RunAdmission: Sendable {
+    let broker: Broker
+    let connections: Connections
+
+    init(broker: Broker, connections: Connections) {
+        self.broker = broker
+        self.connections = connections
+    }
+
+    static let runHeader = HTTPField.Name("Prewarm-Run")!
+
+    func admit(_ request: Request, context: PrewarmRequestContext, into slot: StreamSlot) async throws(PrewarmError) -> Response {
+        let arrived = ContinuousClock.now
+        let arrivedAt = Date()
+        let channel = context.channel
+        let caller = await connections.of(channel)?.uid
+        if broker.draining {
+            throw PrewarmError(.draining, "the daemon is shutting down; run the CLI yourself or retry after the restart")
+        }
+        guard caller == getuid() else {
+            // Its CLI would run as the daemon's user, with the daemon's rights, on the caller's files.
+            throw PrewarmError(.runNotServed, "the daemon serves drop-in runs of its own uid (\(getuid())) only, not uid \(caller.map(String.init) ?? "unknown")")
+        }
+        guard let header = request.headers[Self.runHeader] else {
+            throw PrewarmError(.badRequest, "POST /v1/runs needs the run in Prewarm-Run: base64 JSON {\"argv\", \"cwd\", \"env\"}")
+        }
+        let run = try RunDescription.decode(header: header)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: run.cwd, isDirectory: &isDirectory), isDirectory.boolValue,
+            access(run.cwd, R_OK | X_OK) == 0
+        else {
+            throw PrewarmError(.runNotServed, "the daemon cannot enter the run's directory \(run.cwd)")
+        }
+        let route = try broker.route(run)
+        let pool: Pool
+        let plan: TurnResponder.Plan
+        var model: String?
+        var filter = RunOutputFilter.Rules()
+        switch route {
+        case .spare(let serving, let matched):
+            pool = serving
+            model = matched.model
+            filter = matched.filter
+            let shape = RunShape(arguments: run.argv, cwd: run.cwd, env: run.env)
+            let cold = Pool.Launch.cold(Broker.coldConfig(serving.config, run: run, shape: shape))
+            if matched.claimed {
+                var session = matched.session
+                session.cwd = run.cwd
+                plan = TurnResponder.Plan(
+                    claim: TurnResponder.ClaimPlan(session: session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers),
+                    fallback: cold  // a refused claim (project settings, a start file changed...): the same run, cold
+                )
+            } else {
+                plan = TurnResponder.Plan()
+            }
+        case .cold(let serving, let config, _):
+            pool = serving
+            plan = TurnResponder.Plan(launch: .cold(config))
+        }
+        let config = pool.config
+        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
+        let input = AsyncChannel<ByteBuffer>()
+        let record = TurnContext(
+            broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt, caller: caller, twoWay: true, logger: context.logger
+        )
+        // After a claim, `set_model` (its answer is the daemon's, filtered out); then the caller's bytes.
+        let leading = model.map { ByteBuffer(string: SessionSettings.setModelRequest(id: "\(RunOutputFilter.ownRequestPrefix)model-\(turnID)", model: $0)) }
+        let turn: Turn
+        let lease: Lease
+        do {
+            (turn, lease) = try await TurnResponder.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
+                Turn(
+                    id: turnID, input: leading ?? ByteBuffer(), closeStdin: false, timeout: config.dropInTimeout, claim: claim,
+                    dropLeadingChatter: true, inputStream: input, ownedDirectory: directory, untilExit: true, forwardsErrors: true
+                )
+            }
+        } catch {
+            input.finish()
+            throw error
+        }
+        let admitted = StreamAdmission.Admitted(
+            pool: pool.name, turn: turn, lease: lease, input: input, outcomeLine: false,
+            headers: [
+                ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
+                ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)), ("Prewarm-Pool", pool.name),
+            ],
+            record: record, run: filter
+        )
+        slot.admit(admitted)
+        var headers = HTTPFields()
+        for (name, value) in admitted.headers { headers[HTTPField.Name(name)!] = value }
+        return Response(status: .ok, headers: headers)
+    }
+}
+
+/// A drop-in run after the 101: frames both ways until the process is gone.
+struct RunStream {
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    let admitted: StreamAdmission.Admitted
+    let rules: RunOutputFilter.Rules
+    let logger: Logger
+
+    private enum Piece: Sendable {
+        case stdout(ByteBuffer)
+        case stderr(ByteBuffer)
+    }
+
+    func run() async {
+        let turn = admitted.turn
+        let lease = admitted.lease
+        let input = admitted.input
+        channel.channel.closeFuture.whenComplete { _ in
+            if !turn.isFinished { lease.clientGone() }
+        }
+        var bytesIn = 0
+        var bytesOut = 0
+        var firstByte: Duration?
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, logger: logger) }
+                    var filter = RunOutputFilter(rules: rules)
+                    let errors = turn.errors ?? AsyncChannel<ByteBuffer>()
+                    if turn.errors == nil { errors.finish() }
+                    for await piece in merge(turn.output.map { Piece.stdout($0) }, errors.map { Piece.stderr($0) }) {
+                        let frame: ByteBuffer
+                        switch piece {
+                        case .stdout(let chunk):
+                            let kept = filter.filter(chunk)
+                            guard kept.readableBytes > 0 else { continue }
+                            if firstByte == nil { firstByte = admitted.record.arrived.duration(to: .now) }
+                            bytesOut += kept.readableBytes
+                            frame = RunFrame.make(RunFrame.stdout, kept)
+                        case .stderr(let chunk):
+                            frame = RunFrame.make(RunFrame.stderr, chunk)
+                        }
+                        try await outbound.write(frame)
+                    }
+                    let rest = filter.finish()
+                    if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
+                    let result = await turn.result()
+                    let (status, reason) = Self.exitStatus(result)
+                    try await outbound.write(RunFrame.exit(status: status, reason: reason))
+                    group.cancelAll()
+                    input.finish()
+                    bytesIn = (try? await group.next()) ?? 0
+                }
+            }
+        } catch {
+            lease.clientGone()
+            input.finish()
+        }
+        let result = await turn.result()
+        admitted.record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
+    }
+
+    /// The client's frames: stdin to the process (as fast as it reads), its end, signals. A
+    /// client that closes the connection, or sends what is not a frame, ends the run: the
+    /// process is killed.
+    private static func readClient(
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, input: AsyncChannel<ByteBuffer>, lease: Lease, turn: Turn, logger: Logger
+    ) async -> Int {
+        var count = 0
+        var buffer = ByteBuffer()
+        var stdinOpen = true
+        do {
+            for try await var chunk in inbound {
+                buffer.writeBuffer(&chunk)
+                while let frame = try RunFrame.next(&buffer) {
+                    switch frame {
+                    case .stdin(let bytes):
+                        guard stdinOpen else { throw RunFrame.ProtocolError(description: "stdin bytes after its end") }
+                        count += bytes.readableBytes
+                        await input.send(bytes)
+                    case .stdinEnd:
+                        stdinOpen = false
+                        input.finish()
+                    case .signal(let number):
+                        if RunFrame.forwardedSignals.contains(number) {
+                            lease.signal(number)
+                        } else {
+                            logger.debug("a run's client asked for a signal that is not forwarded", metadata: ["signal": "\(number)"])
+                        }
+                    }
+                    if Task.isCancelled { return count }
+                }
+                buffer.discardReadBytes()
+            }
+        } catch {
+            logger.debug("a run's client broke the protocol; its process is killed", metadata: ["error": "\(error)"])
+        }
+        // The connection's end (or garbage): the run is over for its client.
+        if !Task.isCancelled, !turn.isFinished { lease.clientGone() }
+        input.finish()
+        return count
+    }
+
+    /// The status `prewarm-claude` exits with, and a reason when the daemon ended the run.
+    static func exitStatus(_ result: TurnResult) -> (Int32, String?) {
+        switch result.outcome {
+        case .completed: (result.exitStatus ?? 0, nil)
+        case .timeout: (124, result.detail)
+        case .killed: (result.exitStatus ?? 128 + SIGKILL, result.detail)
+        case .exited, .error: (result.exitStatus ?? 1, result.detail)
+        }
+    }
+}
