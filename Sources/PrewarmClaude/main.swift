@@ -277,6 +277,12 @@ func installSignalForwarding() {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
     signalPipe = (fds[0], fds[1])
+    // A parent may spawn it with these blocked (threaded runtimes block signals in their
+    // worker threads, and a child inherits the mask): they must reach the handler.
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] { sigaddset(&unblock, number) }
+    sigprocmask(SIG_UNBLOCK, &unblock, nil)
     for number in [SIGTERM, SIGINT, SIGHUP, SIGQUIT] {
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { number in

@@ -28,12 +28,16 @@ extension Broker {
     public func route(_ run: RunDescription) throws(PrewarmError) -> RunRoute {
         let shape = RunShape(arguments: run.argv, cwd: run.cwd, env: run.env)
         let cli = run.cli.flatMap(FileIdentity.init(path:))
+        // Matched on its host part alone: a run no spare can serve (a resume...) still runs
+        // cold in the pool of its kind, rather than in a fingerprint pool of its own.
+        var hostOnly = shape
+        hostOnly.coldReasons = []
         var mismatches: [RunMatcher.Mismatch] = []
         var candidates: [(pool: Pool, plan: RunPlan, idle: Int)] = []
         for pool in allPools {
             let config = pool.config
             guard let profile = RunProfile(config: config, daemonEnvironment: environment) else { continue }
-            switch RunMatcher.plan(shape, env: run.env, cli: cli, on: profile) {
+            switch RunMatcher.plan(hostOnly, env: run.env, cli: cli, on: profile) {
             case .success(let plan): candidates.append((pool, plan, pool.status().idle))
             case .failure(let mismatch): mismatches.append(mismatch)
             }
@@ -45,6 +49,9 @@ extension Broker {
         }
         if let best = ranked.first?.element {
             touch(best.pool.name)
+            if let reason = shape.coldReasons.first {
+                return .cold(best.pool, Self.coldConfig(best.pool.config, run: run, shape: shape), reason: reason)
+            }
             return .spare(best.pool, best.plan)
         }
         let why = shape.coldReasons.first ?? mismatches.map { "\($0.pool): \($0.reason)" }.joined(separator: "; ")

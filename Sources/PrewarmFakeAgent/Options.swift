@@ -117,7 +117,8 @@ extension Options {
         switch name {
         case "--permission-mode": .some(\.permissionMode)
         case "--resume": .some(\.resume)
-        case "--output-format", "--input-format", "--permission-prompt-tool", "--system-prompt", "--append-system-prompt", "--add-dir", "--model":
+        case "--output-format", "--input-format", "--permission-prompt-tool", "--system-prompt", "--append-system-prompt", "--add-dir", "--model",
+            "--max-turns":
             .some(nil)
         default: nil
         }
@@ -163,7 +164,7 @@ extension Options {
           --claim-ms N        take N ms to answer a claim (default 0)
           --permission-mode M, --resume ID   reported in system/init
           --output-format, --input-format, --permission-prompt-tool, --system-prompt,
-          --append-system-prompt, --add-dir, --model (with a value), --verbose,
+          --append-system-prompt, --add-dir, --model, --max-turns (with a value), --verbose,
           --include-partial-messages, --print: accepted and ignored
           --version           print a version and exit
 

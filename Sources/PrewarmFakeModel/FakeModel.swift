@@ -12,7 +12,10 @@ import NIOCore
 /// message_stop) after `--ttft-ms`, one text token every `--token-ms`; a JSON message
 /// otherwise. A turn asks for a tool (to drive a permission prompt) when its last user
 /// message contains `--tool-trigger`, or always with `--tool-use`; once the tool's result
-/// comes back, the answer is text. `POST /v1/messages/count_tokens` is answered too.
+/// comes back, the answer is text. A turn whose last user message contains `--mcp-trigger`
+/// asks for `--mcp-tool` instead (an in-process SDK MCP tool). The text's last token says
+/// how many user turns the request carried (`[user turns: N]`), so a client can tell a
+/// resumed conversation from a fresh one. `POST /v1/messages/count_tokens` is answered too.
 @main
 struct FakeModel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,11 +39,18 @@ struct FakeModel: AsyncParsableCommand {
     var toolName = "Bash"
     @Option(name: .customLong("tool-input"), help: "The tool's input, JSON.")
     var toolInput = #"{"command":"echo prewarm","description":"Print a word"}"#
+    @Option(name: .customLong("mcp-trigger"), help: "Ask for the MCP tool when the last user message contains this.")
+    var mcpTrigger = "PREWARM_MCP_TOOL"
+    @Option(name: .customLong("mcp-tool"), help: "The MCP tool asked for.")
+    var mcpTool = "mcp__calc__add"
+    @Option(name: .customLong("mcp-input"), help: "The MCP tool's input, JSON.")
+    var mcpInput = #"{"a":2,"b":3}"#
 
     func run() async throws {
         let settings = ModelSettings(
             ttft: .milliseconds(ttftMs), tokens: tokens, tokenGap: .milliseconds(tokenMs),
-            toolUse: toolUse, toolTrigger: toolTrigger, toolName: toolName, toolInput: toolInput
+            toolUse: toolUse, toolTrigger: toolTrigger, toolName: toolName, toolInput: toolInput,
+            mcpTrigger: mcpTrigger, mcpTool: mcpTool, mcpInput: mcpInput
         )
         var logger = Logger(label: "prewarm-fake-model")
         logger.logLevel = .warning
@@ -73,6 +83,9 @@ struct ModelSettings: Sendable {
     var toolTrigger: String
     var toolName: String
     var toolInput: String
+    var mcpTrigger: String
+    var mcpTool: String
+    var mcpInput: String
 
     func messages(_ request: Request) async throws -> Response {
         let body = try await request.body.collect(upTo: 64 << 20)
@@ -81,9 +94,18 @@ struct ModelSettings: Sendable {
         }
         let model = object["model"] as? String ?? "claude-fake"
         let stream = object["stream"] as? Bool ?? false
-        let askForTool = wantsTool(object["messages"] as? [[String: Any]] ?? [])
+        let messages = object["messages"] as? [[String: Any]] ?? []
+        var settings = self
+        if wantsTool(messages, trigger: mcpTrigger, always: false) {
+            settings.toolName = mcpTool
+            settings.toolInput = mcpInput
+        }
+        let askForTool = wantsTool(messages, trigger: toolTrigger, always: toolUse) || wantsTool(messages, trigger: mcpTrigger, always: false)
         let id = "msg_fake_\(UInt64.random(in: 0..<UInt64.max))"
-        let words = (0..<tokens).map { $0 == 0 ? "Hello" : " word\($0)" }
+        let words = (0..<tokens).map { $0 == 0 ? "Hello" : " word\($0)" } + [" [user turns: \(Self.userTurns(messages))]"]
+        let toolName = settings.toolName
+        let toolInputObject = settings.toolInputObject
+        let chosen = settings
 
         guard stream else {
             try await Task.sleep(for: ttft)
@@ -97,7 +119,6 @@ struct ModelSettings: Sendable {
                 "usage": ["input_tokens": 10, "output_tokens": tokens],
             ])
         }
-        let settings = self
         let events = ResponseBody { writer in
             func send(_ event: String, _ payload: [String: Any]) async throws {
                 let data = (try? JSONSerialization.data(withJSONObject: payload)) ?? Data()
@@ -113,20 +134,20 @@ struct ModelSettings: Sendable {
                     ],
                 ]
             )
-            try await Task.sleep(for: settings.ttft)
+            try await Task.sleep(for: chosen.ttft)
             if askForTool {
                 try await send(
                     "content_block_start",
-                    ["type": "content_block_start", "index": 0, "content_block": ["type": "tool_use", "id": "toolu_fake_1", "name": settings.toolName, "input": [:]]]
+                    ["type": "content_block_start", "index": 0, "content_block": ["type": "tool_use", "id": "toolu_fake_1", "name": chosen.toolName, "input": [:]]]
                 )
                 try await send(
                     "content_block_delta",
-                    ["type": "content_block_delta", "index": 0, "delta": ["type": "input_json_delta", "partial_json": settings.toolInput]]
+                    ["type": "content_block_delta", "index": 0, "delta": ["type": "input_json_delta", "partial_json": chosen.toolInput]]
                 )
             } else {
                 try await send("content_block_start", ["type": "content_block_start", "index": 0, "content_block": ["type": "text", "text": ""]])
                 for (index, word) in words.enumerated() {
-                    if index > 0 { try await Task.sleep(for: settings.tokenGap) }
+                    if index > 0 { try await Task.sleep(for: chosen.tokenGap) }
                     try await send("content_block_delta", ["type": "content_block_delta", "index": 0, "delta": ["type": "text_delta", "text": word]])
                 }
             }
@@ -135,7 +156,7 @@ struct ModelSettings: Sendable {
                 "message_delta",
                 [
                     "type": "message_delta", "delta": ["stop_reason": askForTool ? "tool_use" : "end_turn", "stop_sequence": NSNull()],
-                    "usage": ["output_tokens": askForTool ? 1 : settings.tokens],
+                    "usage": ["output_tokens": askForTool ? 1 : chosen.tokens],
                 ]
             )
             try await send("message_stop", ["type": "message_stop"])
@@ -154,7 +175,7 @@ struct ModelSettings: Sendable {
 
     /// A tool is asked for when the last user message is the user's text (not a tool's
     /// result) and `--tool-use` is set or the text holds the trigger.
-    func wantsTool(_ messages: [[String: Any]]) -> Bool {
+    func wantsTool(_ messages: [[String: Any]], trigger: String, always: Bool) -> Bool {
         guard let last = messages.last(where: { $0["role"] as? String == "user" }) else { return false }
         var texts: [String] = []
         var hasToolResult = false
@@ -167,7 +188,17 @@ struct ModelSettings: Sendable {
             }
         }
         if hasToolResult { return false }
-        return toolUse || texts.contains { $0.contains(toolTrigger) }
+        return always || texts.contains { $0.contains(trigger) }
+    }
+
+    /// User messages that hold the user's words (not only a tool's result).
+    static func userTurns(_ messages: [[String: Any]]) -> Int {
+        messages.filter { message in
+            guard message["role"] as? String == "user" else { return false }
+            if message["content"] is String { return true }
+            let blocks = message["content"] as? [[String: Any]] ?? []
+            return blocks.contains { $0["type"] as? String == "text" } && !blocks.contains { $0["type"] as? String == "tool_result" }
+        }.count
     }
 
     static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {

@@ -9,7 +9,7 @@ import Glibc
 
 /// `prewarm-claude` where no daemon serves its run: it becomes the real CLI, with the same
 /// argv, the same environment and stdin untouched, so an SDK pointed at it works as without
-/// Prewarm. (Runs served by the daemon come with the daemon's `/v1/runs`.)
+/// Prewarm. (Runs the daemon serves: `RunTests`, `SDKDropInTests`.)
 @Suite("prewarm-claude, falling back")
 struct DropInTests {
     static var dropIn: String { TestDaemon.buildDirectory + "/prewarm-claude" }
@@ -108,24 +108,6 @@ struct DropInTests {
             Issue.record("a hard link to prewarm-claude named claude was accepted")
         } catch {
             #expect(error.message.contains("prewarm-claude"))
-        }
-    }
-}
-
-extension LiveDaemons {
-    /// A daemon that does not serve runs yet answers the drop-in's request, and the drop-in
-    /// runs the real CLI: with a daemon there, it is still never worse than without.
-    @Suite("prewarm-claude against a daemon", .serialized)
-    struct DropInDaemonTests {
-        @Test func aDaemonThatDoesNotServeRunsFallsBack() async throws {
-            let daemon = try await TestDaemon(pools: DaemonTests.pool(spares: 1))
-            let cli = try DropInTests.fakeCLI(in: daemon.directory)
-            let (status, out, err) = try DropInTests.run(
-                ["--verbose"], environment: ["PREWARM_CLAUDE_CLI": cli, "PREWARM_SOCKET": daemon.socket, "PREWARM_TEST_MARK": "m"], stdin: "in\n"
-            )
-            #expect(status == 7, "\(err)")
-            #expect(out.hasSuffix("arg:--verbose\nenv:m\nin\n"))
-            #expect((try? await daemon.client.request(.GET, "/healthz"))?.status == 200)
         }
     }
 }

@@ -66,7 +66,10 @@ public struct FingerprintPools: Sendable, Equatable {
     /// Their `max_starting` (the default's: half the CPUs).
     public var maxStarting = 1
 
-    public init(enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, dropInTimeout: Duration? = nil) {
+    public init(
+        enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, maxStarting: Int = 1, dropInTimeout: Duration? = nil
+    ) {
+        self.maxStarting = maxStarting
         self.enabled = enabled
         self.spares = spares
         self.idleTTL = idleTTL

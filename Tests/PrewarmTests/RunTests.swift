@@ -1,0 +1,230 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import PrewarmCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension LiveDaemons {
+    /// Drop-in runs through the real `prewarm-claude`, a real daemon and the fake agent as the
+    /// CLI: served warm, stdin's end a half-close, exit statuses and signals forwarded, and a
+    /// client that leaves, floods garbage or finds no room handled as the README says.
+    @Suite("Drop-in runs", .serialized)
+    struct RunTests {
+        /// The Python SDK's default flags (less `--system-prompt`, which a claim applies).
+        static let sdkFlags = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
+        static let userLine = #"{"type":"user","session_id":"","message":{"role":"user","content":"hi"},"parent_tool_use_id":null}"# + "\n"
+
+        /// A claude pool of fake agents whose spares take the SDK's flags.
+        static func pool(_ name: String = "c", spares: Int = 1, extra: String = "") -> String {
+            """
+            [[pool]]
+            name = "\(name)"
+            kind = "claude"
+            command = "FAKE"
+            spares = \(spares)
+            initialize = false
+            base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
+            \(extra)
+
+            """
+        }
+
+        /// The caller's environment: what matches the pool `name` of `daemon`.
+        static func environment(_ daemon: TestDaemon, pool name: String = "c") -> [String: String] {
+            [
+                "PATH": "/usr/bin:/bin", "HOME": daemon.directory, "PREWARM_SOCKET": daemon.socket, "PREWARM_CLAUDE_CLI": TestDaemon.fakeAgent,
+                "CLAUDE_CONFIG_DIR": daemon.directory + "/state/prewarm/\(name)/claude-config",
+            ]
+        }
+
+        /// prewarm-claude running, its pipes held by the test.
+        final class DropIn: @unchecked Sendable {
+            let process = Process()
+            let input = Pipe()
+            let output = Pipe()
+            let errors = Pipe()
+
+            init(_ arguments: [String], environment: [String: String], cwd: String) throws {
+                process.executableURL = URL(fileURLWithPath: DropInTests.dropIn)
+                process.arguments = arguments
+                process.environment = environment
+                process.currentDirectoryURL = URL(fileURLWithPath: cwd)
+                process.standardInput = input
+                process.standardOutput = output
+                process.standardError = errors
+                try process.run()
+            }
+
+            func write(_ text: String) { input.fileHandleForWriting.write(Data(text.utf8)) }
+            func closeInput() { try? input.fileHandleForWriting.close() }
+
+            /// Reads stdout until a line contains `text` (nil at its end).
+            func readLine(containing text: String) -> String? {
+                // A byte at a time with read(2): Foundation's readData(ofLength:) waits for
+                // more than it is asked on a pipe.
+                let fd = output.fileHandleForReading.fileDescriptor
+                var line: [UInt8] = []
+                var byte: UInt8 = 0
+                while true {
+                    let count = Glibc.read(fd, &byte, 1)
+                    if count < 0 && errno == EINTR { continue }
+                    guard count == 1 else { return nil }
+                    if byte == UInt8(ascii: "\n") {
+                        let string = String(decoding: line, as: UTF8.self)
+                        if string.contains(text) { return string }
+                        line = []
+                    } else {
+                        line.append(byte)
+                    }
+                }
+            }
+
+            /// Everything left, and the exit status.
+            func finish() -> (status: Int32, out: String, err: String) {
+                let out = output.fileHandleForReading.readDataToEndOfFile()
+                let err = errors.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+            }
+        }
+
+        @Test func aRunIsServedWarmUntilItsProcessExits() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try DropIn(Self.sdkFlags + ["--system-prompt", ""], environment: Self.environment(daemon), cwd: project)
+            run.write(Self.userLine)
+            // The end of stdin is a half-close: the turn goes on to its result, then the CLI exits.
+            run.closeInput()
+            let (status, out, err) = run.finish()
+            #expect(status == 0, "\(err)")
+            let lines = out.split(separator: "\n").map(String.init)
+            #expect(lines.contains { $0.contains(#""type":"result""#) }, "\(out)")
+            #expect(!out.contains("prewarm-ready") && !out.contains("prewarm-claim"), "the daemon's own requests and answers never reach the caller: \(out)")
+            #expect(lines.contains { $0.contains(#""subtype":"init""#) && $0.contains(project) }, "the claim bound the spare to the caller's directory")
+            let pool = try await daemon.pool("c")
+            #expect(pool.warm == 1 && pool.cold == 0)
+            try await waitUntil("the run is over in the daemon", timeout: .seconds(10)) { try await daemon.pool("c").busy == 0 }
+        }
+
+        /// A command line no pool's spares take (another host option) runs cold and makes a
+        /// fingerprint pool, whose spare serves the next such run warm.
+        @Test func anUnmatchedCommandLineMakesAFingerprintPool() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let arguments = Self.sdkFlags + ["--max-turns", "3"]
+            for expected in ["cold", "warm"] {
+                let run = try DropIn(arguments, environment: Self.environment(daemon), cwd: project)
+                run.write(Self.userLine)
+                run.closeInput()
+                let (status, out, err) = run.finish()
+                #expect(status == 0, "\(expected): \(err)")
+                #expect(out.contains(#""type":"result""#))
+                let fingerprint = try #require(try await daemon.pools().first { $0.fingerprint != nil }, "a fingerprint pool was made")
+                #expect(expected == "cold" ? fingerprint.cold == 1 : fingerprint.warm == 1, "\(expected): \(fingerprint)")
+                #expect(fingerprint.fingerprint?.contains("--max-turns") == true && fingerprint.fingerprint?.contains("$CLAUDE_CONFIG_DIR") == true)
+                #expect(fingerprint.fingerprint?.joined().contains("3") == false, "names, never values")
+                try await waitUntil("the fingerprint pool has a spare", timeout: .seconds(20)) {
+                    try await daemon.pool(fingerprint.name).idle >= 1
+                }
+            }
+            #expect(try await daemon.pool("c").served == 0, "the configured pool's spares do not take --max-turns")
+        }
+
+        /// Options the CLI does not know (the fake agent's own) make a run no spare can serve:
+        /// it runs cold in the pool of its host part; its exit status is the caller's.
+        @Test func exitStatusAndSignalsAreTheProcesss() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let crash = try DropIn(Self.sdkFlags + ["--crash-mid-turn"], environment: Self.environment(daemon), cwd: project)
+            crash.write(Self.userLine)
+            let crashed = crash.finish()
+            #expect(crashed.status == 3, "the fake agent's own exit status: \(crashed.err)")
+            #expect(try await daemon.pool("c").cold == 1)
+
+            // SIGTERM to prewarm-claude reaches the process, which dies of it: 128 + 15.
+            let hang = try DropIn(Self.sdkFlags + ["--hang-turn"], environment: Self.environment(daemon), cwd: project)
+            hang.write(Self.userLine)
+            #expect(hang.readLine(containing: #""subtype":"init""#) != nil)
+            kill(hang.process.processIdentifier, SIGTERM)
+            let hung = hang.finish()
+            #expect(hung.status == 143, "\(hung.err)")
+        }
+
+        /// A client that dies mid-run (SIGKILL: nothing forwarded) gets its process killed.
+        @Test func aClientKilledMidRunKillsItsProcess() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try DropIn(Self.sdkFlags + ["--hang-turn"], environment: Self.environment(daemon), cwd: project)
+            run.write(Self.userLine)
+            let initLine = try #require(run.readLine(containing: #""subtype":"init""#))
+            let object = try JSONSerialization.jsonObject(with: Data(initLine.utf8)) as? [String: Any]
+            let pid = try #require(object?["pid"] as? Int)
+            #expect(isAlive(Int32(pid)))
+            kill(run.process.processIdentifier, SIGKILL)
+            _ = run.finish()
+            try await waitUntil("the run's process is killed", timeout: .seconds(10)) { !isAlive(Int32(pid)) }
+        }
+
+        /// After the 101, bytes that are not frames end the run: the process is killed and the
+        /// connection closed; the daemon goes on serving.
+        @Test func garbageAfterTheUpgradeEndsTheRun() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let description = RunDescription(argv: Self.sdkFlags, cwd: project, env: Self.environment(daemon), cli: TestDaemon.fakeAgent)
+            let socket = try RawSocket(path: daemon.socket)
+            try socket.send(
+                "POST /v1/runs HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\nPrewarm-Run: \(description.encodedHeader())\r\nContent-Length: 0\r\n\r\n"
+            )
+            let head = try #require(socket.readHead())
+            #expect(head.hasPrefix("HTTP/1.1 101"), "\(head)")
+            let pid = try #require(Int32(head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("prewarm-pid:") }?.split(separator: " ").last ?? ""))
+            try socket.send("Z\u{7f}\u{7f}\u{7f}\u{7f}garbage, not a frame")
+            _ = socket.readAll()  // the daemon closes the connection
+            try await waitUntil("the run's process is killed", timeout: .seconds(10)) { !isAlive(pid) }
+            let again = try DropIn(Self.sdkFlags, environment: Self.environment(daemon), cwd: project)
+            again.write(Self.userLine)
+            again.closeInput()
+            #expect(again.finish().status == 0)
+        }
+
+        /// No room (here: no spare and `when_empty = "reject"`): exit 75 with the reason, and the
+        /// real CLI is not run behind the daemon's back.
+        @Test func noRoomIsExit75() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool(spares: 0, extra: #"when_empty = "reject""#))
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try DropIn(Self.sdkFlags, environment: Self.environment(daemon), cwd: project)
+            run.write(Self.userLine)
+            run.closeInput()
+            let (status, out, err) = run.finish()
+            #expect(status == 75)
+            #expect(err.contains("no room"), "\(err)")
+            #expect(out.isEmpty, "the CLI did not run")
+        }
+
+        /// A daemon that is draining answers 503: the drop-in runs the real CLI itself, which
+        /// gets every byte of stdin (nothing was read before the daemon's answer).
+        @Test func aDrainingDaemonFallsBack() async throws {
+            let daemon = try await TestDaemon(
+                pools: DaemonTests.pool(args: #""--hang-turn""#, spares: 1), top: "drain_timeout_s = 30"
+            )
+            let busy = Task { try? await daemon.turn("p") }
+            try await waitUntil("a turn holds the drain open", timeout: .seconds(10)) { try await daemon.pool("p").busy == 1 }
+            kill(daemon.process.processIdentifier, SIGTERM)
+            try await waitUntil("the daemon drains", timeout: .seconds(10)) {
+                (try? await daemon.client.request(.GET, "/healthz"))?.status == 503
+            }
+            let cli = try DropInTests.fakeCLI(in: daemon.directory)
+            let (status, out, err) = try DropInTests.run(
+                ["--verbose"], environment: ["PREWARM_CLAUDE_CLI": cli, "PREWARM_SOCKET": daemon.socket, "PREWARM_TEST_MARK": "m"], stdin: "in\n"
+            )
+            #expect(status == 7, "\(err)")
+            #expect(out.hasSuffix("arg:--verbose\nenv:m\nin\n"))
+            kill(daemon.process.processIdentifier, SIGKILL)
+            busy.cancel()
+        }
+    }
+}

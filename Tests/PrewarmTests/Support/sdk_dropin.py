@@ -1,0 +1,139 @@
+"""The official Python Agent SDK (claude-agent-sdk from PyPI) driving prewarm-claude.
+
+Run by SDKDropInTests with the SDK's virtualenv: `python sdk_dropin.py SCENARIO`, with
+PREWARM_TEST_* variables (the model's address, the config dir, the project directory,
+prewarm-claude's path). Prints one JSON line per query: what the SDK's user code saw.
+"""
+import json
+import os
+import sys
+import time
+
+import anyio
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    HookMatcher,
+    PermissionResultAllow,
+    ResultMessage,
+    SystemMessage,
+    TextBlock,
+    create_sdk_mcp_server,
+    query,
+    tool,
+)
+
+DROP_IN = os.environ["PREWARM_TEST_DROP_IN"]
+PROJECT = os.environ["PREWARM_TEST_PROJECT"]
+SESSION_ENV = {
+    "ANTHROPIC_BASE_URL": os.environ["PREWARM_TEST_MODEL_URL"],
+    "ANTHROPIC_API_KEY": "sk-fake",
+    "CLAUDE_CONFIG_DIR": os.environ["PREWARM_TEST_CONFIG_DIR"],
+}
+
+
+def options(**extra):
+    return ClaudeAgentOptions(cli_path=DROP_IN, cwd=PROJECT, env=dict(SESSION_ENV), **extra)
+
+
+async def run(prompt, opts, streaming=False):
+    """One query; what user code saw of it."""
+    seen = {"texts": [], "models": [], "system": [], "session_id": None, "is_error": None, "result": None}
+    started = time.monotonic()
+
+    async def prompts():
+        yield {"type": "user", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": None, "session_id": ""}
+
+    try:
+        async for message in query(prompt=prompts() if streaming else prompt, options=opts):
+            if isinstance(message, AssistantMessage):
+                seen.setdefault("first_token_s", time.monotonic() - started)
+                seen["models"].append(message.model)
+                seen["texts"] += [block.text for block in message.content if isinstance(block, TextBlock)]
+            elif isinstance(message, SystemMessage):
+                seen["system"].append(message.subtype)
+            elif isinstance(message, ResultMessage):
+                seen["session_id"] = message.session_id
+                seen["is_error"] = message.is_error
+                seen["result"] = message.result
+    except Exception as error:  # the test asserts on it
+        seen["error"] = f"{type(error).__name__}: {error}"
+    return seen
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+async def plain(count):
+    """Plain queries a second apart."""
+    for index in range(count):
+        if index:
+            await anyio.sleep(1)
+        emit(**await run(f"Say hello {index}.", options()))
+
+
+async def tools():
+    """A tool call the model asks for: can_use_tool and a PreToolUse hook both see it."""
+    asked, hooked = [], []
+
+    async def can_use_tool(name, tool_input, context):
+        asked.append(name)
+        return PermissionResultAllow()
+
+    async def pre_tool_use(hook_input, tool_use_id, context):
+        hooked.append(hook_input.get("tool_name"))
+        return {}
+
+    opts = options(can_use_tool=can_use_tool, hooks={"PreToolUse": [HookMatcher(matcher="Bash", hooks=[pre_tool_use])]})
+    seen = await run("PREWARM_TOOL_USE please", opts, streaming=True)
+    emit(**seen, asked=asked, hooked=hooked)
+
+
+async def mcp():
+    """An in-process SDK MCP tool, called when the model asks for it."""
+    calls = []
+
+    @tool("add", "Adds two numbers", {"a": int, "b": int})
+    async def add(args):
+        calls.append(args)
+        return {"content": [{"type": "text", "text": str(args["a"] + args["b"])}]}
+
+    server = create_sdk_mcp_server(name="calc", version="1.0.0", tools=[add])
+    opts = options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
+    seen = await run("PREWARM_MCP_TOOL add them", opts)
+    emit(**seen, calls=calls)
+
+
+async def resume():
+    """A fresh query, then one resuming it: the second sees the first."""
+    first = await run("Remember this.", options())
+    emit(**first)
+    await anyio.sleep(0.5)
+    emit(**await run("What did I say?", options(resume=first["session_id"])))
+
+
+async def model(name):
+    emit(**await run("Which model?", options(model=name)))
+
+
+async def external_mcp(count):
+    """Another --mcp-config (an external server): cold, then warm from its fingerprint pool."""
+    servers = {"ext": {"type": "stdio", "command": "/bin/false", "args": []}}
+    for index in range(count):
+        if index:
+            await anyio.sleep(1)
+        emit(**await run(f"Hello {index}.", options(mcp_servers=servers)))
+
+
+SCENARIOS = {
+    "plain": lambda: plain(int(sys.argv[2]) if len(sys.argv) > 2 else 3),
+    "tools": tools,
+    "mcp": mcp,
+    "resume": resume,
+    "model": lambda: model(sys.argv[2]),
+    "external-mcp": lambda: external_mcp(2),
+}
+
+if __name__ == "__main__":
+    anyio.run(SCENARIOS[sys.argv[1]])
