@@ -128,10 +128,15 @@ extension LiveDaemons {
             #expect((model.first?["models"] as? [String])?.allSatisfy { $0 == "claude-sonnet-4-5" } == true, "\(model)")
             #expect(try await daemon.pool("sdk").served == 4)
 
-            // An in-process SDK MCP tool, called through the claimed spare.
+            // An in-process SDK MCP tool (allowed by --allowedTools, a host option: a fingerprint
+            // pool), called in each query; the second one warm, the server named in the claim.
+            let before = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
             let mcp = try harness.queries("mcp")
-            #expect((mcp.first?["calls"] as? [[String: Int]]) == [["a": 2, "b": 3]], "\(mcp)")
-            #expect(try await daemon.pool("sdk").served == 5, "an SDK MCP server is part of the session: the same pool serves it")
+            #expect(mcp.count == 2)
+            #expect(mcp.allSatisfy { ($0["calls"] as? [[String: Int]]) == [["a": 2, "b": 3]] }, "\(mcp)")
+            let mcpPool = try await daemon.pools().filter { $0.fingerprint != nil && !before.contains($0.name) }
+            #expect(mcpPool.count == 1 && mcpPool.first?.cold == 1 && mcpPool.first?.warm == 1, "\(mcpPool)")
+            #expect(mcpPool.first?.fingerprint?.contains("--allowedTools") == true)
 
             // A resumed session sees the earlier turn (cold: a claimed spare cannot resume).
             let resumed = try harness.queries("resume")
@@ -149,10 +154,10 @@ extension LiveDaemons {
             try? FileManager.default.removeItem(atPath: harness.outside)
 
             // Another --mcp-config (an external server): cold, then warm from its fingerprint pool.
-            let before = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
+            let existing = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
             let external = try harness.queries("external-mcp")
             #expect(external.count == 2)
-            let made = try await daemon.pools().filter { $0.fingerprint != nil && !before.contains($0.name) }
+            let made = try await daemon.pools().filter { $0.fingerprint != nil && !existing.contains($0.name) }
             #expect(made.count == 1, "\(made.map(\.name))")
             #expect(made.first?.cold == 1 && made.first?.warm == 1, "\(made)")
 

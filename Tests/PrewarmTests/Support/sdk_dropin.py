@@ -90,19 +90,23 @@ async def tools():
     emit(**seen, asked=asked, hooked=hooked)
 
 
-async def mcp():
-    """An in-process SDK MCP tool, called when the model asks for it."""
-    calls = []
+async def mcp(count):
+    """An in-process SDK MCP tool, called when the model asks for it; queries a second apart
+    (the second is served warm: the SDK server reaches the spare in its claim)."""
+    for index in range(count):
+        if index:
+            await anyio.sleep(1)
+        calls = []
 
-    @tool("add", "Adds two numbers", {"a": int, "b": int})
-    async def add(args):
-        calls.append(args)
-        return {"content": [{"type": "text", "text": str(args["a"] + args["b"])}]}
+        @tool("add", "Adds two numbers", {"a": int, "b": int})
+        async def add(args):
+            calls.append(args)
+            return {"content": [{"type": "text", "text": str(args["a"] + args["b"])}]}
 
-    server = create_sdk_mcp_server(name="calc", version="1.0.0", tools=[add])
-    opts = options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
-    seen = await run("PREWARM_MCP_TOOL add them", opts)
-    emit(**seen, calls=calls)
+        server = create_sdk_mcp_server(name="calc", version="1.0.0", tools=[add])
+        opts = options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
+        seen = await run("PREWARM_MCP_TOOL add them", opts)
+        emit(**seen, calls=calls)
 
 
 async def resume():
@@ -129,7 +133,7 @@ async def external_mcp(count):
 SCENARIOS = {
     "plain": lambda: plain(int(sys.argv[2]) if len(sys.argv) > 2 else 3),
     "tools": tools,
-    "mcp": mcp,
+    "mcp": lambda: mcp(2),
     "resume": resume,
     "model": lambda: model(sys.argv[2]),
     "external-mcp": lambda: external_mcp(2),
