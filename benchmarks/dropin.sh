@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The Python SDK's query() first token: its bundled CLI vs prewarm-claude, 1 and 8 at once.
-#   bash benchmarks/dropin.sh [ROUNDS]     (release build; the SDK's virtualenv from .ci/run)
+#   bash benchmarks/dropin.sh [ROUNDS] [claimed|unclaimed]
+# (release build; the SDK's virtualenv from .ci/run). `claimed`: spares parked and bound to each
+# run by a claim (any directory); `unclaimed`: spares started in the run's directory with its
+# session, no claim to pay for (what a service with one working directory can have).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-5}"
+mode="${2:-claimed}"
 swift build -c release >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 python="${PREWARM_SDK_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/prewarm/venv-sdk/bin/python}"
@@ -26,9 +30,11 @@ spares = 8
 initialize = false
 base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
 config_dir = "$work/config"
+$( [ "$mode" = unclaimed ] && printf 'claim = false\n' )
 env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
 [pool.ready]
 timeout_s = 120
+$( [ "$mode" = unclaimed ] && printf '[pool.session]\ncwd = "%s"\nsystem_prompt = ""\n' "$work/project" )
 TOML
 XDG_STATE_HOME="$work/state" "$bin/prewarm" serve --config "$work/prewarm.toml" --socket "$work/p.sock" 2> "$work/daemon.log" &
 daemon=$!

@@ -49,9 +49,12 @@ struct RunMatchingTests {
         }
     }
 
-    static func profile(args: [String], claim: Bool = true, env: [String: String] = ["ANTHROPIC_API_KEY": "k"], cwd: String? = nil) -> RunProfile {
+    static func profile(
+        args: [String], claim: Bool = true, env: [String: String] = ["ANTHROPIC_API_KEY": "k"], cwd: String? = nil, initialize: Bool = false
+    ) -> RunProfile {
         var config = PoolConfig(name: "p", command: "/bin/true", executable: "/bin/true", env: env)
         var claude = PoolConfig.ClaudeSettings(claim: claim, configDirectory: "/c", parkingDirectory: "/park")
+        claude.initialize = initialize
         claude.baseArguments = args
         claude.defaultCwd = cwd
         claude.session.cwd = cwd
@@ -87,6 +90,9 @@ struct RunMatchingTests {
         ignored["TRACEPARENT"] = "00-abc"
         ignored["CLAUDE_CODE_ENTRYPOINT"] = "sdk-py"
         #expect((try? RunMatcher.plan(shape, env: ignored, cli: nil, on: profile).get()) != nil)
+        // A pool that initializes its spares: the run's initialize would be a repeat, applied in part.
+        let initialized = Self.profile(args: ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"], initialize: true)
+        #expect(throws: RunMatcher.Mismatch.self) { try RunMatcher.plan(shape, env: Self.env, cli: nil, on: initialized).get() }
         // The caller wants session-state frames the spares do not write.
         ignored["CLAUDE_CODE_SDK_READS_SESSION_STATE"] = "1"
         #expect(throws: RunMatcher.Mismatch.self) { try RunMatcher.plan(shape, env: ignored, cli: nil, on: profile).get() }

@@ -128,6 +128,13 @@ extension LiveDaemons {
             #expect((model.first?["models"] as? [String])?.allSatisfy { $0 == "claude-sonnet-4-5" } == true, "\(model)")
             #expect(try await daemon.pool("sdk").served == 4)
 
+            // An agent defined in code (a one-time field of initialize) reaches the warm spare:
+            // the SDK's initialize is its first.
+            let agents = try harness.queries("agents")
+            #expect((agents.first?["agents"] as? [String])?.contains("prewarm-reviewer") == true, "\(agents)")
+            let afterAgents = try await daemon.pool("sdk")
+            #expect(afterAgents.served == 5 && afterAgents.cold == 0, "\(afterAgents)")
+
             // An in-process SDK MCP tool (allowed by --allowedTools, a host option: a fingerprint
             // pool), called in each query; the second one warm, the server named in the claim.
             let before = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
@@ -143,7 +150,7 @@ extension LiveDaemons {
             #expect(resumed.count == 2)
             #expect(resumed.last?["session_id"] as? String == resumed.first?["session_id"] as? String)
             #expect((resumed.last?["texts"] as? [String])?.first?.contains("[user turns: 2]") == true, "\(resumed)")
-            #expect(try await daemon.pool("sdk").cold == 1)
+            #expect(try await daemon.pool("sdk").cold == 1)  // the resume
 
             // can_use_tool and a PreToolUse hook, both in Python, both asked for the model's tool call.
             // (can_use_tool adds --permission-prompt-tool stdio: a fingerprint pool of its own.)

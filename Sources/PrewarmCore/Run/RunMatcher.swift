@@ -55,6 +55,11 @@ public enum RunMatcher {
         _ shape: RunShape, env: [String: String], cli: FileIdentity?, on profile: RunProfile
     ) -> Result<RunPlan, Mismatch> {
         if let reason = shape.coldReasons.first { return .failure(Mismatch(pool: profile.pool, reason: reason)) }
+        if profile.initialized {
+            // A run's own `initialize` must be its process's first: a repeat applies only hooks,
+            // SDK MCP servers and the title (not agents, skills, prompts...). docs/claude-cli.md §2.4.
+            return .failure(Mismatch(pool: profile.pool, reason: "the pool initializes its spares (initialize = false serves runs)"))
+        }
         if let cli, let executable = profile.executable, cli != executable {
             return .failure(Mismatch(pool: profile.pool, reason: "the caller's CLI is another file than the pool's command"))
         }

@@ -11,6 +11,7 @@ import time
 
 import anyio
 from claude_agent_sdk import (
+    AgentDefinition,
     AssistantMessage,
     ClaudeAgentOptions,
     HookMatcher,
@@ -52,6 +53,8 @@ async def run(prompt, opts, streaming=False):
                 seen["texts"] += [block.text for block in message.content if isinstance(block, TextBlock)]
             elif isinstance(message, SystemMessage):
                 seen["system"].append(message.subtype)
+                if message.subtype == "init":
+                    seen["agents"] = message.data.get("agents")
             elif isinstance(message, ResultMessage):
                 seen["session_id"] = message.session_id
                 seen["is_error"] = message.is_error
@@ -117,6 +120,14 @@ async def resume():
     emit(**await run("What did I say?", options(resume=first["session_id"])))
 
 
+async def agents():
+    """An agent defined in code: a one-time field of the SDK's initialize (a repeated
+    initialize does not apply it), so the CLI lists it only if the spare's first initialize
+    was the SDK's."""
+    reviewer = AgentDefinition(description="Reviews code", prompt="You review code.", tools=["Read"])
+    emit(**await run("Hello.", options(agents={"prewarm-reviewer": reviewer})))
+
+
 async def model(name):
     emit(**await run("Which model?", options(model=name)))
 
@@ -136,6 +147,7 @@ SCENARIOS = {
     "mcp": lambda: mcp(2),
     "resume": resume,
     "model": lambda: model(sys.argv[2]),
+    "agents": agents,
     "external-mcp": lambda: external_mcp(2),
 }
 
