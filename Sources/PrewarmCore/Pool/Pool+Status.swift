@@ -30,7 +30,13 @@ extension Pool {
                 pids: state.processes.values.compactMap(\.pid).map(Int.init).sorted(),
                 kind: state.config.kind.rawValue,
                 claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
-                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice)
+                spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice),
+                sizing: machine.autoSizing == nil ? "fixed" : "auto",
+                auto: machine.autoSizing.map {
+                    PoolStatus.AutoSizing(
+                        target: $0.target, maxSpares: $0.maxSpares, targetMiss: $0.targetMiss, predictedMiss: $0.predictedMiss, reason: $0.reason
+                    )
+                }
             )
         }
     }

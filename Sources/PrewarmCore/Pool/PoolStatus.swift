@@ -10,9 +10,10 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var starting: Int
     public var busy: Int
     public var waiting: Int
-    /// `spares` as configured (or as last set by PATCH).
+    /// `spares` as configured (or as last set by PATCH); an auto pool's floor: `min_spares`,
+    /// or the size PATCHed.
     public var targetSpares: Int
-    /// What the daemon aims for.
+    /// What the daemon aims for: an auto pool's target, lowered to what fits.
     public var effectiveSpares: Int
     public var maxProcesses: Int
     public var served: Int
@@ -38,6 +39,47 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// How much lower than the daemon's the CPU priority of its booting spares is (nice);
     /// 0 when `spare_nice` is 0 or the daemon cannot raise a priority back (CAP_SYS_NICE).
     public var spareNice: Int = 0
+    /// `fixed`, or `auto` (`spares = "auto"`: the pool sizes itself).
+    public var sizing: String = "fixed"
+    /// An auto pool's controller; nil for a fixed pool.
+    public var auto: AutoSizing?
+
+    /// An auto pool's target and why.
+    public struct AutoSizing: Sendable, Codable, Equatable {
+        /// The spares it aims for before the memory budget lowers it to `effective_spares`.
+        public var target: Int
+        /// The most it may keep now: `max_spares`, `max_processes` or the memory budget.
+        public var maxSpares: Int
+        public var targetMiss: Double
+        /// The miss the last replay predicts at the target; nil before the first.
+        public var predictedMiss: Double?
+        /// Why the target is what it is (the last change, or the last replay).
+        public var reason: String
+
+        public init(target: Int, maxSpares: Int, targetMiss: Double, predictedMiss: Double?, reason: String) {
+            self.target = target
+            self.maxSpares = maxSpares
+            self.targetMiss = targetMiss
+            self.predictedMiss = predictedMiss
+            self.reason = reason
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case target, reason
+            case maxSpares = "max_spares"
+            case targetMiss = "target_miss"
+            case predictedMiss = "predicted_miss"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(target, forKey: .target)
+            try container.encode(maxSpares, forKey: .maxSpares)
+            try container.encode(targetMiss, forKey: .targetMiss)
+            try container.encode(predictedMiss, forKey: .predictedMiss)  // null before the first replay
+            try container.encode(reason, forKey: .reason)
+        }
+    }
 
     /// Ready for systemd's READY=1 and `prewarm status --ready`: an idle spare, or failing
     /// (a broken pool must not hold the service back forever), or no spares to keep.
@@ -56,6 +98,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case lastError = "last_error"
         case pids, kind, claim
         case spareNice = "spare_nice"
+        case sizing, auto
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -83,5 +126,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(kind, forKey: .kind)
         try container.encode(claim, forKey: .claim)
         try container.encode(spareNice, forKey: .spareNice)
+        try container.encode(sizing, forKey: .sizing)
+        try container.encode(auto, forKey: .auto)  // null for a fixed pool
     }
 }
