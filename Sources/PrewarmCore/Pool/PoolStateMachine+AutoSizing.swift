@@ -176,8 +176,9 @@ extension PoolStateMachine {
     mutating func setTarget(_ to: Int, cause: SizingChange.Cause, predictedMiss: Double?, reason: String, into actions: inout [Action]) {
         guard var sizer else { return }
         let from = sizer.target
-        sizer.predictedMiss = predictedMiss ?? (to == from ? sizer.predictedMiss : nil)
-        if to != from || cause != .replay { sizer.reason = reason }
+        // The last replay's prediction stands until the next one (every auto_every_s).
+        if let predictedMiss { sizer.predictedMiss = predictedMiss }
+        if to != from || cause == .replay { sizer.reason = reason }
         sizer.target = to
         self.sizer = sizer
         if to != from {

@@ -51,7 +51,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         /// The most it may keep now: `max_spares`, `max_processes` or the memory budget.
         public var maxSpares: Int
         public var targetMiss: Double
-        /// The miss the last replay predicts at the target; nil before the first.
+        /// The miss the last replay predicted at the size it chose; nil before the first.
         public var predictedMiss: Double?
         /// Why the target is what it is (the last change, or the last replay).
         public var reason: String

@@ -162,8 +162,12 @@ public enum SizingReplay {
 /// Changes are found as a Poisson rate's change points, by binary segmentation: of the
 /// splits of the window at each sixtieth, the one whose two rates explain the arrivals best,
 /// if they explain them far better than one rate does (a log-likelihood ratio over 10, which
-/// steady Poisson traffic exceeds about once in a thousand evaluations); then the same within
-/// the part after it, down to the last change.
+/// steady Poisson traffic exceeds less than once in a thousand evaluations); then the same
+/// within the part after it, down to the last change. A burst (turns at once) is not a rate:
+/// for finding changes, turns closer together than a twentieth of the window's mean gap count
+/// as one (a twentieth of Poisson arrivals are, whatever the rate), and the part before a
+/// change is at least a twelfth of the window (the silence right after a burst is not a fall
+/// to nothing).
 struct RecentTraffic {
     enum Change { case none, rose, fell }
 
@@ -177,19 +181,32 @@ struct RecentTraffic {
 
     init(_ all: [Double], window: Double) {
         (arrivals, seconds, change) = (all, window, .none)
+        guard !all.isEmpty else { return }
+        // The events: one per burst, each with the index of its first turn.
+        let together = window / Double(all.count) / 20
+        var events: [Double] = []
+        var firstTurn: [Int] = []
+        var previous = -Double.infinity
+        for (index, at) in all.enumerated() {
+            if at - previous >= together {
+                events.append(at)
+                firstTurn.append(index)
+            }
+            previous = at
+        }
         let step = window / Double(Self.splits)
+        let shortest = window / 12
         var start = 0.0
         var first = 0
         func logLikelihood(_ count: Double, _ seconds: Double) -> Double { count > 0 ? count * log(count / seconds) : 0 }
         while true {
-            let n = Double(all.count - first)
-            let span = window - start
-            let one = logLikelihood(n, span)
+            let n = Double(events.count - first)
+            let one = logLikelihood(n, window - start)
             var best: (gain: Double, at: Double, index: Int, rose: Bool)?
             var index = first
-            var at = start + step
+            var at = start + max(step, shortest)
             while at < window - step / 2 {
-                while index < all.count && all[index] < at { index += 1 }
+                while index < events.count && events[index] < at { index += 1 }
                 let before = Double(index - first)
                 let gain = logLikelihood(before, at - start) + logLikelihood(n - before, window - at) - one
                 if gain > (best?.gain ?? Self.threshold) { best = (gain, at, index, (n - before) / (window - at) > before / (at - start)) }
@@ -198,8 +215,8 @@ struct RecentTraffic {
             guard let best else { break }
             (start, first, change) = (best.at, best.index, best.rose ? .rose : .fell)
         }
-        guard first > 0 || start > 0 else { return }
-        arrivals = all[first...].map { $0 - start }
+        guard start > 0 else { return }
+        arrivals = first < events.count ? all[firstTurn[first]...].map { $0 - start } : []
         seconds = window - start
     }
 }
