@@ -29,7 +29,7 @@ extension PoolStateMachine {
     }
 
     /// An auto pool's controller: its target and what it has seen.
-    struct AutoSizer: Sendable, Equatable {
+    struct AutoSizer: Sendable {
         var settings: AutoSizing
         /// The spares the pool keeps (before the memory budget lowers it), never below the
         /// floor (`Settings.spares`).
@@ -50,12 +50,12 @@ extension PoolStateMachine {
         /// back would count the time before as time without turns.
         var watchingSince: Instant?
 
-        struct Started: Sendable, Equatable {
+        struct Started: Sendable {
             var since: Instant
             var concurrency: Int
         }
 
-        struct Sample<Value: Sendable & Equatable>: Sendable, Equatable {
+        struct Sample<Value: Sendable>: Sendable {
             var at: Instant
             var value: Value
         }
@@ -90,8 +90,8 @@ extension PoolStateMachine {
 
     /// Arrivals in order, and whether each found no idle spare; the old ones dropped in
     /// batches (no shift per arrival).
-    struct RecentArrivals: Sendable, Equatable {
-        struct Arrival: Sendable, Equatable {
+    struct RecentArrivals: Sendable {
+        struct Arrival: Sendable {
             var at: Instant
             var missed: Bool
             /// The pool's target when it came (the first of a run of misses: see `append`).
@@ -120,8 +120,6 @@ extension PoolStateMachine {
             let first = all.firstIndex { $0.at >= instant } ?? all.endIndex
             return all[first...]
         }
-
-        static func == (lhs: Self, rhs: Self) -> Bool { lhs.arrivals[lhs.start...] == rhs.arrivals[rhs.start...] }
     }
 
     /// An auto pool's figures for its status.
@@ -245,11 +243,12 @@ extension PoolStateMachine {
         guard sizer.replaying == nil else { return }
         sizer.replaying = sizer.generation
         self.sizer = sizer
-        actions.append(.replaySizing(sizingSnapshot(now: now)))
+        actions.append(.replaySizing(sizingSnapshot(sizer, now: now)))
     }
 
-    func sizingSnapshot(now: Instant) -> SizingSnapshot {
-        let sizer = sizer!
+    /// What a replay needs: the window's traffic (since the pool's start, if that is nearer),
+    /// the bounds of the answer, the machine's settings made fixed.
+    func sizingSnapshot(_ sizer: AutoSizer, now: Instant) -> SizingSnapshot {
         let start = max(now.advanced(by: .zero - sizer.settings.window), sizer.watchingSince ?? now)
         var fixed = settings
         fixed.autoSizing = nil
@@ -276,9 +275,9 @@ extension PoolStateMachine {
 
     /// The first tick of an auto pool (its start, or a reload that made it one).
     mutating func scheduleSizing(now: Instant, into actions: inout [Action]) {
-        guard sizer != nil else { return }
-        if sizer?.watchingSince == nil { sizer?.watchingSince = now }
-        let sizer = sizer!
+        guard var sizer else { return }
+        sizer.watchingSince = sizer.watchingSince ?? now
+        self.sizer = sizer
         actions.append(.schedule(.sizing(generation: sizer.generation), at: now.advanced(by: sizer.settings.every)))
     }
 

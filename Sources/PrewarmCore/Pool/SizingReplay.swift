@@ -1,4 +1,5 @@
 import Foundation
+
 /// What an auto pool's evaluation needs, taken from its state machine in one locked step
 /// (`PoolStateMachine.Action.replaySizing`) and replayed outside the lock: the recent
 /// arrivals, start-ups and turns, and the bounds of the answer.
@@ -51,7 +52,7 @@ public struct SizingDecision: Sendable, Equatable {
 /// The evaluation itself: the recent window replayed through the pool's own state machine
 /// (`PoolSimulator`, as `prewarm advise` does) for candidate sizes; the smallest that meets
 /// `target_miss` is the answer, within the floor and the cap. Pure, and CPU-bound: the pool
-/// runs it on a thread of its own, outside its lock.
+/// runs it on a thread of NIO's pool, outside its lock.
 public enum SizingReplay {
     public static func decide(_ snapshot: SizingSnapshot) -> SizingDecision {
         let floor = snapshot.floor
