@@ -204,13 +204,17 @@ struct Advise: AsyncParsableCommand {
             print(try JournalReport(journal: query.path, since: query.since, pools: advice, problems: problems.isEmpty ? nil : problems).text())
         } else {
             print("\(query.heading), miss target \(percent(miss))")
-            for advice in advice { print(""); print(Self.describe(advice)) }
+            for advice in advice {
+                print("")
+                print(Self.describe(advice, sizesItself: configuration.pool(named: advice.pool)?.autoSizing != nil))
+            }
             for problem in problems { print(""); print(problem) }
         }
         if advice.isEmpty { throw ExitCode(ExitStatus.dataError) }
     }
 
-    static func describe(_ a: Advice) -> String {
+    /// `sizesItself`: the pool has `spares = "auto"` (its `spares` is its floor).
+    static func describe(_ a: Advice, sizesItself: Bool = false) -> String {
         let formatter = ISO8601DateFormatter()
         var lines = [
             "pool \(a.pool): busiest window \(formatter.string(from: a.windowStart)) to \(formatter.string(from: a.windowEnd)), "
@@ -225,7 +229,8 @@ struct Advise: AsyncParsableCommand {
             ])
         }
         lines.append(Status.align(rows))
-        var verdict = "recommended: spares = \(a.recommendedSpares) (now \(a.currentSpares))"
+        var verdict = "recommended: spares = \(a.recommendedSpares) "
+            + (sizesItself ? "(the pool sizes itself: spares = \"auto\", min_spares \(a.currentSpares))" : "(now \(a.currentSpares))")
         if a.cappedByMemory {
             verdict += "; the miss target is not met within the memory budget (\(a.memoryMaxSpares ?? 0) spares fit): add memory or scale out"
         }
