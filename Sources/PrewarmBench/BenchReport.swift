@@ -45,6 +45,10 @@ public struct TargetReport: Sendable, Codable {
     /// The share of turns served warm (of all turns sent).
     public var hitRatio: Double
     public var predictedHitRatio: Double?
+    /// Per phase (`--phases`), the share of turns the state machine predicts will miss.
+    public var predictedPhaseMiss: [Double]?
+    /// A pool's spares every 250 ms (idle, effective, an auto pool's predicted miss).
+    public var timeline: [PoolSample]
     /// Turns by outcome: completed, 429, 503, broken.
     public var outcomes: [String: Int]
     /// Turns by start kind: warm, waited, cold.
@@ -60,7 +64,8 @@ public struct TargetReport: Sendable, Codable {
         case waitMs = "wait_ms"
         case hitRatio = "hit_ratio"
         case predictedHitRatio = "predicted_hit_ratio"
-        case outcomes, starts, daemon, samples
+        case predictedPhaseMiss = "predicted_phase_miss"
+        case outcomes, starts, daemon, samples, timeline
     }
 
     public init(_ result: TargetResult) {
@@ -74,6 +79,8 @@ public struct TargetReport: Sendable, Codable {
         let warm = result.samples.count { $0.start == "warm" && $0.outcome == "completed" }
         hitRatio = turns == 0 ? 0 : Double(warm) / Double(turns)
         predictedHitRatio = result.predictedHitRatio
+        predictedPhaseMiss = result.predictedPhaseMiss
+        timeline = result.pool
         outcomes = Dictionary(grouping: result.samples, by: \.outcome).mapValues(\.count)
         starts = Dictionary(grouping: result.samples.compactMap(\.start), by: { $0 }).mapValues(\.count)
         daemon = result.daemon

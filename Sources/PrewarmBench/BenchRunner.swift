@@ -16,6 +16,30 @@ public enum LoadShape: Sendable, Equatable {
     case open(rate: Double, duration: Double, seed: UInt64)
     /// `count` bursts of `size` turns at once, `every` seconds apart.
     case bursts(size: Int, every: Double, count: Int)
+    /// Poisson arrivals phase after phase, each at its own rate: phase `i` from the seeded
+    /// generator `seed + i`.
+    case phases([Phase], seed: UInt64)
+
+    public struct Phase: Sendable, Equatable, Codable {
+        public var rate: Double
+        public var seconds: Double
+
+        public init(rate: Double, seconds: Double) {
+            self.rate = rate
+            self.seconds = seconds
+        }
+
+        /// `RATE:SECONDS,RATE:SECONDS...`, such as `1:120,6:120,1:120`.
+        public static func parse(_ text: String) -> [Phase]? {
+            var phases: [Phase] = []
+            for part in text.split(separator: ",") {
+                let fields = part.split(separator: ":")
+                guard fields.count == 2, let rate = Double(fields[0]), let seconds = Double(fields[1]), rate >= 0, seconds > 0 else { return nil }
+                phases.append(Phase(rate: rate, seconds: seconds))
+            }
+            return phases.isEmpty ? nil : phases
+        }
+    }
 
     /// Arrival times in seconds from the start; nil for a closed loop.
     public var schedule: [Double]? {
@@ -23,6 +47,30 @@ public enum LoadShape: Sendable, Equatable {
         case .closed: nil
         case .open(let rate, let duration, let seed): PoissonSchedule(rate: rate, duration: duration, seed: seed).arrivals()
         case .bursts(let size, let every, let count): (0..<count).flatMap { burst in Array(repeating: Double(burst) * every, count: size) }
+        case .phases(let phases, let seed):
+            phases.indices.flatMap { index in
+                let start = phases[..<index].reduce(0) { $0 + $1.seconds }
+                let phase = phases[index]
+                return PoissonSchedule(rate: phase.rate, duration: phase.seconds, seed: seed + UInt64(index)).arrivals().map { $0 + start }
+            }
+        }
+    }
+
+    /// Open-loop arrivals (Poisson, steady or in phases): the state machine can predict them.
+    public var isOpenLoop: Bool {
+        switch self {
+        case .open, .phases: true
+        case .closed, .bursts: false
+        }
+    }
+
+    /// Where each phase starts and ends, in seconds from the start (one phase unless `.phases`).
+    public var phaseBounds: [Range<Double>] {
+        guard case .phases(let phases, _) = self else { return [0..<(schedule?.last.map { $0 + 1 } ?? 0)] }
+        var start = 0.0
+        return phases.map { phase in
+            defer { start += phase.seconds }
+            return start..<(start + phase.seconds)
         }
     }
 
@@ -31,6 +79,8 @@ public enum LoadShape: Sendable, Equatable {
         case .closed(let concurrency, let turns): "closed loop: \(turns) turns, \(concurrency) at a time"
         case .open(let rate, let duration, let seed): "open loop: Poisson arrivals at \(rate)/s for \(duration) s (seed \(seed))"
         case .bursts(let size, let every, let count): "\(count) bursts of \(size) turns, \(every) s apart"
+        case .phases(let phases, let seed):
+            "open loop in phases: Poisson arrivals at " + phases.map { "\($0.rate)/s for \($0.seconds) s" }.joined(separator: ", then ") + " (seed \(seed))"
         }
     }
 }
@@ -48,12 +98,28 @@ public struct DaemonUsage: Sendable, Codable, Equatable {
     }
 }
 
-/// Samples a pool's idle spares and the daemon's CPU and RSS every 250 ms while a target runs.
+/// A pool's spares at one moment of a run.
+public struct PoolSample: Sendable, Codable, Equatable {
+    /// Seconds from the run's start.
+    public var at: Double
+    public var idle: Int
+    public var effectiveSpares: Int
+    /// An auto pool's last replay's predicted miss.
+    public var predictedMiss: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case at, idle
+        case effectiveSpares = "effective_spares"
+        case predictedMiss = "predicted_miss"
+    }
+}
+
+/// Samples a pool's spares and the daemon's CPU and RSS every 250 ms while a target runs.
 final class DaemonMonitor: Sendable {
     let pool: String
     let client: UnixHTTPClient
     let pid: Int32?
-    private let state = Mutex<(idle: [(Double, Int)], rss: [Int], cpuStart: Double?, cpuEnd: Double?)>(([], [], nil, nil))
+    private let state = Mutex<(pool: [PoolSample], rss: [Int], cpuStart: Double?, cpuEnd: Double?)>(([], [], nil, nil))
 
     init(pool: String, socket: String, pid: Int32?) {
         self.pool = pool
@@ -69,7 +135,8 @@ final class DaemonMonitor: Sendable {
             if let response = try? await client.request(.GET, "/v1/pools/\(pool)"), response.status == 200,
                 let status = try? JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView))
             {
-                state.withLock { $0.idle.append((at, status.idle)) }
+                let sample = PoolSample(at: at, idle: status.idle, effectiveSpares: status.effectiveSpares, predictedMiss: status.auto?.predictedMiss)
+                state.withLock { $0.pool.append(sample) }
             }
             if let pid, let rss = Self.rss(pid) {
                 state.withLock { $0.rss.append(rss) }
@@ -78,7 +145,7 @@ final class DaemonMonitor: Sendable {
         }
     }
 
-    func finish() -> (idle: [(Double, Int)], usage: DaemonUsage?) {
+    func finish() -> (pool: [PoolSample], usage: DaemonUsage?) {
         let cpuEnd = pid.flatMap(Self.cpuSeconds)
         return state.withLock { state in
             var usage: DaemonUsage?
@@ -89,7 +156,7 @@ final class DaemonMonitor: Sendable {
                     rssMeanBytes: state.rss.reduce(0, +) / state.rss.count
                 )
             }
-            return (state.idle, usage)
+            return (state.pool, usage)
         }
     }
 
@@ -142,7 +209,7 @@ public struct BenchRunner: Sendable {
                 }
                 return await group.reduce(into: []) { $0 += $1 }
             }
-        case .open, .bursts:
+        case .open, .bursts, .phases:
             let schedule = load.schedule ?? []
             total = schedule.count
             samples = await withTaskGroup(of: TurnSample.self) { group in
@@ -165,7 +232,7 @@ public struct BenchRunner: Sendable {
         return TargetResult(
             name: target.name,
             samples: samples.sorted { $0.index < $1.index },
-            idleSpares: watched?.idle ?? [],
+            pool: watched?.pool ?? [],
             daemon: watched?.usage
         )
     }
@@ -189,9 +256,13 @@ final class Counter: Sendable {
 public struct TargetResult: Sendable {
     public var name: String
     public var samples: [TurnSample]
-    public var idleSpares: [(Double, Int)]
+    /// A pool's spares every 250 ms.
+    public var pool: [PoolSample]
     public var daemon: DaemonUsage?
     /// For open-loop runs of a pool: the hit ratio the state machine predicts for the same
-    /// schedule in simulated time.
+    /// schedule in simulated time, and per phase the share of turns it predicts will miss.
     public var predictedHitRatio: Double?
+    public var predictedPhaseMiss: [Double]?
+
+    public var idleSpares: [(Double, Int)] { pool.map { ($0.at, $0.idle) } }
 }

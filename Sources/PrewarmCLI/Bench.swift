@@ -13,7 +13,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure first-token latency: Prewarm's pools against spawning per turn, side by side.",
         discussion: """
-            Targets run one after another under the same load, each reported on its own: \
+            Targets run one after another under the same load (pools at once with --together), each reported on its own: \
             --pool (turns through the daemon), --baseline spawn (the pool's command spawned per \
             turn, as the SDKs do), --baseline direct-warm (an initialised process of the pool's \
             command made ready just before each turn, over pipes, no daemon), --baseline direct-pool (the \
@@ -53,6 +53,10 @@ struct Bench: AsyncParsableCommand {
     var duration: Double?
     @Option(name: .long, help: "Open loop: the generator's seed (same seed, same schedule).")
     var seed: UInt64 = 1
+    @Option(name: .long, help: "Open loop in phases: RATE:SECONDS,... (Poisson, phase i seeded with --seed + i), e.g. 1:120,6:120,1:120.")
+    var phases: String?
+    @Flag(name: .long, help: "Run the --pool targets at once, each under the same schedule (to compare pools side by side).")
+    var together = false
     @Option(name: .long, help: "Bursts: turns at once.")
     var burst: Int?
     @Option(name: .long, help: "Bursts: seconds between bursts.")
@@ -81,9 +85,12 @@ struct Bench: AsyncParsableCommand {
         for name in baseline where !["spawn", "direct-warm", "direct-pool"].contains(name) {
             throw ValidationError("--baseline takes spawn, direct-warm or direct-pool, not \(name)")
         }
-        let shapes = [concurrency != nil || turns != nil, rate != nil || duration != nil, burst != nil || every != nil || bursts != nil]
+        let shapes = [concurrency != nil || turns != nil, rate != nil || duration != nil, burst != nil || every != nil || bursts != nil, phases != nil]
         if shapes.filter({ $0 }).count > 1 {
-            throw ValidationError("choose one load: --concurrency/--turns, --rate/--duration, or --burst/--every/--bursts")
+            throw ValidationError("choose one load: --concurrency/--turns, --rate/--duration, --burst/--every/--bursts, or --phases")
+        }
+        if let phases, LoadShape.Phase.parse(phases) == nil {
+            throw ValidationError("--phases takes RATE:SECONDS,RATE:SECONDS..., such as 1:120,6:120,1:120; found \(phases)")
         }
         if (rate != nil) != (duration != nil) { throw ValidationError("--rate and --duration go together") }
         if !(settle >= 0) { throw ValidationError("--settle takes seconds, 0 or more") }
@@ -93,6 +100,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     var load: LoadShape {
+        if let phases = phases.flatMap(LoadShape.Phase.parse) { return .phases(phases, seed: seed) }
         if let rate, let duration { return .open(rate: rate, duration: duration, seed: seed) }
         if let burst { return .bursts(size: burst, every: every ?? 0, count: bursts ?? 1) }
         return .closed(concurrency: concurrency ?? 1, turns: turns ?? 20)
@@ -133,20 +141,38 @@ struct Bench: AsyncParsableCommand {
         progress(load.description)
         var reports: [TargetReport] = []
         var timeline: Timeline?
-        for name in pool {
-            let client = UnixHTTPClient(socketPath: socket)
-            let pid = await Self.daemonPID(client)
-            // A quiet daemon: every pool of the run full, no start-up sharing the CPU.
-            for other in pool { try await Self.waitForSpares(client, pool: other, progress: progress) }
+        let client = UnixHTTPClient(socketPath: socket)
+        let daemonSocket = socket
+        /// One pool target's run, with its prediction.
+        @Sendable func run(_ name: String) async -> TargetResult {
+            var result = await runner.run(
+                PoolTarget(pool: name, socket: daemonSocket, body: body, firstToken: rule),
+                monitor: (name, daemonSocket, await Self.daemonPID(client))
+            )
+            if load.isOpenLoop, let config = configuration?.pool(named: name) {
+                (result.predictedHitRatio, result.predictedPhaseMiss) = await Self.predict(result, config: config, client: client, load: load)
+            }
+            return result
+        }
+        if together && !pool.isEmpty {
+            for name in pool { try await Self.waitForSpares(client, pool: name, progress: progress) }
             try await settleDown(progress)
-            var result = await runner.run(PoolTarget(pool: name, socket: socket, body: body, firstToken: rule), monitor: (name, socket, pid))
-            if case .open = load, let config = configuration?.pool(named: name) {
-                result.predictedHitRatio = await Self.predict(result, config: config, client: client, load: load)
+            progress("running \(pool.joined(separator: ", ")) at once")
+            let results = await withTaskGroup(of: TargetResult.self) { group in
+                for name in pool { group.addTask { await run(name) } }
+                return await group.reduce(into: [TargetResult]()) { $0.append($1) }
             }
-            if case .open = load, timeline == nil {
-                timeline = Timeline(turns: [], idleSpares: result.idleSpares.map { (at: $0.0, idle: $0.1) })
+            reports += pool.compactMap { name in results.first { $0.name == "prewarm:\(name)" } }.map(TargetReport.init)
+        } else {
+            for name in pool {
+                // A quiet daemon: every pool of the run full, no start-up sharing the CPU.
+                for other in pool { try await Self.waitForSpares(client, pool: other, progress: progress) }
+                try await settleDown(progress)
+                reports.append(TargetReport(await run(name)))
             }
-            reports.append(TargetReport(result))
+        }
+        if load.isOpenLoop, let first = reports.first, first.name.hasPrefix("prewarm:") {
+            timeline = Timeline(turns: [], idleSpares: first.timeline.map { (at: $0.at, idle: $0.idle) })
         }
         if !baseline.isEmpty {
             guard let configuration else { throw ExitStatus.fail(ExitStatus.usage, "--baseline needs a configuration") }
@@ -192,7 +218,7 @@ struct Bench: AsyncParsableCommand {
             progress("wrote \(json)")
         }
         if let svg {
-            if case .open = load {
+            if load.isOpenLoop {
                 timeline?.turns = reports.flatMap { target in target.samples.map { (at: $0.at, milliseconds: $0.firstTokenMs, series: target.name) } }
             }
             let chart = SVGChart.render(
@@ -246,16 +272,25 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// The hit ratio the pool's state machine predicts for the same schedule, with the
-    /// measured start-up time (the pool's spawn_ms p50) and turn time (completion p50).
-    static func predict(_ result: TargetResult, config: PoolConfig, client: UnixHTTPClient, load: LoadShape) async -> Double? {
+    /// measured start-up time (the pool's spawn_ms p50) and turn time (completion p50); and,
+    /// per phase, the share of turns it predicts will miss. An auto pool is replayed with its
+    /// controller, evaluations included.
+    static func predict(_ result: TargetResult, config: PoolConfig, client: UnixHTTPClient, load: LoadShape) async -> (Double?, [Double]?) {
         guard let response = try? await client.request(.GET, "/v1/pools/\(config.name)"),
             let status = try? JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView)),
             let spawn = status.spawnMs.p50
-        else { return nil }
+        else { return (nil, nil) }
         let completions = result.samples.compactMap(\.completionMs).sorted()
         let turnSeconds = completions.isEmpty ? 0.1 : completions[completions.count / 2] / 1000
         let simulator = PoolSimulator(settings: config.machineSettings, startupSeconds: [Double(spawn) / 1000], turnSeconds: turnSeconds)
-        return simulator.run(arrivals: load.schedule ?? []).hitRatio
+        let schedule = load.schedule ?? []
+        let outcome = simulator.run(arrivals: schedule)
+        let missed = Set(outcome.missed)
+        let phases = load.phaseBounds.map { bounds in
+            let inside = schedule.indices.filter { bounds.contains(schedule[$0]) }
+            return inside.isEmpty ? 0 : Double(inside.count { missed.contains($0) }) / Double(inside.count)
+        }
+        return (outcome.hitRatio, phases)
     }
 }
 

@@ -6,10 +6,11 @@ import PrewarmClient
 import PrewarmCore
 import PrewarmServer
 
-/// `prewarm resize POOL N`: `PATCH /v1/pools/{name}` with `{"spares": N}`.
+/// `prewarm resize POOL N|auto`: `PATCH /v1/pools/{name}` with `{"spares": N}` or
+/// `{"spares": "auto"}`.
 struct Resize: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Set a pool's spares at run time (until the next reload or restart)."
+        abstract: "Set a pool's spares at run time (until the next reload or restart); an auto pool's floor, or auto to go back to min_spares."
     )
 
     @OptionGroup var options: CommonOptions
@@ -17,20 +18,24 @@ struct Resize: AsyncParsableCommand {
     @Argument(help: "The pool.")
     var pool: String
 
-    @Argument(help: "The spares to keep (0 to 10000).")
-    var spares: Int
+    @Argument(help: "The spares to keep (0 to 10000): a fixed pool's size, an auto pool's floor; or auto: an auto pool back to min_spares.")
+    var spares: String
 
     func validate() throws {
-        guard (0...10_000).contains(spares) else { throw ValidationError("spares must be from 0 to 10000, found \(spares)") }
+        guard spares == "auto" || Int(spares).map({ (0...10_000).contains($0) }) == true else {
+            throw ValidationError("spares must be from 0 to 10000, or auto, found \(spares)")
+        }
     }
 
     func run() async throws {
-        let body = ByteBuffer(string: #"{"spares":\#(spares)}"#)
+        let body = ByteBuffer(string: spares == "auto" ? #"{"spares":"auto"}"# : #"{"spares":\#(spares)}"#)
         let response = try await options.daemonRequest(.PATCH, "/v1/pools/\(pool)", body: body)
-        let status = try JSONDecoder().decode(PoolStatus.self, from: Data(response.body.readableBytesView))
-        print("pool \(status.name): spares \(status.targetSpares) (effective \(status.effectiveSpares)), idle \(status.idle), starting \(status.starting), busy \(status.busy)")
+        let answer = try JSONDecoder().decode(Resized.self, from: Data(response.body.readableBytesView))
+        let status = answer.pool
+        let target = status.auto.map { "auto, floor \(status.targetSpares), target \($0.target)" } ?? "spares \(status.targetSpares)"
+        print("pool \(status.name): \(target) (effective \(status.effectiveSpares)), idle \(status.idle), starting \(status.starting), busy \(status.busy)")
+        print(answer.note)
     }
-
 }
 
 /// `prewarm recycle POOL`: `POST /v1/pools/{name}/recycle`.
@@ -199,13 +204,17 @@ struct Advise: AsyncParsableCommand {
             print(try JournalReport(journal: query.path, since: query.since, pools: advice, problems: problems.isEmpty ? nil : problems).text())
         } else {
             print("\(query.heading), miss target \(percent(miss))")
-            for advice in advice { print(""); print(Self.describe(advice)) }
+            for advice in advice {
+                print("")
+                print(Self.describe(advice, sizesItself: configuration.pool(named: advice.pool)?.autoSizing != nil))
+            }
             for problem in problems { print(""); print(problem) }
         }
         if advice.isEmpty { throw ExitCode(ExitStatus.dataError) }
     }
 
-    static func describe(_ a: Advice) -> String {
+    /// `sizesItself`: the pool has `spares = "auto"` (its `spares` is its floor).
+    static func describe(_ a: Advice, sizesItself: Bool = false) -> String {
         let formatter = ISO8601DateFormatter()
         var lines = [
             "pool \(a.pool): busiest window \(formatter.string(from: a.windowStart)) to \(formatter.string(from: a.windowEnd)), "
@@ -220,7 +229,8 @@ struct Advise: AsyncParsableCommand {
             ])
         }
         lines.append(Status.align(rows))
-        var verdict = "recommended: spares = \(a.recommendedSpares) (now \(a.currentSpares))"
+        var verdict = "recommended: spares = \(a.recommendedSpares) "
+            + (sizesItself ? "(the pool sizes itself: spares = \"auto\", min_spares \(a.currentSpares))" : "(now \(a.currentSpares))")
         if a.cappedByMemory {
             verdict += "; the miss target is not met within the memory budget (\(a.memoryMaxSpares ?? 0) spares fit): add memory or scale out"
         }

@@ -76,14 +76,26 @@ struct Status: AsyncParsableCommand {
         for pool in pools {
             rows.append([
                 pool.name + (pool.failing ? " (failing)" : ""),
-                "\(pool.idle)", "\(pool.starting)", "\(pool.busy)", "\(pool.targetSpares)", "\(pool.effectiveSpares)", "\(pool.served)",
+                "\(pool.idle)", "\(pool.starting)", "\(pool.busy)", pool.auto == nil ? "\(pool.targetSpares)" : "auto >= \(pool.targetSpares)",
+                "\(pool.effectiveSpares)", "\(pool.served)",
                 "\(pool.warm)/\(pool.waited)/\(pool.cold)", "\(pool.rejected)",
                 pool.spawnMs.p50.map { "\($0) ms" } ?? "-", pool.spawnMs.p99.map { "\($0) ms" } ?? "-",
                 pool.lastError ?? "-",
             ])
         }
-        return align(rows)
+        var lines = [align(rows)]
+        for pool in pools {
+            guard let auto = pool.auto else { continue }
+            let predicted = auto.predictedMiss.map { "predicted miss \(percent($0))" } ?? "no prediction yet"
+            lines.append(
+                "\(pool.name) sizes itself: target \(auto.target) (floor \(pool.targetSpares), at most \(auto.maxSpares)), \(predicted) "
+                    + "(target_miss \(percent(auto.targetMiss))): \(auto.reason)"
+            )
+        }
+        return lines.joined(separator: "\n")
     }
+
+    static func percent(_ share: Double) -> String { String(format: "%.2f%%", share * 100) }
 
     /// Columns padded to their widest cell; the last column is not padded.
     static func align(_ rows: [[String]]) -> String {

@@ -205,7 +205,7 @@ struct TopScreen {
             let charged = memory[pool.name]?.charged
             rows.append([
                 pool.name, "\(pool.idle)", "\(pool.starting)", "\(pool.busy)", "\(pool.waiting)",
-                "\(pool.effectiveSpares)/\(pool.targetSpares)",
+                "\(pool.effectiveSpares)/" + (pool.auto == nil ? "\(pool.targetSpares)" : "auto"),
                 minute.flatMap { $0.served > 0 ? percent($0.warm, of: $0.served) : nil } ?? "-",
                 pool.served > 0 ? percent(pool.warm, of: pool.served) : "-",
                 minute.map { "\($0.served)" } ?? "-",

@@ -71,12 +71,19 @@ public struct API: Sendable {
             guard unknown.isEmpty else {
                 throw PrewarmError(.badJSON, "unknown field(s) \(unknown.sorted().joined(separator: ", ")); only \"spares\" can be changed")
             }
-            struct Resize: Decodable { var spares: Int }
-            guard let spares = try? JSONDecoder().decode(Resize.self, from: Data(buffer: body)).spares, (0...10_000).contains(spares) else {
-                throw PrewarmError(.badJSON, "\"spares\" must be an integer from 0 to 10000")
+            let note: String
+            switch try? JSONDecoder().decode(Resize.self, from: Data(buffer: body)).spares {
+            case .count(let spares)? where (0...10_000).contains(spares):
+                note = pool.resize(spares: spares)
+            case .auto?:
+                note = try pool.resumeAutoSizing()
+            default:
+                throw PrewarmError(
+                    .badJSON,
+                    "\"spares\" must be an integer from 0 to 10000, or \"auto\" (a pool configured with spares = \"auto\" back to its min_spares)"
+                )
             }
-            pool.resize(spares: spares)
-            return try Self.encoded(pool.status())
+            return try Self.encoded(Resized(pool: pool.status(), note: note))
         }
         operated.post("/v1/pools/:name/recycle") { _, context in
             let pool = try pool(context)
@@ -169,6 +176,53 @@ public struct Health: Codable, Sendable {
     /// The keeper process that kills every child if the daemon dies: its pid, and how
     /// often it was started again after dying.
     public var keeper: ProcessGroupKeeper.Status?
+}
+
+/// `PATCH /v1/pools/{name}`'s body: `{"spares": N}` or `{"spares": "auto"}`.
+struct Resize: Decodable {
+    enum Spares: Decodable {
+        case count(Int)
+        case auto
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let count = try? container.decode(Int.self) {
+                self = .count(count)
+            } else if try container.decode(String.self) == "auto" {
+                self = .auto
+            } else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "neither an integer nor \"auto\"")
+            }
+        }
+    }
+
+    var spares: Spares
+}
+
+/// `PATCH /v1/pools/{name}`'s answer: the pool's status, and what the change means (an auto
+/// pool's floor until the next reload, a fixed pool's size until then).
+public struct Resized: Codable, Sendable {
+    public var pool: PoolStatus
+    public var note: String
+
+    enum CodingKeys: String, CodingKey { case note }
+
+    public init(pool: PoolStatus, note: String) {
+        self.pool = pool
+        self.note = note
+    }
+
+    /// The status's fields with `note` beside them, so a client reading a status still can.
+    public func encode(to encoder: any Encoder) throws {
+        try pool.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(note, forKey: .note)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        pool = try PoolStatus(from: decoder)
+        note = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .note)
+    }
 }
 
 /// `POST /v1/pools/{name}/recycle`: how many idle spares were replaced, and the pool now.

@@ -55,8 +55,8 @@ struct PoolSessionPropertyTests {
                     timers[timer] = at
                 case .cancelTimer(let timer):
                     timers[timer] = nil
-                case .retire:
-                    break
+                case .retire, .replaySizing, .sizingChanged:
+                    break  // a fixed pool's machine: no sizing
                 }
             }
         }

@@ -179,8 +179,12 @@ public struct PoolConfig: Sendable, Equatable {
             self.keep = keep
         }
     }
+    /// Idle spares to keep; with `autoSizing`, the floor (`min_spares`).
     public var spares: Int
-    /// `nil` means the default, spares + 8, which follows the spares on a resize.
+    /// `spares = "auto"`: the pool sizes itself within `spares` and `max_spares`; nil: fixed.
+    public var autoSizing: AutoSizing?
+    /// `nil` means the default: spares + 8, which follows the spares on a resize; for an auto
+    /// pool max_spares + 8, or `AutoSizing.defaultMaxProcesses`.
     public var maxProcessesSetting: Int?
     public var maxStarting: Int
     /// Spares boot this much lower in CPU priority (nice) than the daemon and its turns, until
@@ -386,7 +390,11 @@ public struct PoolConfig: Sendable, Equatable {
     }
 
     /// spares + starting + busy at most (PHP-FPM's `pm.max_children`).
-    public var maxProcesses: Int { maxProcessesSetting ?? spares + 8 }
+    public var maxProcesses: Int {
+        if let maxProcessesSetting { return maxProcessesSetting }
+        guard let autoSizing else { return spares + 8 }
+        return autoSizing.maxSpares.map { $0 + 8 } ?? AutoSizing.defaultMaxProcesses
+    }
 
     /// The state machine's view of this pool.
     public var machineSettings: PoolStateMachine.Settings {
@@ -397,7 +405,8 @@ public struct PoolConfig: Sendable, Equatable {
             whenEmpty: whenEmpty,
             maxWaiting: maxWaiting,
             waitTimeout: waitTimeout,
-            maxIdle: maxIdle
+            maxIdle: maxIdle,
+            autoSizing: autoSizing
         )
     }
 }

@@ -182,7 +182,7 @@ public struct ConfigurationLoader: Sendable {
             throw ConfigError(file: origin, key: "\(reader.path)env", message: "\"\(key)\" is not a valid environment variable name")
         }
         pool.cwd = try reader.string("cwd").map { Self.absolute($0, base: baseDirectory) }
-        pool.spares = try reader.int("spares", range: 0...10_000) ?? 2
+        try parseSizing(&reader, into: &pool, origin: origin)
         pool.maxProcessesSetting = try reader.int("max_processes", range: 1...10_000)
         pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? defaultMaxStarting
         pool.spareNice = try reader.int("spare_nice", range: 0...19) ?? pool.spareNice
@@ -205,7 +205,16 @@ public struct ConfigurationLoader: Sendable {
             throw ConfigError(
                 file: origin,
                 key: "\(reader.path)max_processes",
-                message: "max_processes (\(pool.maxProcesses)) is below spares (\(pool.spares)); raise max_processes or lower spares"
+                message: pool.autoSizing == nil
+                    ? "max_processes (\(pool.maxProcesses)) is below spares (\(pool.spares)); raise max_processes or lower spares"
+                    : "max_processes (\(pool.maxProcesses)) is below min_spares (\(pool.spares)); raise max_processes or lower min_spares"
+            )
+        }
+        if let maxSpares = pool.autoSizing?.maxSpares, maxSpares > pool.maxProcesses {
+            throw ConfigError(
+                file: origin,
+                key: "\(reader.path)max_spares",
+                message: "max_spares (\(maxSpares)) is above max_processes (\(pool.maxProcesses)); raise max_processes or lower max_spares"
             )
         }
 
@@ -241,6 +250,50 @@ public struct ConfigurationLoader: Sendable {
             )
         }
         return pool
+    }
+
+    /// `spares`: a number, or `"auto"` with `min_spares`, `max_spares`, `target_miss`,
+    /// `auto_window_s`, `auto_every_s` and `auto_hold_s` (refused with a fixed size).
+    private func parseSizing(_ reader: inout TableReader, into pool: inout PoolConfig, origin: String) throws(ConfigError) {
+        let autoKeys = ["min_spares", "max_spares", "target_miss", "auto_window_s", "auto_every_s", "auto_hold_s"]
+        guard try reader.isWord("spares", "auto") else {
+            pool.spares = try reader.int("spares", range: 0...10_000, orWord: "auto") ?? 2
+            for key in autoKeys where reader.has(key) {
+                throw ConfigError(
+                    file: origin, key: "\(reader.path)\(key)",
+                    message: "\(key) applies only to a pool that sizes itself; set spares = \"auto\", or remove \(key)"
+                )
+            }
+            return
+        }
+        var auto = AutoSizing()
+        pool.spares = try reader.int("min_spares", range: 0...10_000) ?? AutoSizing.defaultMinSpares
+        auto.maxSpares = try reader.int("max_spares", range: 1...10_000)
+        if let maxSpares = auto.maxSpares, pool.spares > maxSpares {
+            throw ConfigError(
+                file: origin, key: "\(reader.path)min_spares",
+                message: "min_spares (\(pool.spares)) is above max_spares (\(maxSpares)); lower min_spares or raise max_spares"
+            )
+        }
+        if let miss = try reader.number("target_miss", range: 0...1, unit: "a fraction") {
+            guard miss > 0 && miss < 1 else {
+                throw ConfigError(
+                    file: origin, key: "\(reader.path)target_miss",
+                    message: "expected a fraction above 0 and below 1 (the share of turns that may find no idle spare, such as 0.01), found \(miss)"
+                )
+            }
+            auto.targetMiss = miss
+        }
+        auto.window = try reader.seconds("auto_window_s", range: 1...86_400) ?? auto.window
+        auto.every = try reader.seconds("auto_every_s", range: 0.1...3_600) ?? auto.every
+        auto.hold = try reader.seconds("auto_hold_s", range: 0...86_400) ?? auto.hold
+        if auto.every > auto.window {
+            throw ConfigError(
+                file: origin, key: "\(reader.path)auto_every_s",
+                message: "auto_every_s (\(auto.every.milliseconds / 1000)) is above auto_window_s (\(auto.window.milliseconds / 1000)): each replay would miss turns; lower auto_every_s or raise auto_window_s"
+            )
+        }
+        pool.autoSizing = auto
     }
 
     /// `kind = "claude"`: the CLI's flags, handshake, end of turn and environment, and the
@@ -379,10 +432,6 @@ private struct TableReader {
         return table[key]
     }
 
-    func has(_ key: String) -> Bool {
-        table[key] != nil
-    }
-
     mutating func string(_ key: String) throws(ConfigError) -> String? {
         guard let value = value(key) else { return nil }
         guard let string = value.string else { throw error(key, "expected a string, found \(found(value))") }
@@ -401,13 +450,26 @@ private struct TableReader {
         return bool
     }
 
-    mutating func int(_ key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+    /// An integer within `range`; with `word`, the message says that word is taken too.
+    mutating func int(_ key: String, range: ClosedRange<Int>, orWord word: String? = nil) throws(ConfigError) -> Int? {
         guard let value = value(key) else { return nil }
-        guard value.type == .int, let int = value.int else { throw error(key, "expected an integer, found \(found(value))") }
-        guard range.contains(int) else {
-            throw error(key, "expected an integer from \(range.lowerBound) to \(range.upperBound), found \(int)")
+        let expected = "an integer from \(range.lowerBound) to \(range.upperBound)" + (word.map { " or \"\($0)\"" } ?? "")
+        guard value.type == .int, let int = value.int else {
+            if word != nil, let string = value.string { throw error(key, "expected \(expected), found \"\(string)\"") }
+            throw error(key, word == nil ? "expected an integer, found \(found(value))" : "expected \(expected), found \(found(value))")
         }
+        guard range.contains(int) else { throw error(key, "expected \(expected), found \(int)") }
         return int
+    }
+
+    /// Whether the key holds that word (a string); reading it counts as reading the key.
+    mutating func isWord(_ key: String, _ word: String) throws(ConfigError) -> Bool {
+        value(key)?.string == word
+    }
+
+    /// Whether the table has the key (without reading it).
+    func has(_ key: String) -> Bool {
+        table[key] != nil
     }
 
     /// A number of seconds, integer or decimal.

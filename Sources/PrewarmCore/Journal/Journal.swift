@@ -3,8 +3,8 @@ import GRDB
 import Logging
 import Synchronization
 
-/// The journal: every turn and every start-up, in SQLite (GRDB, WAL), for `prewarm stats`
-/// and `prewarm advise`.
+/// The journal: every turn, every start-up and every change of an auto pool's target, in
+/// SQLite (GRDB, WAL), for `prewarm stats` and `prewarm advise`.
 ///
 /// One writer. Records are appended to an in-memory buffer (a lock and an array append, on
 /// the request path) and written in batches, one transaction each, by `run()` off the
@@ -23,6 +23,7 @@ public final class Journal: Sendable {
     private struct Buffer {
         var turns: [TurnRecord] = []
         var startups: [StartupRecord] = []
+        var sizings: [SizingRecord] = []
         var dropped = 0
         var finished = false
     }
@@ -49,11 +50,15 @@ public final class Journal: Sendable {
         append { $0.startups.append(startup) }
     }
 
+    public func record(_ sizing: SizingRecord) {
+        append { $0.sizings.append(sizing) }
+    }
+
     /// One record into the buffer, unless it is full (then counted lost) or stopped.
     private func append(_ add: (inout Buffer) -> Void) {
         buffer.withLock { buffer in
             guard !buffer.finished else { return }
-            if buffer.turns.count + buffer.startups.count >= Self.bufferLimit { buffer.dropped += 1 } else { add(&buffer) }
+            if buffer.turns.count + buffer.startups.count + buffer.sizings.count >= Self.bufferLimit { buffer.dropped += 1 } else { add(&buffer) }
         }
     }
 
@@ -83,16 +88,18 @@ public final class Journal: Sendable {
         }
 
         func flush(final: Bool = false) async {
-            let (turns, startups, dropped) = buffer.withLock { buffer in
+            let (turns, startups, sizings, dropped) = buffer.withLock { buffer in
                 defer {
                     buffer.turns.removeAll(keepingCapacity: true)
                     buffer.startups.removeAll(keepingCapacity: true)
+                    buffer.sizings.removeAll(keepingCapacity: true)
                     buffer.dropped = 0
                 }
-                return (buffer.turns, buffer.startups, buffer.dropped)
+                return (buffer.turns, buffer.startups, buffer.sizings, buffer.dropped)
             }
             if dropped > 0 { counts.withLock { $0.dropped += dropped } }
-            guard !turns.isEmpty || !startups.isEmpty else { return }
+            let records = turns.count + startups.count + sizings.count
+            guard records > 0 else { return }
             if database == nil, lastOpenAttempt.map({ $0.duration(to: .now) >= .seconds(60) }) ?? true {
                 lastOpenAttempt = .now
                 do {
@@ -102,7 +109,7 @@ public final class Journal: Sendable {
                 }
             }
             guard let database else {
-                counts.withLock { $0.dropped += turns.count + startups.count }
+                counts.withLock { $0.dropped += records }
                 return
             }
             // Retention on the first write, every minute, and on the last.
@@ -110,12 +117,12 @@ public final class Journal: Sendable {
             let config = self.config
             do {
                 try await database.write { db in
-                    try Self.insert(db, turns: turns, startups: startups, retention: retention ? config : nil)
+                    try Self.insert(db, turns: turns, startups: startups, sizings: sizings, retention: retention ? config : nil)
                 }
                 if retention { lastRetention = .now }
-                counts.withLock { $0.written += turns.count + startups.count }
+                counts.withLock { $0.written += records }
             } catch {
-                counts.withLock { $0.dropped += turns.count + startups.count }
+                counts.withLock { $0.dropped += records }
                 warn("a write failed", error)
             }
         }
@@ -181,17 +188,34 @@ public final class Journal: Sendable {
             try db.create(index: "startup_by_pool_time", on: "startup", columns: ["pool", "time"])
             try db.create(index: "startup_by_time", on: "startup", columns: ["time"])
         }
+        migrator.registerMigration("v2: auto pools' changes of target") { db in
+            try db.create(table: "sizing") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("time", .double).notNull()
+                t.column("pool", .text).notNull()
+                t.column("from_spares", .integer).notNull()
+                t.column("to_spares", .integer).notNull()
+                t.column("cause", .text).notNull()
+                t.column("predicted_miss", .double)
+                t.column("reason", .text).notNull()
+            }
+            try db.create(index: "sizing_by_pool_time", on: "sizing", columns: ["pool", "time"])
+            try db.create(index: "sizing_by_time", on: "sizing", columns: ["time"])
+        }
         return migrator
     }
 
     /// Inserts the records, then, with `retention`, deletes rows older than `max_age_days`
     /// and all but the newest `max_rows` of each table.
-    static func insert(_ db: Database, turns: [TurnRecord], startups: [StartupRecord], retention config: JournalConfig?) throws {
+    static func insert(
+        _ db: Database, turns: [TurnRecord], startups: [StartupRecord], sizings: [SizingRecord] = [], retention config: JournalConfig?
+    ) throws {
         for turn in turns { try turn.insert(db) }
         for startup in startups { try startup.insert(db) }
+        for sizing in sizings { try sizing.insert(db) }
         guard let config else { return }
         let oldest = Date().timeIntervalSince1970 - Double(config.maxAge.components.seconds)
-        for table in ["turn", "startup"] {
+        for table in ["turn", "startup", "sizing"] {
             try db.execute(sql: "DELETE FROM \(table) WHERE time < ?", arguments: [oldest])
             try db.execute(
                 sql: "DELETE FROM \(table) WHERE id <= (SELECT MAX(id) FROM \(table)) - ?",
@@ -235,6 +259,17 @@ public struct JournalReader: Sendable {
     public func startups(since: Date, pool: String? = nil) throws -> [StartupRecord] {
         try database.read { db in
             var request = StartupRecord.filter(Column("time") >= since.timeIntervalSince1970)
+            if let pool { request = request.filter(Column("pool") == pool) }
+            return try request.order(Column("time"), Column("id")).fetchAll(db)
+        }
+    }
+
+    /// Changes of auto pools' targets since `since`, oldest first; of one pool, or all. A
+    /// journal no daemon of this version has written yet has none.
+    public func sizings(since: Date, pool: String? = nil) throws -> [SizingRecord] {
+        try database.read { db in
+            guard try db.tableExists("sizing") else { return [] }
+            var request = SizingRecord.filter(Column("time") >= since.timeIntervalSince1970)
             if let pool { request = request.filter(Column("pool") == pool) }
             return try request.order(Column("time"), Column("id")).fetchAll(db)
         }

@@ -175,6 +175,14 @@ public final class BrokerMetrics: Sendable {
             pool, _ in pool.maxProcesses > 0 ? Double(pool.busy) / Double(pool.maxProcesses) : 0
         },
         PoolGauge(name: "pool_failing", unit: "", help: "1 while the pool's start-ups keep failing.") { pool, _ in pool.failing ? 1 : 0 },
+        PoolGauge(
+            name: "pool_auto_target", unit: "spares",
+            help: "An auto pool's target (spares = \"auto\"), before the memory budget lowers it to the effective spares."
+        ) { pool, _ in pool.auto.map { Double($0.target) } },
+        PoolGauge(
+            name: "pool_auto_predicted_miss", unit: "ratio",
+            help: "The share of turns an auto pool's last replay predicts will find no idle spare at its target."
+        ) { pool, _ in pool.auto?.predictedMiss },
         PoolGauge(name: "pool_spare_memory", unit: "bytes", help: "What an idle spare of the pool costs (measured PSS, else configured).") {
             _, memory in memory.map { Double($0.spareBytes) }
         },

@@ -123,3 +123,36 @@ public struct StartupRecord: JournalRecord {
     }
 
 }
+
+/// A change of an auto pool's target (`spares = "auto"`).
+public struct SizingRecord: JournalRecord {
+    public static let databaseTableName = "sizing"
+
+    public var time: Date
+    public var pool: String
+    public var fromSpares: Int
+    public var toSpares: Int
+    /// `replay` (the recent window replayed), `miss` (a turn found no idle spare) or `floor`
+    /// (a size set at run time, a reload).
+    public var cause: String
+    /// The miss the replay predicts at the new target (replays only).
+    public var predictedMiss: Double?
+    public var reason: String
+
+    public init(time: Date, pool: String, fromSpares: Int, toSpares: Int, cause: String, predictedMiss: Double?, reason: String) {
+        self.time = time
+        self.pool = pool
+        self.fromSpares = fromSpares
+        self.toSpares = toSpares
+        self.cause = cause
+        self.predictedMiss = predictedMiss
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case time, pool, cause, reason
+        case fromSpares = "from_spares"
+        case toSpares = "to_spares"
+        case predictedMiss = "predicted_miss"
+    }
+}

@@ -22,4 +22,9 @@ public final class Telemetry: Sendable {
     func processEnded(_ record: StartupRecord) {
         journal?.record(record)
     }
+
+    /// An auto pool's target changed (the metrics read it from the pool's status).
+    func sizingChanged(_ record: SizingRecord) {
+        journal?.record(record)
+    }
 }

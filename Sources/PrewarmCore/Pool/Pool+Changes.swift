@@ -156,9 +156,30 @@ extension Pool {
         }
     }
 
-    /// Sets the spares target at run time (until the next reload).
-    public func resize(spares: Int) {
+    /// Sets the spares target at run time (until the next reload): a fixed pool's size, an
+    /// auto pool's floor. Returns what it did, for the answer.
+    @discardableResult
+    public func resize(spares: Int) -> String {
         resize(spares: spares, atRunTime: true)
+        guard let minSpares = state.withLock({ $0.configured.autoSizing != nil ? $0.configured.spares : nil }) else {
+            return "pool \(name) keeps \(spares) spares until the next reload"
+        }
+        return "pool \(name) sizes itself (spares = \"auto\"): \(spares) is its floor until the next reload, in place of min_spares \(minSpares); "
+            + "prewarm resize \(name) auto goes back to min_spares"
+    }
+
+    /// `prewarm resize POOL auto`: an auto pool's floor back to `min_spares`. A fixed pool is
+    /// refused: whether a pool sizes itself is the configuration's to say.
+    public func resumeAutoSizing() throws(PrewarmError) -> String {
+        let configured = state.withLock { $0.configured }
+        guard configured.autoSizing != nil else {
+            throw PrewarmError(
+                .badJSON,
+                "pool \(name) has a fixed size (spares = \(configured.spares) in the configuration); \"auto\" is for pools configured with spares = \"auto\": set it there and reload"
+            )
+        }
+        resize(spares: configured.spares, atRunTime: false)
+        return "pool \(name) sizes itself from min_spares \(configured.spares)"
     }
 
     func resize(spares: Int, atRunTime: Bool) {

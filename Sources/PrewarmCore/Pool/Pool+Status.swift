@@ -31,7 +31,13 @@ extension Pool {
                 kind: state.config.kind.rawValue,
                 claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
                 spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice),
-                fingerprint: state.config.fingerprint
+                fingerprint: state.config.fingerprint,
+                sizing: machine.autoSizing == nil ? "fixed" : "auto",
+                auto: machine.autoSizing.map {
+                    PoolStatus.AutoSizing(
+                        target: $0.target, maxSpares: $0.maxSpares, targetMiss: $0.targetMiss, predictedMiss: $0.predictedMiss, reason: $0.reason
+                    )
+                }
             )
         }
     }

@@ -5,6 +5,7 @@ import Foundation
 import Histogram
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// A pool at run time: the state machine behind a lock, and the thin code that performs its
@@ -33,6 +34,9 @@ public final class Pool: Sendable {
     private let nextWaiter = Atomic<UInt64>(1)
     private let launches: AsyncStream<any PoolProcess>
     private let launch: AsyncStream<any PoolProcess>.Continuation
+    /// An auto pool's evaluations, replayed one at a time by a task of `run()`.
+    private let sizingRequests: AsyncStream<SizingSnapshot>
+    private let sizingRequest: AsyncStream<SizingSnapshot>.Continuation
     private let makeProcess: ProcessFactory
 
     /// Makes the process a start-up runs: its id, its settings, and how much lower than the
@@ -106,6 +110,9 @@ public final class Pool: Sendable {
         self.logger = logger
         var settings = config.machineSettings
         settings.costs = MemoryCosts(spare: config.spareBytes, turn: config.turnBytes)
+        if settings.autoSizing != nil {
+            logger.info("the pool sizes itself (spares = \"auto\")", metadata: ["pool.min_spares": "\(config.spares)", "pool.max_processes": "\(config.maxProcesses)"])
+        }
         self.state = Mutex(
             State(
                 config: config,
@@ -117,6 +124,8 @@ public final class Pool: Sendable {
             )
         )
         (self.launches, self.launch) = AsyncStream.makeStream(of: (any PoolProcess).self)
+        // Only the newest snapshot matters: one asked for while a replay runs replaces the last.
+        (self.sizingRequests, self.sizingRequest) = AsyncStream.makeStream(of: SizingSnapshot.self, bufferingPolicy: .bufferingNewest(1))
         self.makeProcess =
             makeProcess ?? { [environment, keeper, logger] id, config, niceOffset in
                 ChildProcess(id: id, config: config, environment: environment, keeper: keeper, niceOffset: niceOffset, logger: logger)
@@ -162,6 +171,12 @@ public final class Pool: Sendable {
                     self.perform(self.mutate { $0.machine.timerFired(timer, now: .now) })
                 }
             }
+            group.addTask {
+                for await snapshot in self.sizingRequests {
+                    let decision = await Self.replay(snapshot)
+                    self.perform(self.mutate { $0.machine.sizingReplayed(decision, now: .now) })
+                }
+            }
             for await process in launches {
                 group.addTask { await process.run(delegate: self) }
             }
@@ -172,6 +187,14 @@ public final class Pool: Sendable {
     /// Ends `run()` once the processes are gone.
     public func stopLaunching() {
         launch.finish()
+        sizingRequest.finish()
+    }
+
+    /// An auto pool's evaluation, on a thread of NIO's pool: it replays minutes of traffic
+    /// several times over, which must hold neither the pool's lock nor a thread of the
+    /// cooperative pool the turns run on.
+    static func replay(_ snapshot: SizingSnapshot) async -> SizingDecision {
+        (try? await NIOThreadPool.singleton.runIfActive { SizingReplay.decide(snapshot) }) ?? SizingReplay.decide(snapshot)
     }
 
     // MARK: - Performing the machine's actions
@@ -202,6 +225,10 @@ public final class Pool: Sendable {
                 timers.schedule(timer, at: at)
             case .cancelTimer(let timer):
                 timers.cancel(timer)
+            case .replaySizing(let snapshot):
+                sizingRequest.yield(snapshot)
+            case .sizingChanged(let change):
+                sizingChanged(change)
             }
         }
     }

@@ -6,8 +6,9 @@ import Darwin
 
 /// Replays arrivals through the pool's own state machine in simulated time: what hit ratio
 /// a pool with these settings would have had for this traffic, given how long its start-ups
-/// and turns take. The benchmark's predictions and the advisor use it; it has no clock, no
-/// process and no randomness of its own.
+/// and turns take. The benchmark's predictions, the advisor and an auto pool's evaluations
+/// use it; it has no clock, no process and no randomness of its own. An auto pool replayed
+/// here runs its controller too, its evaluations answered at once in simulated time.
 public struct PoolSimulator: Sendable {
     public struct Outcome: Sendable, Equatable {
         public var arrivals = 0
@@ -20,6 +21,19 @@ public struct PoolSimulator: Sendable {
         public var hitRatio: Double { arrivals == 0 ? 0 : Double(warm) / Double(arrivals) }
         /// The share not served warm (waited, cold or refused).
         public var missRatio: Double { 1 - hitRatio }
+        /// Idle spares integrated over time, from the first arrival to the last: the memory
+        /// the pool held idle, in spare-seconds.
+        public var idleSpareSeconds = 0.0
+        /// The arrivals not served warm, by index.
+        public var missed: [Int] = []
+        /// An auto pool's changes of target, with their time from the first arrival.
+        public var sizing: [(at: Double, change: PoolStateMachine.SizingChange)] = []
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            (lhs.arrivals, lhs.warm, lhs.waited, lhs.cold, lhs.rejected) == (rhs.arrivals, rhs.warm, rhs.waited, rhs.cold, rhs.rejected)
+                && lhs.idleSpareSeconds == rhs.idleSpareSeconds && lhs.missed == rhs.missed
+                && lhs.sizing.map(\.at) == rhs.sizing.map(\.at) && lhs.sizing.map(\.change) == rhs.sizing.map(\.change)
+        }
     }
 
     public var settings: PoolStateMachine.Settings
@@ -29,18 +43,25 @@ public struct PoolSimulator: Sendable {
     public var turnSeconds: Double
     /// From a turn's end (or a retirement) until the process is gone.
     public var retireSeconds: Double
+    /// Seconds a start-up takes beyond its `startupSeconds` for each other start-up under way
+    /// when it begins (start-ups that share the CPU; see `StartupModel`).
+    public var startupSlowdown: Double
+    /// The memory room the pool has (`PoolStateMachine.room`), with `settings.costs`; nil: no limit.
+    public var room: Int?
 
     public init(
         settings: PoolStateMachine.Settings,
         startupSeconds: [Double],
         turnSeconds: Double,
-        retireSeconds: Double = 0.01
+        retireSeconds: Double = 0.01,
+        startupSlowdown: Double = 0
     ) {
         precondition(!startupSeconds.isEmpty, "at least one start-up duration")
         self.settings = settings
         self.startupSeconds = startupSeconds
         self.turnSeconds = turnSeconds
         self.retireSeconds = retireSeconds
+        self.startupSlowdown = startupSlowdown
     }
 
     private enum Event: Sendable {
@@ -54,22 +75,31 @@ public struct PoolSimulator: Sendable {
 
     /// Runs `arrivals` (seconds from the start, ascending). With `startFull`, the pool has
     /// reached its spares before the first arrival, as a benchmark waits for it to.
-    public func run(arrivals: [Double], startFull: Bool = true) -> Outcome {
+    /// `observe` sees the machine after every event from the first arrival on, with the time
+    /// from the first arrival.
+    public func run(arrivals: [Double], startFull: Bool = true, observe: ((Double, PoolStateMachine) -> Void)? = nil) -> Outcome {
         let origin = ContinuousClock.now
         func instant(_ seconds: Double) -> ContinuousClock.Instant {
             origin.advanced(by: .nanoseconds(Int64((seconds * 1e9).rounded())))
         }
         var machine = PoolStateMachine(settings: settings)
+        machine.room = room
         var queue = EventQueue()
         var outcome = Outcome()
         var startups = 0
         var now = 0.0
+        /// When the arrivals start (after the pool filled), and the last idle count's time.
+        var offset = 0.0
+        var measuring = false
+        var lastIdle = (at: 0.0, count: 0)
 
         func perform(_ actions: [PoolStateMachine.Action]) {
             for action in actions {
                 switch action {
                 case .start(let spare):
-                    queue.push(now + startupSeconds[startups % startupSeconds.count], .ready(spare))
+                    // The machine counts every start of this step as under way already.
+                    let beside = Double(max(0, machine.startingCount - 1))
+                    queue.push(now + startupSeconds[startups % startupSeconds.count] + startupSlowdown * beside, .ready(spare))
                     startups += 1
                 case .retire(let spare):
                     queue.push(now + retireSeconds, .gone(spare))
@@ -83,6 +113,11 @@ public struct PoolSimulator: Sendable {
                     queue.push(max(now, seconds), .timer(timer))
                 case .cancelTimer:
                     break  // the machine ignores a cancelled timer's firing
+                case .replaySizing(let snapshot):
+                    // Answered at once: the replay takes no simulated time.
+                    perform(machine.sizingReplayed(SizingReplay.decide(snapshot), now: instant(now)))
+                case .sizingChanged(let change):
+                    if measuring { outcome.sizing.append((now - offset, change)) }
                 }
             }
         }
@@ -104,8 +139,9 @@ public struct PoolSimulator: Sendable {
                     queue.push(now + turnSeconds, .turnEnd(spare))
                 case .reject:
                     outcome.rejected += 1
+                    outcome.missed.append(outcome.arrivals - 1)
                 case .wait:
-                    break
+                    outcome.missed.append(outcome.arrivals - 1)
                 }
                 perform(actions)
             case .ready(let spare):
@@ -121,7 +157,6 @@ public struct PoolSimulator: Sendable {
         }
 
         perform(machine.start(now: instant(0)))
-        var offset = 0.0
         if startFull {
             // Start-ups only, until the pool holds its spares (or nothing more is coming).
             while machine.idleCount < machine.effectiveSpares, let (time, event) = queue.pop() {
@@ -132,9 +167,17 @@ public struct PoolSimulator: Sendable {
         }
         for arrival in arrivals { queue.push(offset + arrival, .arrival) }
         let end = offset + (arrivals.last ?? 0)
+        lastIdle = (offset, machine.idleCount)
+        measuring = true
         while let (time, event) = queue.pop() {
+            if measuring {
+                outcome.idleSpareSeconds += Double(lastIdle.count) * (min(time, end) - lastIdle.at)
+                measuring = time < end
+            }
             now = time
             handle(event)
+            lastIdle = (now, machine.idleCount)
+            observe?(now - offset, machine)
             if now > end && machine.waitingCount == 0 && outcome.arrivals == arrivals.count { break }
         }
         return outcome

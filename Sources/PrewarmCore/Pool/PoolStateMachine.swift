@@ -45,6 +45,8 @@ public struct PoolStateMachine: Sendable {
         public var failingAfter: Int
         /// What one process costs; nil when memory is not governed.
         public var costs: MemoryCosts?
+        /// `spares = "auto"`: the pool sizes itself, `spares` being its floor; nil: fixed.
+        public var autoSizing: AutoSizing?
 
         public init(
             spares: Int,
@@ -57,9 +59,11 @@ public struct PoolStateMachine: Sendable {
             backoffInitial: Duration = .seconds(1),
             backoffMax: Duration = .seconds(60),
             failingAfter: Int = 3,
-            costs: MemoryCosts? = nil
+            costs: MemoryCosts? = nil,
+            autoSizing: AutoSizing? = nil
         ) {
             self.costs = costs
+            self.autoSizing = autoSizing
             self.spares = spares
             self.maxProcesses = maxProcesses
             self.maxStarting = maxStarting
@@ -97,6 +101,11 @@ public struct PoolStateMachine: Sendable {
         case schedule(Timer, at: Instant)
         /// Disarm a timer scheduled earlier (a firing that comes anyway is ignored).
         case cancelTimer(Timer)
+        /// An auto pool's evaluation: replay this snapshot (`SizingReplay.decide`) and report
+        /// `sizingReplayed` with the answer.
+        case replaySizing(SizingSnapshot)
+        /// An auto pool's target changed: to be logged, exported and journaled.
+        case sizingChanged(SizingChange)
     }
 
     /// A point in time the machine wants to hear about. Each names what it is for, so a
@@ -110,6 +119,9 @@ public struct PoolStateMachine: Sendable {
         /// The end of the backoff after a failed start-up; the generation tells one backoff
         /// from the next.
         case backoffEnd(generation: UInt64)
+        /// An auto pool's `auto_every_s`; the generation tells the ticks of its settings from
+        /// those of settings since replaced.
+        case sizing(generation: UInt64)
     }
 
     enum ProcessState: Sendable, Equatable {
@@ -149,6 +161,8 @@ public struct PoolStateMachine: Sendable {
     public var room: Int?
     /// The cgroup is above its high watermark: start nothing.
     public var pressure = false
+    /// An auto pool's controller (PoolStateMachine+AutoSizing); nil for a fixed pool.
+    var sizer: AutoSizer?
 
     public struct Counters: Sendable, Equatable {
         public var served = 0
@@ -164,6 +178,7 @@ public struct PoolStateMachine: Sendable {
 
     public init(settings: Settings) {
         self.settings = settings
+        self.sizer = settings.autoSizing.map { AutoSizer(settings: $0, floor: settings.spares) }
     }
 
     // MARK: - Derived counts
@@ -179,9 +194,10 @@ public struct PoolStateMachine: Sendable {
     public var totalCount: Int { processes.count }
     /// The pool is failing after `failingAfter` start-up failures in a row, until one succeeds.
     public var failing: Bool { consecutiveFailures >= settings.failingAfter }
-    /// The number of idle spares the pool aims for: the configured `spares`, or what fits.
+    /// The number of idle spares the pool aims for: the configured `spares` (an auto pool's
+    /// target), or what fits.
     public var effectiveSpares: Int {
-        min(settings.spares, settings.maxProcesses, memorySpares ?? .max)
+        min(sizer?.target ?? settings.spares, settings.maxProcesses, memorySpares ?? .max)
     }
 
     // MARK: - Memory
@@ -268,6 +284,7 @@ public struct PoolStateMachine: Sendable {
     /// Starts the pool: the first start-ups.
     public mutating func start(now: Instant) -> [Action] {
         var actions: [Action] = []
+        scheduleSizing(now: now, into: &actions)
         refill(now: now, into: &actions)
         return actions
     }
@@ -280,6 +297,7 @@ public struct PoolStateMachine: Sendable {
         pendingWaiterID = waiter
         defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
+        sizingArrival(now: now, into: &actions)
         if let spare = oldestIdle(), queue.isEmpty {
             // Busy turns come first: shed other idle spares until the turn's peak fits.
             let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
@@ -287,8 +305,7 @@ public struct PoolStateMachine: Sendable {
                 shed(other, into: &actions)
             }
             if fits(extra, countRetiringSparesFree: true) {
-                set(spare, .busy, into: &actions)
-                count(.warm)
+                handOver(spare, .warm, now: now, into: &actions)
                 refill(now: now, into: &actions)
                 return (.take(spare), actions)
             }
@@ -308,7 +325,7 @@ public struct PoolStateMachine: Sendable {
         case .start where totalCount < settings.maxProcesses && !inBackoff(now) && memoryBlocked:
             return memoryExhausted(now: now, into: &actions)
         case .start where totalCount < settings.maxProcesses && !inBackoff(now):
-            return (.wait(startDedicated(into: &actions)), actions)
+            return (.wait(startDedicated(now: now, into: &actions)), actions)
         case .start, .wait:
             // `start` at its limit behaves like `wait`: the turn queues for the next spare.
             guard queue.count < settings.maxWaiting else {
@@ -336,15 +353,16 @@ public struct PoolStateMachine: Sendable {
             counters.rejected += 1
             return (.reject(.memoryExhausted), actions)
         }
-        return (.wait(startDedicated(into: &actions)), actions)
+        return (.wait(startDedicated(now: now, into: &actions)), actions)
     }
 
     /// Starts a process for one turn alone (a cold start); returns the turn's waiter.
-    private mutating func startDedicated(into actions: inout [Action]) -> WaiterID {
+    private mutating func startDedicated(now: Instant, into actions: inout [Action]) -> WaiterID {
         let waiter = makeWaiterID()
         let spare = makeSpareID()
         processes[spare] = .starting(dedicatedTo: waiter)
         dedicated[spare] = waiter
+        sizingStarted(spare, concurrency: startingCount, now: now)
         actions.append(.start(spare))
         return waiter
     }
@@ -376,17 +394,18 @@ public struct PoolStateMachine: Sendable {
         guard case .starting(let owner) = processes[spare] else { return actions }
         consecutiveFailures = 0
         backoffUntil = nil
+        sizingReady(spare, now: now)
         if let owner {
             dedicated[spare] = nil
-            processes[spare] = .busy
-            count(.cold)
+            handOver(spare, .cold, now: now, into: &actions)
             actions.append(.deliver(owner, spare, .cold))
         } else if !queue.isEmpty {
             let waiter = removeWaiter(at: 0, into: &actions)
-            processes[spare] = .busy
-            count(.waited)
+            handOver(spare, .waited, now: now, into: &actions)
             actions.append(.deliver(waiter.id, spare, .waited))
-        } else if draining || idleCount >= effectiveSpares {
+        } else if draining || (idleCount >= effectiveSpares && sizer == nil) {
+            // An auto pool keeps a spare its lower target no longer needs until it has been
+            // unused for auto_hold_s (sizingTick): the target may come back up.
             processes[spare] = .retiring(wasIdle: true)
             actions.append(.retire(spare))
         } else {
@@ -406,6 +425,7 @@ public struct PoolStateMachine: Sendable {
             return actions
         }
         processes[spare] = nil
+        sizingGone(spare)
         consecutiveFailures += 1
         counters.startFailures += 1
         lastError = reason
@@ -450,6 +470,7 @@ public struct PoolStateMachine: Sendable {
         var actions: [Action] = []
         if processes[spare] == .busy {
             processes[spare] = .retiring(wasIdle: false)
+            sizingTurnEnded(spare, now: now)
         }
         refill(now: now, into: &actions)
         return actions
@@ -465,6 +486,7 @@ public struct PoolStateMachine: Sendable {
         }
         processes[spare] = nil
         dedicated[spare] = nil
+        sizingGone(spare)
         refill(now: now, into: &actions)
         return actions
     }
@@ -514,16 +536,26 @@ public struct PoolStateMachine: Sendable {
             actions.append(.retire(spare))
         case .backoffEnd(let generation):
             guard generation == backoffGeneration else { return actions }
+        case .sizing(let generation):
+            sizingTick(generation: generation, now: now, into: &actions)
         }
         refill(now: now, into: &actions)
         return actions
     }
 
     /// Changes the spares target at run time; shrinking retires idle spares, oldest first.
+    /// An auto pool's `spares` is its floor: its target rises to it at once, and a lower
+    /// floor retires nothing (the replays bring the target down, and the spares beyond it
+    /// are given back as always).
     public mutating func resize(spares: Int, maxProcesses: Int, now: Instant) -> [Action] {
         var actions: [Action] = []
         settings.spares = spares
         settings.maxProcesses = maxProcesses
+        if sizer != nil {
+            resizeSizer(now: now, into: &actions)
+            refill(now: now, into: &actions)
+            return actions
+        }
         while idleCount > effectiveSpares, let spare = oldestIdle() {
             set(spare, .retiring(wasIdle: true), into: &actions)
             actions.append(.retire(spare))
@@ -564,7 +596,10 @@ public struct PoolStateMachine: Sendable {
         settings = new
         consecutiveFailures = 0
         backoffUntil = nil
-        return recycle(now: now)
+        var actions: [Action] = []
+        resizeSizer(now: now, into: &actions)
+        let (recycled, more) = recycle(now: now)
+        return (recycled, actions + more)
     }
 
     /// Stops the pool: no new turns, waiters refused, spares and start-ups retired.
@@ -599,25 +634,28 @@ public struct PoolStateMachine: Sendable {
     /// Hands idle spares to waiting turns while their peaks fit (turns that waited for
     /// memory), then starts processes until the pool's spares and waiters are covered,
     /// within `max_starting`, `max_processes`, the memory room and the backoff.
-    private mutating func refill(now: Instant, into actions: inout [Action]) {
+    mutating func refill(now: Instant, into actions: inout [Action]) {
         guard !draining else { return }
         let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
         while !queue.isEmpty, let spare = oldestIdle(), fits(extra, countRetiringSparesFree: true) {
             let waiter = removeWaiter(at: 0, into: &actions)
-            set(spare, .busy, into: &actions)
-            count(.waited)
+            handOver(spare, .waited, now: now, into: &actions)
             actions.append(.deliver(waiter.id, spare, .waited))
         }
         guard !inBackoff(now), !pressure else { return }
         var wanted = effectiveSpares + queue.count - idleCount - poolStartingCount
+        var started: [SpareID] = []
         while wanted > 0, startingCount < settings.maxStarting, totalCount < settings.maxProcesses,
             fits(settings.costs?.turn ?? 0)
         {
             let spare = makeSpareID()
             processes[spare] = .starting(dedicatedTo: nil)
             actions.append(.start(spare))
+            started.append(spare)
             wanted -= 1
         }
+        // Those started together contend with each other from the start.
+        for spare in started { sizingStarted(spare, concurrency: startingCount, now: now) }
     }
 
     private func inBackoff(_ now: Instant) -> Bool {
@@ -648,7 +686,7 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
-    private func oldestIdle(excluding excluded: SpareID? = nil) -> SpareID? {
+    func oldestIdle(excluding excluded: SpareID? = nil) -> SpareID? {
         var best: (SpareID, Instant)?
         for (spare, state) in processes where spare != excluded {
             if case .idle(let since) = state, best == nil || since < best!.1 || (since == best!.1 && spare < best!.0) {
@@ -683,10 +721,17 @@ public struct PoolStateMachine: Sendable {
 
     /// Sets a process's state; an idle spare's `max_idle_s` timer is armed when it becomes
     /// idle and disarmed when it stops being idle.
-    private mutating func set(_ spare: SpareID, _ state: ProcessState, into actions: inout [Action]) {
+    mutating func set(_ spare: SpareID, _ state: ProcessState, into actions: inout [Action]) {
         if case .idle = processes[spare] { actions.append(.cancelTimer(.idleExpiry(spare))) }
         processes[spare] = state
         if case .idle(let since) = state { actions.append(.schedule(.idleExpiry(spare), at: since.advanced(by: settings.maxIdle))) }
+    }
+
+    /// A process goes to a turn: busy, counted by how it started.
+    private mutating func handOver(_ spare: SpareID, _ kind: StartKind, now: Instant, into actions: inout [Action]) {
+        set(spare, .busy, into: &actions)
+        count(kind)
+        sizingBusy(spare, now: now)
     }
 
     private mutating func count(_ kind: StartKind) {

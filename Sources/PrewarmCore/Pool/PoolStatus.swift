@@ -10,9 +10,10 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var starting: Int
     public var busy: Int
     public var waiting: Int
-    /// `spares` as configured (or as last set by PATCH).
+    /// `spares` as configured (or as last set by PATCH); an auto pool's floor: `min_spares`,
+    /// or the size PATCHed.
     public var targetSpares: Int
-    /// What the daemon aims for.
+    /// What the daemon aims for: an auto pool's target, lowered to what fits.
     public var effectiveSpares: Int
     public var maxProcesses: Int
     public var served: Int
@@ -41,6 +42,47 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// A fingerprint pool (made for drop-in runs): the options and environment variable
     /// names that distinguish it, never their values. nil for configured pools.
     public var fingerprint: [String]?
+    /// `fixed`, or `auto` (`spares = "auto"`: the pool sizes itself).
+    public var sizing: String = "fixed"
+    /// An auto pool's controller; nil for a fixed pool.
+    public var auto: AutoSizing?
+
+    /// An auto pool's target and why.
+    public struct AutoSizing: Sendable, Codable, Equatable {
+        /// The spares it aims for before the memory budget lowers it to `effective_spares`.
+        public var target: Int
+        /// The most it may keep now: `max_spares`, `max_processes` or the memory budget.
+        public var maxSpares: Int
+        public var targetMiss: Double
+        /// The miss the last replay predicted at the size it chose; nil before the first.
+        public var predictedMiss: Double?
+        /// Why the target is what it is (the last change, or the last replay).
+        public var reason: String
+
+        public init(target: Int, maxSpares: Int, targetMiss: Double, predictedMiss: Double?, reason: String) {
+            self.target = target
+            self.maxSpares = maxSpares
+            self.targetMiss = targetMiss
+            self.predictedMiss = predictedMiss
+            self.reason = reason
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case target, reason
+            case maxSpares = "max_spares"
+            case targetMiss = "target_miss"
+            case predictedMiss = "predicted_miss"
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(target, forKey: .target)
+            try container.encode(maxSpares, forKey: .maxSpares)
+            try container.encode(targetMiss, forKey: .targetMiss)
+            try container.encode(predictedMiss, forKey: .predictedMiss)  // null before the first replay
+            try container.encode(reason, forKey: .reason)
+        }
+    }
 
     /// Ready for systemd's READY=1 and `prewarm status --ready`: an idle spare, or failing
     /// (a broken pool must not hold the service back forever), or no spares to keep.
@@ -60,6 +102,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case pids, kind, claim
         case spareNice = "spare_nice"
         case fingerprint
+        case sizing, auto
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -88,5 +131,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(claim, forKey: .claim)
         try container.encode(spareNice, forKey: .spareNice)
         try container.encodeIfPresent(fingerprint, forKey: .fingerprint)
+        try container.encode(sizing, forKey: .sizing)
+        try container.encode(auto, forKey: .auto)  // null for a fixed pool
     }
 }
