@@ -7,14 +7,14 @@ import Logging
 /// A pool the daemon made for drop-in runs of one fingerprint (command line and environment).
 struct FingerprintPool: Sendable {
     let pool: Pool
-    let fingerprint: String
     var lastUsed: ContinuousClock.Instant
 }
 
 /// How a drop-in run is served.
 public enum RunRoute: Sendable {
-    /// By a spare of this pool (waiting for one if need be), bound to the run by the plan.
-    case spare(Pool, RunPlan)
+    /// By a spare of this pool (waiting for one if need be), bound to the run by the plan;
+    /// `fallback`: the run's own process there, if the CLI refuses the claim.
+    case spare(Pool, RunPlan, fallback: PoolConfig)
     /// By a process started for it alone, with its own command line, in this pool (a
     /// fingerprint pool, or a pool whose host part it shares): counted `cold` there, charged
     /// to the memory budget like any other.
@@ -35,10 +35,10 @@ extension Broker {
         var mismatches: [RunMatcher.Mismatch] = []
         var candidates: [(pool: Pool, plan: RunPlan, idle: Int)] = []
         for pool in allPools {
-            let config = pool.config
-            guard let profile = RunProfile(config: config, daemonEnvironment: environment) else { continue }
+            // One locked read per pool: its profile (parsed once per configuration) and its idle count.
+            guard let (profile, idle) = pool.runCandidate() else { continue }
             switch RunMatcher.plan(hostOnly, env: run.env, cli: cli, on: profile) {
-            case .success(let plan): candidates.append((pool, plan, pool.status().idle))
+            case .success(let plan): candidates.append((pool, plan, idle))
             case .failure(let mismatch): mismatches.append(mismatch)
             }
         }
@@ -49,14 +49,14 @@ extension Broker {
         }
         if let best = ranked.first?.element {
             touch(best.pool.name)
-            if let reason = shape.coldReasons.first {
-                return .cold(best.pool, Self.coldConfig(best.pool.config, run: run, shape: shape), reason: reason)
-            }
-            return .spare(best.pool, best.plan)
+            let own = Self.coldConfig(best.pool.config, run: run, shape: shape)
+            if let reason = shape.coldReasons.first { return .cold(best.pool, own, reason: reason) }
+            return .spare(best.pool, best.plan, fallback: own)
         }
         let why = shape.coldReasons.first ?? mismatches.map { "\($0.pool): \($0.reason)" }.joined(separator: "; ")
         logger.debug("a drop-in run no spare serves", metadata: ["run.why": "\(why.isEmpty ? "no claude pool" : why)"])
-        guard let executable = run.cli ?? Self.onPath("claude", environment["PATH"]) else {
+        let claude = ConfigurationLoader(executableDirectory: nil, environment: environment, cpus: 1).resolveCommand("claude", baseDirectory: "/")
+        guard let executable = run.cli ?? (claude.hasPrefix("/") ? claude : nil) else {
             throw PrewarmError(.runNotServed, "the run names no CLI and there is no claude on the daemon's PATH")
         }
         let pool = fingerprintPool(for: shape, env: run.env, executable: executable)
@@ -99,7 +99,7 @@ extension Broker {
                 name: name, shape: shape, env: env, executable: executable, settings: settings, stateDirectory: state.configuration.stateDirectory
             )
             let pool = Pool(config: config, keeper: keeper, governor: memory, telemetry: telemetry, environment: environment, logger: logger)
-            state.fingerprints[name] = FingerprintPool(pool: pool, fingerprint: fingerprint, lastUsed: .now)
+            state.fingerprints[name] = FingerprintPool(pool: pool, lastUsed: .now)
             return (pool, true)
         }
         if made {
@@ -148,15 +148,6 @@ extension Broker {
         return config
     }
 
-    /// `name` in the directories of `path`, if one is executable.
-    static func onPath(_ name: String, _ path: String?) -> String? {
-        for directory in (path ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") {
-            let candidate = "\(directory)/\(name)"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
-    }
-
     /// Marks a fingerprint pool used now.
     func touch(_ name: String) {
         state.withLock { state in state.fingerprints[name]?.lastUsed = .now }
@@ -170,7 +161,7 @@ extension Broker {
             guard !draining else { return }
             // The pools' own figures are read outside the broker's lock (never a pool's inside it).
             let candidates = state.withLock { $0.fingerprints.filter { $0.value.lastUsed.duration(to: .now) > ttl } }
-            let quiet = Set(candidates.filter { $0.value.pool.status().busy == 0 && $0.value.pool.status().waiting == 0 }.keys)
+            let quiet = Set(candidates.filter { let status = $0.value.pool.status(); return status.busy == 0 && status.waiting == 0 }.keys)
             let idle = state.withLock { state in
                 let stale = state.fingerprints.filter { quiet.contains($0.key) && $0.value.lastUsed.duration(to: .now) > ttl }
                 for name in stale.keys { state.fingerprints[name] = nil }

@@ -128,18 +128,14 @@ final class RunAdmission: Sendable {
         var model: String?
         var filter = RunOutputFilter.Rules()
         switch route {
-        case .spare(let serving, let matched):
+        case .spare(let serving, let matched, let own):
             pool = serving
             model = matched.model
             filter = matched.filter
-            let shape = RunShape(arguments: run.argv, cwd: run.cwd, env: run.env)
-            let cold = Pool.Launch.cold(Broker.coldConfig(serving.config, run: run, shape: shape))
             if matched.claimed {
-                var session = matched.session
-                session.cwd = run.cwd
                 plan = TurnResponder.Plan(
-                    claim: TurnResponder.ClaimPlan(session: session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers),
-                    fallback: cold  // a refused claim (project settings, a start file changed...): the same run, cold
+                    claim: TurnResponder.ClaimPlan(session: matched.session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers),
+                    fallback: .cold(own)  // a refused claim (project settings, a start file changed...): the same run, cold
                 )
             } else {
                 plan = TurnResponder.Plan()
@@ -169,18 +165,13 @@ final class RunAdmission: Sendable {
             input.finish()
             throw error
         }
-        let admitted = StreamAdmission.Admitted(
-            pool: pool.name, turn: turn, lease: lease, input: input, outcomeLine: false,
-            headers: [
-                ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
-                ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)), ("Prewarm-Pool", pool.name),
-            ],
-            record: record, run: filter
+        return slot.answer(
+            StreamAdmission.Admitted(
+                pool: pool.name, turn: turn, lease: lease, input: input, outcomeLine: false,
+                headers: StreamAdmission.Admitted.headers(turnID: turnID, lease: lease) + [("Prewarm-Pool", pool.name)],
+                record: record, run: filter
+            )
         )
-        slot.admit(admitted)
-        var headers = HTTPFields()
-        for (name, value) in admitted.headers { headers[HTTPField.Name(name)!] = value }
-        return Response(status: .ok, headers: headers)
     }
 }
 
@@ -197,52 +188,38 @@ struct RunStream {
     }
 
     func run() async {
-        let turn = admitted.turn
-        let lease = admitted.lease
-        let input = admitted.input
-        channel.channel.closeFuture.whenComplete { _ in
-            if !turn.isFinished { lease.clientGone() }
-        }
-        var bytesIn = 0
-        var bytesOut = 0
-        var firstByte: Duration?
-        do {
-            try await channel.executeThenClose { inbound, outbound in
-                try await withThrowingTaskGroup(of: Int.self) { group in
-                    group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, logger: logger) }
-                    var filter = RunOutputFilter(rules: rules)
-                    let errors = turn.errors ?? AsyncChannel<ByteBuffer>()
-                    if turn.errors == nil { errors.finish() }
-                    for await piece in merge(turn.output.map { Piece.stdout($0) }, errors.map { Piece.stderr($0) }) {
-                        let frame: ByteBuffer
-                        switch piece {
-                        case .stdout(let chunk):
-                            let kept = filter.filter(chunk)
-                            guard kept.readableBytes > 0 else { continue }
-                            if firstByte == nil { firstByte = admitted.record.arrived.duration(to: .now) }
-                            bytesOut += kept.readableBytes
-                            frame = RunFrame.make(RunFrame.stdout, kept)
-                        case .stderr(let chunk):
-                            frame = RunFrame.make(RunFrame.stderr, chunk)
-                        }
-                        try await outbound.write(frame)
+        let (turn, lease, input, logger, rules) = (admitted.turn, admitted.lease, admitted.input, logger, rules)
+        let arrived = admitted.record.arrived
+        await admitted.serve(channel) { inbound, outbound, counts in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, logger: logger) }
+                var filter = RunOutputFilter(rules: rules)
+                // A run's turn forwards stderr (RunAdmission makes it so); a finished channel otherwise.
+                let errors = turn.errors ?? AsyncChannel<ByteBuffer>()
+                if turn.errors == nil { errors.finish() }
+                for await piece in merge(turn.output.map { Piece.stdout($0) }, errors.map { Piece.stderr($0) }) {
+                    let frame: ByteBuffer
+                    switch piece {
+                    case .stdout(let chunk):
+                        let kept = filter.filter(chunk)
+                        guard kept.readableBytes > 0 else { continue }
+                        if counts.firstByte == nil { counts.firstByte = arrived.duration(to: .now) }
+                        counts.bytesOut += kept.readableBytes
+                        frame = RunFrame.make(RunFrame.stdout, kept)
+                    case .stderr(let chunk):
+                        frame = RunFrame.make(RunFrame.stderr, chunk)
                     }
-                    let rest = filter.finish()
-                    if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
-                    let result = await turn.result()
-                    let (status, reason) = Self.exitStatus(result)
-                    try await outbound.write(RunFrame.exit(status: status, reason: reason))
-                    group.cancelAll()
-                    input.finish()
-                    bytesIn = (try? await group.next()) ?? 0
+                    try await outbound.write(frame)
                 }
+                let rest = filter.finish()
+                if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
+                let (status, reason) = Self.exitStatus(await turn.result())
+                try await outbound.write(RunFrame.exit(status: status, reason: reason))
+                group.cancelAll()
+                input.finish()
+                counts.bytesIn = (try? await group.next()) ?? 0
             }
-        } catch {
-            lease.clientGone()
-            input.finish()
         }
-        let result = await turn.result()
-        admitted.record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
     }
 
     /// The client's frames: stdin to the process (as fast as it reads), its end, signals. A

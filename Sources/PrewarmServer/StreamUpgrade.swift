@@ -205,7 +205,16 @@ public final class StreamSlot: Sendable {
     var admitted: StreamAdmission.Admitted? { state.withLock { $0.admitted } }
     var refusal: Response? { state.withLock { $0.refusal } }
 
-    func admit(_ admitted: StreamAdmission.Admitted) { state.withLock { $0.admitted = admitted } }
+    private func admit(_ admitted: StreamAdmission.Admitted) { state.withLock { $0.admitted = admitted } }
+
+    /// Keeps the admitted turn for the upgrader and answers the route: a 200 with its headers
+    /// tells the upgrader to answer 101 with them.
+    func answer(_ admitted: StreamAdmission.Admitted) -> Response {
+        admit(admitted)
+        var headers = HTTPFields()
+        for (name, value) in admitted.headers { headers[HTTPField.Name(name)!] = value }
+        return Response(status: .ok, headers: headers)
+    }
     func refuse(_ response: Response) { state.withLock { $0.refusal = response } }
 }
 
@@ -231,17 +240,21 @@ final class StreamAdmission: Sendable {
         let record: TurnContext
         /// A drop-in run (framed after the 101), with what of its output its caller must not see.
         var run: RunOutputFilter.Rules? = nil
+
+        /// The `Prewarm-*` headers of the 101 (a turn's response headers).
+        static func headers(turnID: String, lease: Lease) -> [(String, String)] {
+            [
+                ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
+                ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)),
+            ]
+        }
     }
 
     /// The turn route's handling of an upgrade request (routed by `StreamUpgrader`): the
     /// turn is admitted into `slot`, and a 200 with its headers tells the upgrader to answer
     /// 101. A refusal is thrown, and answered like a plain turn's.
     func admit(_ request: Request, pool: Pool, context: PrewarmRequestContext, into slot: StreamSlot) async throws(PrewarmError) -> Response {
-        let admitted = try await admit(request, pool: pool, channel: context.channel, logger: context.logger)
-        slot.admit(admitted)
-        var headers = HTTPFields()
-        for (name, value) in admitted.headers { headers[HTTPField.Name(name)!] = value }
-        return Response(status: .ok, headers: headers)
+        slot.answer(try await admit(request, pool: pool, channel: context.channel, logger: context.logger))
     }
 
     private func admit(_ request: Request, pool: Pool, channel: any Channel, logger: Logger) async throws(PrewarmError) -> Admitted {
@@ -273,13 +286,40 @@ final class StreamAdmission: Sendable {
         }
         return Admitted(
             pool: pool.name, turn: turn, lease: lease, input: input,
-            outcomeLine: request.headers[.prewarmOutcomeLine] == "1",
-            headers: [
-                ("Prewarm-Turn-Id", turnID), ("Prewarm-Start", lease.startKind.rawValue),
-                ("Prewarm-Wait-Ms", String(lease.waited.wholeMilliseconds)), ("Prewarm-Pid", String(lease.pid)),
-            ],
-            record: record
+            outcomeLine: request.headers[.prewarmOutcomeLine] == "1", headers: Admitted.headers(turnID: turnID, lease: lease), record: record
         )
+    }
+}
+
+extension StreamAdmission.Admitted {
+    /// What a stream's body counts for the turn's record.
+    struct Counts {
+        var bytesIn = 0
+        var bytesOut = 0
+        var firstByte: Duration?
+    }
+
+    /// An admitted turn's life on its upgraded connection, around `body` (which moves the
+    /// bytes both ways): the connection's close kills the process if the turn is not over
+    /// (one close callback, for the connection's whole life); a body that fails (its client
+    /// left or stopped reading) kills it too; then the turn is recorded.
+    func serve(
+        _ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
+        _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>, inout Counts) async throws -> Void
+    ) async {
+        let (turn, lease) = (self.turn, self.lease)
+        channel.channel.closeFuture.whenComplete { _ in
+            if !turn.isFinished { lease.clientGone() }
+        }
+        var counts = Counts()
+        do {
+            try await channel.executeThenClose { inbound, outbound in try await body(inbound, outbound, &counts) }
+        } catch {
+            lease.clientGone()
+            input.finish()
+        }
+        let result = await turn.result()
+        record.finished(lease: lease, firstByte: counts.firstByte, result: result, bytesIn: counts.bytesIn, bytesOut: counts.bytesOut)
     }
 }
 
@@ -291,53 +331,38 @@ struct StreamTurn {
 
     func run() async {
         let turn = admitted.turn
-        let lease = admitted.lease
         let input = admitted.input
-        // The connection is the turn's alone now: one close callback, for its whole life.
-        channel.channel.closeFuture.whenComplete { _ in
-            if !turn.isFinished { lease.clientGone() }
-        }
-        var bytesIn = 0
-        var bytesOut = 0
-        var firstByte: Duration?
-        do {
-            try await channel.executeThenClose { inbound, outbound in
-                try await withThrowingTaskGroup(of: Int.self) { group in
-                    group.addTask {
-                        // The client's bytes, as they come; its half-close closes stdin.
-                        var count = 0
-                        do {
-                            for try await chunk in inbound {
-                                count += chunk.readableBytes
-                                // Waits until the process has taken the previous chunk: the
-                                // socket is not read meanwhile.
-                                await input.send(chunk)
-                                if Task.isCancelled { break }
-                            }
-                        } catch {}
-                        input.finish()
-                        return count
-                    }
-                    for await chunk in turn.output {
-                        if firstByte == nil { firstByte = admitted.record.arrived.duration(to: .now) }
-                        bytesOut += chunk.readableBytes
-                        try await outbound.write(chunk)
-                    }
-                    let result = await turn.result()
-                    if admitted.outcomeLine {
-                        try await outbound.write(TurnResponder.outcomeLine(result))
-                    }
-                    group.cancelAll()
+        let (arrived, outcomeLine) = (admitted.record.arrived, admitted.outcomeLine)
+        await admitted.serve(channel) { inbound, outbound, counts in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                group.addTask {
+                    // The client's bytes, as they come; its half-close closes stdin.
+                    var count = 0
+                    do {
+                        for try await chunk in inbound {
+                            count += chunk.readableBytes
+                            // Waits until the process has taken the previous chunk: the
+                            // socket is not read meanwhile.
+                            await input.send(chunk)
+                            if Task.isCancelled { break }
+                        }
+                    } catch {}
                     input.finish()
-                    bytesIn = (try? await group.next()) ?? 0
+                    return count
                 }
+                for await chunk in turn.output {
+                    if counts.firstByte == nil { counts.firstByte = arrived.duration(to: .now) }
+                    counts.bytesOut += chunk.readableBytes
+                    try await outbound.write(chunk)
+                }
+                let result = await turn.result()
+                if outcomeLine {
+                    try await outbound.write(TurnResponder.outcomeLine(result))
+                }
+                group.cancelAll()
+                input.finish()
+                counts.bytesIn = (try? await group.next()) ?? 0
             }
-        } catch {
-            // The client went away or stopped reading: the process is killed.
-            lease.clientGone()
-            input.finish()
         }
-        let result = await turn.result()
-        admitted.record.finished(lease: lease, firstByte: firstByte, result: result, bytesIn: bytesIn, bytesOut: bytesOut)
     }
 }

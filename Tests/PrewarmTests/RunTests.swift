@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PrewarmClient
 import Testing
 
 @testable import PrewarmCore
@@ -189,6 +190,73 @@ extension LiveDaemons {
             again.write(Self.userLine)
             again.closeInput()
             #expect(again.finish().status == 0)
+        }
+
+        /// A run description that is not one gets 400 and the daemon goes on; one too big for the
+        /// request head (431) sends the drop-in to the real CLI, which gets the caller's whole
+        /// environment (through the daemon it would get the host part only).
+        @Test func badRunDescriptionsAreRefused() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            for header in ["!!! not base64", RunDescription(argv: [], cwd: "relative/dir", env: [:]).encodedHeader(), "e30="] {
+                let socket = try RawSocket(path: daemon.socket)
+                try socket.send("POST /v1/runs HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\nPrewarm-Run: \(header)\r\nContent-Length: 0\r\n\r\n")
+                let answer = socket.readAll()
+                #expect(answer.hasPrefix("HTTP/1.1 400") && answer.contains("bad_request"), "\(header): \(answer)")
+            }
+            let cli = try DropInTests.fakeCLI(in: daemon.directory)
+            var environment = Self.environment(daemon)
+            environment["PREWARM_CLAUDE_CLI"] = cli
+            environment["PREWARM_TEST_MARK"] = "m"
+            environment["PREWARM_TEST_BIG"] = String(repeating: "x", count: 100_000)
+            let (status, out, err) = try DropInTests.run(Self.sdkFlags, environment: environment, stdin: "in\n")
+            #expect(status == 7, "\(err)")
+            #expect(out.hasSuffix("env:m\nin\n"), "the real CLI ran with the caller's environment: \(out)")
+            #expect(try await daemon.pool("c").served == 0)
+        }
+
+        /// A flood of stdin frames at a process that reads nothing is held back (the daemon reads
+        /// the socket only as fast as the process takes its stdin), and a signal the daemon does
+        /// not forward (SIGKILL) is ignored; the process dies only when its client leaves.
+        @Test func aFloodOfFramesIsHeldBackAndOddSignalsIgnored() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let before = RequestPathFaultTests.rss(of: daemon)
+            let description = RunDescription(argv: Self.sdkFlags + ["--hang-turn"], cwd: project, env: Self.environment(daemon), cli: TestDaemon.fakeAgent)
+            let socket = try UnixStreamSocket(path: daemon.socket)
+            socket.write(Array(
+                "POST /v1/runs HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\nPrewarm-Run: \(description.encodedHeader())\r\nContent-Length: 0\r\n\r\n".utf8
+            ))
+            let head = try #require(socket.readHead())
+            #expect(head.hasPrefix("HTTP/1.1 101"), "\(head)")
+            let pid = try #require(head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("prewarm-pid:") }.flatMap { Int32($0.split(separator: " ").last ?? "") })
+            func frame(_ type: Character, _ payload: [UInt8]) -> [UInt8] {
+                let n = UInt32(payload.count)
+                return [type.asciiValue!, UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+            }
+            socket.write(frame("i", Array(Self.userLine.utf8)))
+            socket.write(frame("s", [UInt8(SIGKILL)]))
+            let chunk = frame("i", [UInt8](repeating: UInt8(ascii: "x"), count: 64 << 10))
+            var sent = 0
+            var stalled = false
+            let deadline = ContinuousClock.now.advanced(by: .seconds(4))
+            while sent < 200 << 20, ContinuousClock.now < deadline {
+                let written = socket.writeNow(chunk)
+                if written < 0 { break }
+                if written < chunk.count {
+                    // The socket is full (a partial frame is fine: the rest would follow).
+                    stalled = true
+                    break
+                }
+                sent += written
+            }
+            let grown = RequestPathFaultTests.rss(of: daemon) - before
+            print("run flood: the client got \(sent >> 10) KiB through before it was held back; the daemon grew by \(grown >> 10) KiB")
+            #expect(stalled, "the client was never held back (\(sent >> 20) MiB sent)")
+            #expect(grown < 64 << 20, "the daemon grew by \(grown >> 20) MiB")
+            #expect(isAlive(pid), "SIGKILL is not a signal a client may forward")
+            socket.closeNow()
+            try await waitUntil("the flooded run's process is killed", timeout: .seconds(10)) { !isAlive(pid) }
+            #expect((try? await daemon.client.request(.GET, "/healthz"))?.status == 200)
         }
 
         /// No room (here: no spare and `when_empty = "reject"`): exit 75 with the reason, and the

@@ -73,6 +73,9 @@ public final class Pool: Sendable {
         var commandFile: FileIdentity?
         /// `max_turns_per_minute`.
         var rateLimiter = TurnRateLimiter()
+        /// A claude pool's profile for drop-in runs, for the configuration it was made from
+        /// (the pool's arguments parsed once, not once per run).
+        var runProfile: (config: PoolConfig, profile: RunProfile?)?
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
@@ -133,6 +136,17 @@ public final class Pool: Sendable {
     }
 
     public var config: PoolConfig { state.withLock { $0.config } }
+
+    /// What a drop-in run is matched against, and the spares idle now; nil for a pool that
+    /// is not a claude pool.
+    func runCandidate() -> (RunProfile, idle: Int)? {
+        state.withLock { state in
+            if state.runProfile?.config != state.config {
+                state.runProfile = (state.config, RunProfile(config: state.config, daemonEnvironment: environment))
+            }
+            return state.runProfile?.profile.map { ($0, state.machine.idleCount) }
+        }
+    }
 
     /// A fresh name for a turn that asks for a process.
     func makeWaiterID() -> WaiterID {

@@ -98,8 +98,7 @@ public enum RunMatcher {
             if theirs != ours || profile.shape.sdkMcpServers != shape.sdkMcpServers {
                 return .failure(Mismatch(pool: profile.pool, reason: "unclaimed spares serve only their own session (cwd, prompts, permission mode, directories)"))
             }
-            let spareClaimable = profile.hostEnvironmentClaimable
-            if (claimable ?? [:]) != spareClaimable {
+            if (claimable ?? [:]) != (profile.shape.session.env ?? [:]) {
                 return .failure(Mismatch(pool: profile.pool, reason: "unclaimed spares keep their own credentials (CLAUDE_CODE_OAUTH_TOKEN...)"))
             }
         } else if let mcp = shape.sdkMcpServers, mcp != profile.shape.sdkMcpServers, profile.shape.sdkMcpServers != nil {
@@ -145,12 +144,5 @@ public enum RunMatcher {
         let hex = String(hash, radix: 16)
         let padded = String(repeating: "0", count: max(0, 16 - hex.count)) + hex
         return "fp-" + padded.prefix(12)
-    }
-}
-
-extension RunProfile {
-    /// The claimable variables the spares were started with.
-    var hostEnvironmentClaimable: [String: String] {
-        shape.session.env ?? [:]
     }
 }

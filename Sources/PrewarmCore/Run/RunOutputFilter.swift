@@ -82,7 +82,7 @@ public struct RunOutputFilter: Sendable {
         let bytes = line.readableBytesView
         let mentions = { (needle: String) in Self.contains(bytes, needle) }
         let candidate =
-            mentions(Self.ownRequestPrefix)
+            mentions(#""request_id":""# + Self.ownRequestPrefix)
             || (rules.dropPartialMessages && (mentions("stream_event") || mentions("requesting") || mentions("begun_message_ids")))
             || (rules.dropSessionState && mentions("session_state_changed"))
         guard candidate, var object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return line }
