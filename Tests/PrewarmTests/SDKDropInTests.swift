@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import PrewarmCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -120,6 +122,12 @@ extension LiveDaemons {
             let plain = try harness.queries("plain", ["3"])
             #expect(plain.count == 3)
             #expect(plain.allSatisfy { ($0["texts"] as? [String])?.first?.contains("[user turns: 1]") == true })
+            // The transcript is where the CLI's rule puts it (resume spares check it before they serve).
+            for query in plain {
+                let session = try #require(query["session_id"] as? String)
+                let transcript = try #require(SessionTranscript.path(sessionID: session, cwd: harness.project, env: ["CLAUDE_CONFIG_DIR": harness.configDirectory]))
+                #expect(FileManager.default.fileExists(atPath: transcript), "\(transcript)")
+            }
             let afterPlain = try await daemon.pool("sdk")
             #expect(afterPlain.warm >= 2 && afterPlain.warm + afterPlain.waited == 3 && afterPlain.cold == 0, "\(afterPlain)")
 
