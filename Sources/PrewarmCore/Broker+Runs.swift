@@ -19,6 +19,24 @@ public enum RunRoute: Sendable {
     /// fingerprint pool, or a pool whose host part it shares): counted `cold` there, charged
     /// to the memory budget like any other.
     case cold(Pool, PoolConfig, reason: String)
+    /// A run resuming a session: the pool's resume spare for it if there is one, ready and
+    /// current (warm), else as `cold` with these settings.
+    case resume(Pool, ResumeKey, cold: PoolConfig)
+
+    /// The pool that serves the run.
+    public var pool: Pool {
+        switch self {
+        case .spare(let pool, _, _), .cold(let pool, _, _), .resume(let pool, _, _): pool
+        }
+    }
+
+    /// The settings of a process started for the run alone: what a resume spare of its
+    /// session copies.
+    public var ownConfig: PoolConfig {
+        switch self {
+        case .spare(_, _, let config), .cold(_, let config, _), .resume(_, _, let config): config
+        }
+    }
 }
 
 extension Broker {
@@ -47,9 +65,15 @@ extension Broker {
             let rank = { (c: (pool: Pool, plan: RunPlan, idle: Int)) in (c.idle > 0 ? 0 : 2) + (c.plan.claimed ? 1 : 0) }
             return (rank(a.element), a.offset) < (rank(b.element), b.offset)
         }
-        if let best = ranked.first?.element {
+        if var best = ranked.first?.element {
+            let resume = { (pool: Pool) in ResumeKey(run: run, executable: run.cli ?? pool.config.executable) }
+            // A resume goes where its session's resume spare is, if one of them holds it.
+            if resume(best.pool) != nil, let holder = ranked.first(where: { c in resume(c.element.pool).map(c.element.pool.holdsResumeSpare) ?? false }) {
+                best = holder.element
+            }
             touch(best.pool.name)
             let own = Self.coldConfig(best.pool.config, run: run, shape: shape)
+            if let key = resume(best.pool) { return .resume(best.pool, key, cold: own) }
             if let reason = shape.coldReasons.first { return .cold(best.pool, own, reason: reason) }
             return .spare(best.pool, best.plan, fallback: own)
         }
@@ -60,7 +84,9 @@ extension Broker {
             throw PrewarmError(.runNotServed, "the run names no CLI and there is no claude on the daemon's PATH")
         }
         let pool = fingerprintPool(for: shape, env: run.env, executable: executable)
-        return .cold(pool, Self.coldConfig(pool.config, run: run, shape: shape), reason: why)
+        let own = Self.coldConfig(pool.config, run: run, shape: shape)
+        if let key = ResumeKey(run: run, executable: run.cli ?? pool.config.executable) { return .resume(pool, key, cold: own) }
+        return .cold(pool, own, reason: why)
     }
 
     /// The settings of a process started for `run` alone: its own command line, directory
@@ -144,6 +170,7 @@ extension Broker {
         config.privateDirectories = PoolConfig.PrivateDirectories(root: state + "/turns")
         config.maxStarting = settings.maxStarting
         config.dropInTimeout = settings.dropInTimeout
+        config.resumeSpares = settings.resumeSpares
         config.fingerprint = shape.hostSummary + processEnv.keys.sorted().map { "$" + $0 }
         return config
     }

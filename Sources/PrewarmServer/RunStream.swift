@@ -143,7 +143,12 @@ final class RunAdmission: Sendable {
         case .cold(let serving, let config, _):
             pool = serving
             plan = TurnResponder.Plan(launch: .cold(config))
+        case .resume(let serving, let key, let config):
+            pool = serving
+            plan = TurnResponder.Plan(launch: .resume(key, cold: config))
         }
+        // What a resume spare of the run's session would copy, once the run is over.
+        let resume = ResumeSource(run: run, config: route.ownConfig)
         let config = pool.config
         let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
         let input = AsyncChannel<ByteBuffer>()
@@ -158,7 +163,8 @@ final class RunAdmission: Sendable {
             (turn, lease) = try await TurnResponder.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
                 Turn(
                     id: turnID, input: leading ?? ByteBuffer(), closeStdin: false, timeout: config.dropInTimeout, claim: claim,
-                    dropLeadingChatter: true, inputStream: input, ownedDirectory: directory, untilExit: true, forwardsErrors: true
+                    dropLeadingChatter: true, inputStream: input, ownedDirectory: directory, untilExit: true, forwardsErrors: true,
+                    resume: resume
                 )
             }
         } catch {

@@ -65,6 +65,8 @@ public struct FingerprintPools: Sendable, Equatable {
     public var dropInTimeout: Duration?
     /// Their `max_starting` (the default's: half the CPUs).
     public var maxStarting = 1
+    /// Their `resume_spares`, `resume_spare_ttl_s`, `max_resume_spares`; nil: off.
+    public var resumeSpares: ResumeSpareSettings?
 
     public init(
         enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, maxStarting: Int = 1, dropInTimeout: Duration? = nil
@@ -212,6 +214,13 @@ public struct PoolConfig: Sendable, Equatable {
     /// A pool the daemon made for drop-in runs: what distinguishes it (option and variable
     /// names, never values). nil for the pools of the file.
     public var fingerprint: [String]?
+    /// `resume_spares` (claude pools): when a turn of a session ends, a process resuming it
+    /// is started for its next turn, kept `resume_spare_ttl_s`, at most `max_resume_spares`.
+    public var resumeSpares: ResumeSpareSettings?
+    /// A process started with these settings is killed at once when retired unused, not
+    /// let exit on its stdin's end (a resume spare: a resuming CLI that exits writes to its
+    /// session's transcript). Set by the pool, not a configuration key.
+    public var retireAtOnce = false
 
     public enum Kind: String, Sendable, Equatable, CaseIterable {
         case command, claude
@@ -406,7 +415,8 @@ public struct PoolConfig: Sendable, Equatable {
             maxWaiting: maxWaiting,
             waitTimeout: waitTimeout,
             maxIdle: maxIdle,
-            autoSizing: autoSizing
+            autoSizing: autoSizing,
+            resume: resumeSpares
         )
     }
 }

@@ -96,6 +96,7 @@ public struct ConfigurationLoader: Sendable {
             config.fingerprintPools.idleTTL = try fingerprint.seconds("idle_ttl_s", range: 1...31_536_000) ?? .seconds(600)
             config.fingerprintPools.maxPools = try fingerprint.int("max_pools", range: 1...256) ?? 8
             config.fingerprintPools.dropInTimeout = try fingerprint.seconds("drop_in_timeout_s", range: 1...604_800)
+            config.fingerprintPools.resumeSpares = try Self.resumeSpares(&fingerprint)
             try fingerprint.refuseUnknownKeys()
         }
         let poolTables = try reader.tableArray("pool")
@@ -330,6 +331,7 @@ public struct ConfigurationLoader: Sendable {
         )
         claude.extraArguments = pool.args
         claude.initialize = try reader.bool("initialize") ?? true
+        pool.resumeSpares = try Self.resumeSpares(&reader)
         if reader.has("base_args") {
             claude.baseArguments = try reader.stringArray("base_args")
         }
@@ -595,5 +597,16 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         if let key { return "\(file): \(key): \(message)" }
         return "\(file): \(message)"
+    }
+}
+
+extension ConfigurationLoader {
+    /// `resume_spares`, `resume_spare_ttl_s`, `max_resume_spares` (read even when off, so a
+    /// TTL set ahead of turning them on is not refused as unknown).
+    fileprivate static func resumeSpares(_ reader: inout TableReader) throws(ConfigError) -> ResumeSpareSettings? {
+        let on = try reader.bool("resume_spares") ?? false
+        let ttl = try reader.seconds("resume_spare_ttl_s", range: 1...86_400) ?? .seconds(600)
+        let maxHeld = try reader.int("max_resume_spares", range: 0...256) ?? 4
+        return on ? ResumeSpareSettings(ttl: ttl, maxHeld: maxHeld) : nil
     }
 }

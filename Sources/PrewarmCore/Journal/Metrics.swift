@@ -125,6 +125,11 @@ public final class BrokerMetrics: Sendable {
             advance("startup_failures", "Start-ups that failed (exited, timed out, or could not be spawned).", to: pool.startFailures, pool: pool.name)
             advance("spares_recycled", "Idle spares replaced: max_idle_s, recycle, reload, a changed command file.", to: pool.recycled, pool: pool.name)
             advance("spares_shed", "Idle spares retired to free memory.", to: pool.shed, pool: pool.name)
+            advance("resume_hits", "Resumed turns served by a resume spare of their session (also counted warm).", to: pool.resumeHits, pool: pool.name)
+            advance("resume_misses", "Resumed turns no resume spare served (run cold; stale discards included).", to: pool.resumeMisses, pool: pool.name)
+            advance("resume_stale", "Resume spares discarded because their session's transcript changed.", to: pool.resumeStale, pool: pool.name)
+            advance("resume_evicted", "Resume spares retired to make room (memory, spares, max_resume_spares).", to: pool.resumeEvicted, pool: pool.name)
+            advance("resume_expired", "Resume spares retired unused after resume_spare_ttl_s.", to: pool.resumeExpired, pool: pool.name)
         }
         gauge("memory_limit", "bytes", "The memory limit the budget is derived from (cgroup, configured or host).")
             .set(Double(memory.limit))
@@ -175,6 +180,9 @@ public final class BrokerMetrics: Sendable {
             pool, _ in pool.maxProcesses > 0 ? Double(pool.busy) / Double(pool.maxProcesses) : 0
         },
         PoolGauge(name: "pool_failing", unit: "", help: "1 while the pool's start-ups keep failing.") { pool, _ in pool.failing ? 1 : 0 },
+        PoolGauge(name: "pool_resume_held", unit: "processes", help: "Resume spares held for their sessions' next turns (not counted idle).") {
+            pool, _ in Double(pool.resumeHeld)
+        },
         PoolGauge(
             name: "pool_auto_target", unit: "spares",
             help: "An auto pool's target (spares = \"auto\"), before the memory budget lowers it to the effective spares."

@@ -15,6 +15,7 @@ extension Pool: ChildProcessDelegate {
                 return state.machine.processReady(id, now: .now)
             }
         )
+        resumeSpareReady(id)
         telemetry?.startupReady(pool: name, duration: startup)
         // The journal's reading at readiness, of the process itself (the memory sampler's
         // reading of its whole group replaces it if the spare stays idle long enough).
@@ -60,18 +61,22 @@ extension Pool: ChildProcessDelegate {
     }
 
     func processGone(_ id: SpareID, exit: String) {
-        let (actions, emptyWaiters, life) = mutate { state in
+        let (actions, emptyWaiters, life, turn) = mutate { state in
+            let turn = state.processes[id]?.servedTurn
+            state.resumeFiles[id] = nil
             let life = state.lives.removeValue(forKey: id)
             state.processes[id] = nil
             state.measuredReady.remove(id)
             state.busyPeaks[id] = nil
             state.members[id] = nil
             let actions = state.machine.processGone(id, now: .now)
-            guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>](), life) }
+            guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>](), life, turn) }
             defer { state.emptyWaiters.removeAll() }
-            return (actions, state.emptyWaiters, life)
+            return (actions, state.emptyWaiters, life, turn)
         }
         perform(actions)
+        // Its turn's transcript is complete now: the session's next turn may start warm.
+        if let turn { turnProcessGone(turn) }
         // Recorded before the pool is reported empty: a drain waits for that, then the journal
         // writes its last records.
         if let life, let telemetry {

@@ -37,7 +37,14 @@ extension Pool {
                     PoolStatus.AutoSizing(
                         target: $0.target, maxSpares: $0.maxSpares, targetMiss: $0.targetMiss, predictedMiss: $0.predictedMiss, reason: $0.reason
                     )
-                }
+                },
+                resumeHeld: machine.resumeHeldCount,
+                resumeReady: machine.resumeReadyCount,
+                resumeHits: machine.counters.resumeHits,
+                resumeMisses: machine.counters.resumeMisses,
+                resumeStale: machine.counters.resumeStale,
+                resumeEvicted: machine.counters.resumeEvicted,
+                resumeExpired: machine.counters.resumeExpired
             )
         }
     }

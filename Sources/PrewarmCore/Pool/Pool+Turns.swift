@@ -12,6 +12,10 @@ extension Pool {
         /// can serve, a resume): always cold. It belongs to this turn: if the turn goes away
         /// before it is ready, it is retired.
         case cold(PoolConfig)
+        /// A turn resuming a session: the resume spare held for `key` if it is ready and its
+        /// transcript unchanged (warm), else a process started for it alone with these
+        /// settings (cold), as `cold`.
+        case resume(ResumeKey, cold: PoolConfig)
     }
 
     /// Gets exactly one process for `turn` and binds it to the turn; the process's stdout
@@ -96,8 +100,13 @@ extension Pool {
             switch launch {
             case .spare:
                 (decision, actions) = state.machine.turnArrived(waiter, now: .now)
-            case .cold(let config):
-                (decision, actions) = state.machine.coldTurnArrived(waiter, now: .now)
+            case .cold(let config), .resume(_, cold: let config):
+                if case .resume(let key, _) = launch {
+                    let fresh = Self.resumeSpareFresh(&state, key: key)
+                    (decision, actions) = state.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, now: .now)
+                } else {
+                    (decision, actions) = state.machine.coldTurnArrived(waiter, now: .now)
+                }
                 // The process started for this turn gets the turn's settings.
                 if case .wait = decision {
                     for case .start(let spare) in actions where state.machine.owner(of: spare) == waiter {

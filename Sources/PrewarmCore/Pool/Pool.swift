@@ -76,6 +76,8 @@ public final class Pool: Sendable {
         /// A claude pool's profile for drop-in runs, for the configuration it was made from
         /// (the pool's arguments parsed once, not once per run).
         var runProfile: (config: PoolConfig, profile: RunProfile?)?
+        /// Resume spares' transcripts (Pool+Resume).
+        var resumeFiles: [SpareID: ResumeSpareFile] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }

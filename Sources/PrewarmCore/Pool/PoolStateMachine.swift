@@ -47,6 +47,8 @@ public struct PoolStateMachine: Sendable {
         public var costs: MemoryCosts?
         /// `spares = "auto"`: the pool sizes itself, `spares` being its floor; nil: fixed.
         public var autoSizing: AutoSizing?
+        /// `resume_spares`: a session's next turn may find a spare resumed for it; nil: none.
+        public var resume: ResumeSpareSettings?
 
         public init(
             spares: Int,
@@ -60,8 +62,10 @@ public struct PoolStateMachine: Sendable {
             backoffMax: Duration = .seconds(60),
             failingAfter: Int = 3,
             costs: MemoryCosts? = nil,
-            autoSizing: AutoSizing? = nil
+            autoSizing: AutoSizing? = nil,
+            resume: ResumeSpareSettings? = nil
         ) {
+            self.resume = resume
             self.costs = costs
             self.autoSizing = autoSizing
             self.spares = spares
@@ -122,6 +126,8 @@ public struct PoolStateMachine: Sendable {
         /// An auto pool's `auto_every_s`; the generation tells the ticks of its settings from
         /// those of settings since replaced.
         case sizing(generation: UInt64)
+        /// A resume spare's `resume_spare_ttl_s`.
+        case resumeExpiry(SpareID)
     }
 
     enum ProcessState: Sendable, Equatable {
@@ -132,6 +138,9 @@ public struct PoolStateMachine: Sendable {
         /// Asked to stop; still holds its memory until `processGone`: a spare's if it was
         /// idle (or just ready), a turn's otherwise.
         case retiring(wasIdle: Bool)
+        /// A resume spare (PoolStateMachine+Resume): started for the next turn of one
+        /// session; `ready` nil while it starts. Never idle, never handed to another turn.
+        case held(ready: Instant?)
     }
 
     struct Waiter: Sendable, Equatable {
@@ -140,11 +149,15 @@ public struct PoolStateMachine: Sendable {
     }
 
     public private(set) var settings: Settings
-    private(set) var processes: [SpareID: ProcessState] = [:]
+    var processes: [SpareID: ProcessState] = [:]
     /// Turns waiting for the next spare, oldest first.
     private(set) var queue: [Waiter] = []
     /// Cold starts: the turn each dedicated start-up belongs to.
-    private var dedicated: [SpareID: WaiterID] = [:]
+    var dedicated: [SpareID: WaiterID] = [:]
+    /// Resume spares, by process (PoolStateMachine+Resume).
+    var resumes: [SpareID: ResumeHold] = [:]
+    /// Resume spares retired and not gone yet: killed at once, so their room is as good as free.
+    var retiringHolds: Set<SpareID> = []
     private var nextSpare: UInt64 = 1
     private var nextWaiter: UInt64 = 1
     /// The name the caller chose for the turn being decided, if any.
@@ -156,7 +169,7 @@ public struct PoolStateMachine: Sendable {
     private var backoffGeneration: UInt64 = 0
     public private(set) var lastError: String?
     public private(set) var draining = false
-    public private(set) var counters = Counters()
+    public internal(set) var counters = Counters()
     /// Bytes this pool may hold in all: the budget less what the other pools hold. nil: no limit.
     public var room: Int?
     /// The cgroup is above its high watermark: start nothing.
@@ -174,6 +187,16 @@ public struct PoolStateMachine: Sendable {
         public var recycled = 0
         /// Idle spares retired to make room for turns, or under memory pressure.
         public var shed = 0
+        /// Resumed turns served by a resume spare of their session (also counted `warm`).
+        public var resumeHits = 0
+        /// Resumed turns no resume spare served (run cold); `resumeStale` included.
+        public var resumeMisses = 0
+        /// Resume spares discarded at hand-off: their session's transcript had changed.
+        public var resumeStale = 0
+        /// Resume spares retired to make room (memory, plain spares, `max_resume_spares`).
+        public var resumeEvicted = 0
+        /// Resume spares retired unused after `resume_spare_ttl_s`.
+        public var resumeExpired = 0
     }
 
     public init(settings: Settings) {
@@ -213,6 +236,7 @@ public struct PoolStateMachine: Sendable {
         case .starting, .busy: costs.turn
         case .idle: costs.spare
         case .retiring(let wasIdle): wasIdle ? costs.spare : costs.turn
+        case .held(let ready): ready == nil ? costs.turn : costs.spare
         }
     }
 
@@ -235,7 +259,8 @@ public struct PoolStateMachine: Sendable {
         var held = 0
         for state in processes.values {
             switch state {
-            case .idle, .starting(dedicatedTo: nil): break
+            // Resume spares give way to the pool's own spares: they are not counted against them.
+            case .idle, .starting(dedicatedTo: nil), .held: break
             default: held += Self.charge(state, costs)
             }
         }
@@ -272,9 +297,10 @@ public struct PoolStateMachine: Sendable {
     public mutating func shedIdle(upTo bytes: Int, now: Instant) -> (freed: Int, [Action]) {
         var actions: [Action] = []
         var freed = 0
-        while freed < bytes, let spare = oldestIdle() {
+        while freed < bytes, let spare = nextToShed() {
+            let cost = processes[spare].flatMap { state in settings.costs.map { Self.charge(state, $0) } } ?? 1
             shed(spare, into: &actions)
-            freed += max(1, settings.costs?.spare ?? 1)
+            freed += max(1, cost)
         }
         return (freed, actions)
     }
@@ -301,7 +327,7 @@ public struct PoolStateMachine: Sendable {
         if let spare = oldestIdle(), queue.isEmpty {
             // Busy turns come first: shed other idle spares until the turn's peak fits.
             let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
-            while !fits(extra, countRetiringSparesFree: true), let other = oldestIdle(excluding: spare) {
+            while !fits(extra, countRetiringSparesFree: true), let other = nextToShed(excluding: spare) {
                 shed(other, into: &actions)
             }
             if fits(extra, countRetiringSparesFree: true) {
@@ -316,15 +342,17 @@ public struct PoolStateMachine: Sendable {
         if poolStartingCount > queue.count, queue.count < settings.maxWaiting {
             return (.wait(enqueue(now: now, into: &actions)), actions)
         }
-        let memoryBlocked = pressure || !fits(settings.costs?.turn ?? 0)
+        if settings.whenEmpty == .start { makeRoomForTurn(into: &actions) }
+        let memoryBlocked = pressure || !roomToStart(1)
+        let belowMax = totalCount - retiringHeldCount < settings.maxProcesses
         switch settings.whenEmpty {
         case .reject:
             counters.rejected += 1
             refill(now: now, into: &actions)
             return (.reject(memoryBlocked ? .memoryExhausted : .noCapacity), actions)
-        case .start where totalCount < settings.maxProcesses && !inBackoff(now) && memoryBlocked:
+        case .start where belowMax && !inBackoff(now) && memoryBlocked:
             return memoryExhausted(now: now, into: &actions)
-        case .start where totalCount < settings.maxProcesses && !inBackoff(now):
+        case .start where belowMax && !inBackoff(now):
             return (.wait(startDedicated(now: now, into: &actions)), actions)
         case .start, .wait:
             // `start` at its limit behaves like `wait`: the turn queues for the next spare.
@@ -345,11 +373,12 @@ public struct PoolStateMachine: Sendable {
         pendingWaiterID = waiter
         defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
-        guard totalCount < settings.maxProcesses else {
+        makeRoomForTurn(into: &actions)
+        guard totalCount - retiringHeldCount < settings.maxProcesses else {
             counters.rejected += 1
             return (.reject(.noCapacity), actions)
         }
-        guard !pressure, fits(settings.costs?.turn ?? 0) else {
+        guard !pressure, roomToStart(1) else {
             counters.rejected += 1
             return (.reject(.memoryExhausted), actions)
         }
@@ -357,7 +386,7 @@ public struct PoolStateMachine: Sendable {
     }
 
     /// Starts a process for one turn alone (a cold start); returns the turn's waiter.
-    private mutating func startDedicated(now: Instant, into actions: inout [Action]) -> WaiterID {
+    mutating func startDedicated(now: Instant, into actions: inout [Action]) -> WaiterID {
         let waiter = makeWaiterID()
         let spare = makeSpareID()
         processes[spare] = .starting(dedicatedTo: waiter)
@@ -371,7 +400,7 @@ public struct PoolStateMachine: Sendable {
     public func owner(of spare: SpareID) -> WaiterID? { dedicated[spare] }
 
     /// A draining or failing pool refuses every turn at once.
-    private mutating func refusedOutright() -> RejectReason? {
+    mutating func refusedOutright() -> RejectReason? {
         let reason: RejectReason? = draining ? .draining : (failing ? .poolFailing : nil)
         if reason != nil { counters.rejected += 1 }
         return reason
@@ -391,6 +420,10 @@ public struct PoolStateMachine: Sendable {
     /// A start-up reached readiness.
     public mutating func processReady(_ spare: SpareID, now: Instant) -> [Action] {
         var actions: [Action] = []
+        if case .held(ready: nil) = processes[spare] {
+            resumeReady(spare, now: now, into: &actions)
+            return actions
+        }
         guard case .starting(let owner) = processes[spare] else { return actions }
         consecutiveFailures = 0
         backoffUntil = nil
@@ -418,6 +451,14 @@ public struct PoolStateMachine: Sendable {
     /// A start-up failed: it exited, timed out or could not be spawned.
     public mutating func startFailed(_ spare: SpareID, reason: String, now: Instant) -> [Action] {
         var actions: [Action] = []
+        if case .held = processes[spare] {
+            // A resume spare that could not start (its transcript gone...): the pool is fine.
+            processes[spare] = nil
+            resumes[spare] = nil
+            lastError = reason
+            refill(now: now, into: &actions)
+            return actions
+        }
         guard case .starting(let owner) = processes[spare] else {
             // A retiring start-up that went away: nothing failed.
             processes[spare] = nil
@@ -458,6 +499,9 @@ public struct PoolStateMachine: Sendable {
             actions.append(.retire(spare))
         case .busy:
             processes[spare] = .retiring(wasIdle: false)
+        case .held(let ready):
+            lastError = reason
+            retireHold(spare, wasReady: ready != nil, into: &actions)
         default:
             break
         }
@@ -486,6 +530,8 @@ public struct PoolStateMachine: Sendable {
         }
         processes[spare] = nil
         dedicated[spare] = nil
+        resumes[spare] = nil
+        retiringHolds.remove(spare)
         sizingGone(spare)
         refill(now: now, into: &actions)
         return actions
@@ -538,6 +584,8 @@ public struct PoolStateMachine: Sendable {
             guard generation == backoffGeneration else { return actions }
         case .sizing(let generation):
             sizingTick(generation: generation, now: now, into: &actions)
+        case .resumeExpiry(let spare):
+            resumeExpired(spare, now: now, into: &actions)
         }
         refill(now: now, into: &actions)
         return actions
@@ -580,6 +628,9 @@ public struct PoolStateMachine: Sendable {
             case .starting(dedicatedTo: nil):
                 processes[spare] = .retiring(wasIdle: false)
                 actions.append(.retire(spare))
+            case .held(let ready):
+                // Started with the command file or settings being replaced.
+                retireHold(spare, wasReady: ready != nil, into: &actions)
             default:
                 break
             }
@@ -622,6 +673,8 @@ public struct PoolStateMachine: Sendable {
                 let wasIdle = if case .idle = state { true } else { false }
                 set(spare, .retiring(wasIdle: wasIdle), into: &actions)
                 actions.append(.retire(spare))
+            case .held(let ready):
+                retireHold(spare, wasReady: ready != nil, into: &actions)
             case .busy, .retiring:
                 break
             }
@@ -644,10 +697,12 @@ public struct PoolStateMachine: Sendable {
         }
         guard !inBackoff(now), !pressure else { return }
         var wanted = effectiveSpares + queue.count - idleCount - poolStartingCount
+        // Resume spares give way to the pool's own: the least recently made go first.
+        if wanted > 0, startingCount < settings.maxStarting {
+            evictHolds(toStart: min(wanted, settings.maxStarting - startingCount), into: &actions)
+        }
         var started: [SpareID] = []
-        while wanted > 0, startingCount < settings.maxStarting, totalCount < settings.maxProcesses,
-            fits(settings.costs?.turn ?? 0)
-        {
+        while wanted > 0, startingCount < settings.maxStarting, roomToStart(1) {
             let spare = makeSpareID()
             processes[spare] = .starting(dedicatedTo: nil)
             actions.append(.start(spare))
@@ -658,7 +713,7 @@ public struct PoolStateMachine: Sendable {
         for spare in started { sizingStarted(spare, concurrency: startingCount, now: now) }
     }
 
-    private func inBackoff(_ now: Instant) -> Bool {
+    func inBackoff(_ now: Instant) -> Bool {
         if let backoffUntil, now < backoffUntil { return true }
         return false
     }
@@ -673,7 +728,12 @@ public struct PoolStateMachine: Sendable {
     }
 
     /// Retires an idle spare to free memory.
-    private mutating func shed(_ spare: SpareID, into actions: inout [Action]) {
+    mutating func shed(_ spare: SpareID, into actions: inout [Action]) {
+        if case .held(let ready) = processes[spare] {
+            counters.resumeEvicted += 1
+            retireHold(spare, wasReady: ready != nil, into: &actions)
+            return
+        }
         set(spare, .retiring(wasIdle: true), into: &actions)
         counters.shed += 1
         actions.append(.retire(spare))
@@ -681,7 +741,7 @@ public struct PoolStateMachine: Sendable {
 
     /// The room shrank (other pools grew, estimates rose): shed idle spares until the pool fits.
     private mutating func shedWhileOverBudget(into actions: inout [Action]) {
-        while !fits(0, countRetiringSparesFree: true), let spare = oldestIdle() {
+        while !fits(0, countRetiringSparesFree: true), let spare = nextToShed() {
             shed(spare, into: &actions)
         }
     }
@@ -728,7 +788,7 @@ public struct PoolStateMachine: Sendable {
     }
 
     /// A process goes to a turn: busy, counted by how it started.
-    private mutating func handOver(_ spare: SpareID, _ kind: StartKind, now: Instant, into actions: inout [Action]) {
+    mutating func handOver(_ spare: SpareID, _ kind: StartKind, now: Instant, into actions: inout [Action]) {
         set(spare, .busy, into: &actions)
         count(kind)
         sizingBusy(spare, now: now)
@@ -743,7 +803,7 @@ public struct PoolStateMachine: Sendable {
         }
     }
 
-    private mutating func makeSpareID() -> SpareID {
+    mutating func makeSpareID() -> SpareID {
         defer { nextSpare += 1 }
         return SpareID(nextSpare)
     }

@@ -46,6 +46,21 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var sizing: String = "fixed"
     /// An auto pool's controller; nil for a fixed pool.
     public var auto: AutoSizing?
+    /// Resume spares (`resume_spares`) held now, starting or ready; not counted in `idle`,
+    /// `starting` or `effective_spares`.
+    public var resumeHeld = 0
+    /// Those of them ready.
+    public var resumeReady = 0
+    /// Resumed turns a resume spare served (also counted in `warm`), and those none served
+    /// (run cold; `resume_stale` included).
+    public var resumeHits = 0
+    public var resumeMisses = 0
+    /// Resume spares discarded at hand-off because their session's transcript had changed.
+    public var resumeStale = 0
+    /// Resume spares retired to make room (memory, the pool's spares, `max_resume_spares`).
+    public var resumeEvicted = 0
+    /// Resume spares retired unused after `resume_spare_ttl_s`.
+    public var resumeExpired = 0
 
     /// An auto pool's target and why.
     public struct AutoSizing: Sendable, Codable, Equatable {
@@ -103,6 +118,13 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case spareNice = "spare_nice"
         case fingerprint
         case sizing, auto
+        case resumeHeld = "resume_held"
+        case resumeReady = "resume_ready"
+        case resumeHits = "resume_hits"
+        case resumeMisses = "resume_misses"
+        case resumeStale = "resume_stale"
+        case resumeEvicted = "resume_evicted"
+        case resumeExpired = "resume_expired"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -133,5 +155,12 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encodeIfPresent(fingerprint, forKey: .fingerprint)
         try container.encode(sizing, forKey: .sizing)
         try container.encode(auto, forKey: .auto)  // null for a fixed pool
+        try container.encode(resumeHeld, forKey: .resumeHeld)
+        try container.encode(resumeReady, forKey: .resumeReady)
+        try container.encode(resumeHits, forKey: .resumeHits)
+        try container.encode(resumeMisses, forKey: .resumeMisses)
+        try container.encode(resumeStale, forKey: .resumeStale)
+        try container.encode(resumeEvicted, forKey: .resumeEvicted)
+        try container.encode(resumeExpired, forKey: .resumeExpired)
     }
 }

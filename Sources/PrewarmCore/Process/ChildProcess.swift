@@ -141,6 +141,8 @@ final class ChildProcess: Sendable {
     /// Asks the owner to stop the process (idle spare, start-up, or a drain).
     func retire() { post.yield(.retire) }
 
+    var servedTurn: Turn? { routed.withLock { $0 } }
+
     /// The turn's client went away: the process is killed at once.
     func clientGone() { post.yield(.clientGone) }
 
@@ -279,7 +281,8 @@ final class ChildProcess: Sendable {
                         }
                         group.addTask { await self.pumpStdout(stdout) }
                         let ending = await self.lifecycle(pid: pid, stdin: stdin, started: started, group: &group, delegate: delegate)
-                        await stop(ending.killAtOnce, stdin)
+                        // A resume spare retired unused is killed: let exit, it writes to its transcript.
+                        await stop(ending.killAtOnce || (self.config.retireAtOnce && ending.isRetired), stdin)
                         if ending.reportsStderr {
                             // The group is dead: what it wrote last is in the pipe until its end
                             // (a little longer at most, if something else holds the pipe open).
@@ -403,6 +406,10 @@ final class ChildProcess: Sendable {
                 for var segment in scanner.scan(chunk) {
                     if endCheck != nil {
                         segment.lineHasEnd = endCheck!.confirm(segment)
+                        // The session a turn ended in (a `result`'s session_id): its resume spare's.
+                        if segment.lineHasEnd, let session = endCheck!.sessionID, let turn = routed.withLock({ $0 }) {
+                            turn.ended(inSession: session)
+                        }
                     }
                     if case .idle = route, let turn = routed.withLock({ $0 }) {
                         let leading = turn.claim != nil || turn.dropLeadingChatter

@@ -99,6 +99,8 @@ struct SubstringMatcher: Sendable {
 /// until its newline, and only a candidate line is parsed.
 struct EndTypeCheck: Sendable {
     let type: String
+    /// The `session_id` of the last end line, if it had one.
+    private(set) var sessionID: String?
     private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
     /// Lines longer than this are not parsed (a result line is far smaller).
@@ -125,6 +127,8 @@ struct EndTypeCheck: Sendable {
         var line = ByteBuffer()
         line.reserveCapacity(pendingBytes)
         for var piece in pending { line.writeBuffer(&piece) }
-        return StreamJSONLine.parse(line.readableBytesView)?.type == type
+        guard let parsed = StreamJSONLine.parse(line.readableBytesView), parsed.type == type else { return false }
+        sessionID = parsed.sessionID
+        return true
     }
 }

@@ -19,6 +19,12 @@ protocol PoolProcess: AnyObject, Sendable {
     func clientGone()
     /// Sends a signal to the process while it serves its turn; false when it does not.
     func signal(_ signal: Int32) -> Bool
+    /// The turn it was handed, if any.
+    var servedTurn: Turn? { get }
+}
+
+extension PoolProcess {
+    var servedTurn: Turn? { nil }
 }
 
 extension ChildProcess: PoolProcess {}

@@ -66,6 +66,10 @@ struct ProcessLifecycle {
         case diedIdle
         case turn(Turn, TurnOutcome, detail: String?)
 
+        var isRetired: Bool {
+            if case .retired = self { true } else { false }
+        }
+
         /// How the process ended, for the journal.
         var summary: String {
             switch self {

@@ -31,4 +31,7 @@ final class OneShot<Value: Sendable>: Sendable {
     }
 
     var isSet: Bool { state.withLock { $0.value != nil } }
+
+    /// The value if it is set, without waiting.
+    var current: Value? { state.withLock { $0.value } }
 }

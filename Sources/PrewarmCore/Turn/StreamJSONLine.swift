@@ -6,6 +6,13 @@ import Foundation
 public struct StreamJSONLine: Sendable, Equatable, Decodable {
     public var type: String?
     public var subtype: String?
+    /// The CLI's session (a `result` line's, for resume spares).
+    public var sessionID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case type, subtype
+        case sessionID = "session_id"
+    }
 
     /// Parses a line (with or without its newline); nil when it is not a JSON object.
     public static func parse<Bytes: Sequence>(_ line: Bytes) -> StreamJSONLine? where Bytes.Element == UInt8 {

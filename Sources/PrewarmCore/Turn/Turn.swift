@@ -31,6 +31,10 @@ public final class Turn: Sendable {
     /// A directory made for this turn alone (its working directory when it names none),
     /// removed once the process that ran the turn is gone.
     public let ownedDirectory: String?
+    /// What a resume spare for this turn's session is started from, if it may have one.
+    public let resume: ResumeSource?
+    /// The session its last `result` named.
+    private let session = Mutex<String?>(nil)
     /// stdout of the process from the start of the turn to the end of the turn.
     public let output = AsyncChannel<ByteBuffer>()
     private let outcome = OneShot<TurnResult>()
@@ -49,8 +53,10 @@ public final class Turn: Sendable {
 
     public init(
         id: String, input: ByteBuffer, closeStdin: Bool, timeout: Duration?, claim: Claim? = nil, dropLeadingChatter: Bool = false,
-        inputStream: AsyncChannel<ByteBuffer>? = nil, ownedDirectory: String? = nil, untilExit: Bool = false, forwardsErrors: Bool = false
+        inputStream: AsyncChannel<ByteBuffer>? = nil, ownedDirectory: String? = nil, untilExit: Bool = false, forwardsErrors: Bool = false,
+        resume: ResumeSource? = nil
     ) {
+        self.resume = resume
         self.untilExit = untilExit
         self.errors = forwardsErrors ? AsyncChannel<ByteBuffer>() : nil
         self.ownedDirectory = ownedDirectory
@@ -89,6 +95,34 @@ public final class Turn: Sendable {
     }
 
     public var isFinished: Bool { outcome.isSet }
+
+    /// How the turn ended, if it has.
+    public var peekResult: TurnResult? { outcome.current }
+
+    /// The session of the turn's last `result` line, if any.
+    public var sessionID: String? { session.withLock { $0 } }
+
+    func ended(inSession id: String) {
+        session.withLock { $0 = id }
+    }
+}
+
+/// How a turn's process was started, for a resume spare of its session: the command line,
+/// directory and environment the caller gave (what a later resume is matched on), and the
+/// settings its process ran with (what a resume spare copies).
+public struct ResumeSource: Sendable {
+    public let run: RunDescription
+    public let config: PoolConfig
+
+    public init(run: RunDescription, config: PoolConfig) {
+        self.run = run
+        self.config = config
+    }
+
+    /// The key a resume spare for `session` serves.
+    public func key(session: String) -> ResumeKey? {
+        ResumeKey(after: run, session: session, executable: run.cli ?? config.executable)
+    }
 }
 /// How a turn ended.
 public enum TurnOutcome: String, Sendable, Codable, CaseIterable {

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+/// Resume spares at run time (the decisions are PoolStateMachine+Resume's): which session's
+/// transcript each one resumes, and its identity once the spare is ready, checked again at
+/// hand-off so that a session continued elsewhere (another host, another process) is never
+/// served from a spare that loaded an older transcript.
+struct ResumeSpareFile: Sendable {
+    let transcript: String
+    /// The transcript as it was when the spare became ready (a resuming CLI sets its mtime
+    /// while it loads: docs/claude-cli.md §7); nil before.
+    var identity: FileIdentity?
+}
+
+extension Pool {
+    /// A turn's process is gone: if the turn ended in a session a resume spare can serve, one
+    /// is started for that session's next turn (the machine decides whether it fits).
+    func turnProcessGone(_ turn: Turn) {
+        guard let source = turn.resume, let session = turn.sessionID, let key = source.key(session: session) else { return }
+        let settings = state.withLock { $0.config.resumeSpares }
+        guard settings != nil else { return }
+        switch turn.peekResult?.outcome {
+        case .completed?, .exited?: break
+        default: return  // killed, timed out: no conversation to go on with
+        }
+        var config = source.config
+        config.args = ResumeKey.spareArguments(from: source.run.argv, session: session)
+        config.retireAtOnce = true
+        if config.ready.send == nil {
+            // A drop-in run's process reads the run's own `initialize` first: the spare is
+            // ready when it answers the version probe (by then it has loaded the transcript).
+            config.ready = PoolConfig.Readiness(send: PoolConfig.ClaudeSettings.versionProbe, expect: #""request_id":"prewarm-ready""#, timeout: config.ready.timeout)
+        }
+        guard let cwd = config.cwd,
+            let transcript = SessionTranscript.path(sessionID: session, cwd: cwd, env: config.childEnvironment(from: environment)),
+            FileIdentity(path: transcript) != nil
+        else {
+            logger.debug("no resume spare: the session's transcript is not where the CLI keeps it", metadata: ["session.id": "\(session)"])
+            return
+        }
+        let actions = mutate { state -> [PoolStateMachine.Action] in
+            let (spare, actions) = state.machine.resumeWanted(key, now: .now)
+            if let spare {
+                state.launches[spare] = config
+                state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript)
+            }
+            return actions
+        }
+        perform(actions)
+    }
+
+    /// Whether a resume spare (starting or ready) is held for `key`.
+    public func holdsResumeSpare(_ key: ResumeKey) -> Bool {
+        state.withLock { $0.machine.resumeSpare(for: key) != nil }
+    }
+
+    /// A resume spare is ready: its transcript's identity from now on is the one it serves.
+    func resumeSpareReady(_ id: SpareID) {
+        state.withLock { state in
+            guard let file = state.resumeFiles[id] else { return }
+            state.resumeFiles[id]?.identity = FileIdentity(path: file.transcript)
+        }
+    }
+
+    /// Whether the spare resuming `key`'s session may serve it: its transcript is as it was
+    /// when the spare became ready. Called under the pool's lock.
+    static func resumeSpareFresh(_ state: inout State, key: ResumeKey) -> Bool {
+        guard let (spare, ready) = state.machine.resumeSpare(for: key), ready,
+            let file = state.resumeFiles[spare], let identity = file.identity
+        else { return false }
+        return FileIdentity(path: file.transcript) == identity
+    }
+}

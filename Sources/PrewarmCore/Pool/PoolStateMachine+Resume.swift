@@ -1,0 +1,169 @@
+/// Resume spares: the next turn of a conversation, started in advance.
+///
+/// When a turn of session S ends (its process gone, so its transcript is complete), the pool
+/// may start a process with that turn's settings and `--resume=S` (`resumeWanted`). It is
+/// *held* for S: never idle, never counted among the pool's spares, never handed to any turn
+/// but one that resumes S with the same key (`resumeTurnArrived`), and only if the caller
+/// found S's transcript unchanged since the spare became ready (`fresh`). A turn it cannot
+/// serve runs cold, as without it.
+///
+/// Resume spares come last in memory: charged like any process (a start-up at the turn's
+/// peak, a ready one at a spare's cost), started only when the pool's own spares are all
+/// there and the room and `max_processes` allow, and the first thing shed, least recently
+/// made first, when a turn, a spare of the pool or another pool needs the room, or under
+/// pressure. They never push out a busy turn or an idle spare. Retired resume spares are
+/// killed at once (an unused resuming CLI that is let exit writes to its transcript).
+public struct ResumeSpareSettings: Sendable, Equatable {
+    /// `resume_spare_ttl_s`: how long a ready resume spare waits for its turn.
+    public var ttl: Duration
+    /// `max_resume_spares`: at most this many held at once.
+    public var maxHeld: Int
+
+    public init(ttl: Duration = .seconds(600), maxHeld: Int = 4) {
+        self.ttl = ttl
+        self.maxHeld = maxHeld
+    }
+}
+
+/// What a resume spare was started for.
+struct ResumeHold: Sendable, Equatable {
+    let key: ResumeKey
+    /// When it was asked for: the least recently made give way first.
+    let made: ContinuousClock.Instant
+}
+
+extension PoolStateMachine {
+    /// Resume spares held now, starting or ready (retiring ones not counted).
+    public var resumeHeldCount: Int { resumes.count }
+
+    /// Those of them ready.
+    public var resumeReadyCount: Int {
+        resumes.keys.count { if case .held(ready: .some) = processes[$0] { true } else { false } }
+    }
+
+    var retiringHeldCount: Int { retiringHolds.count }
+
+    /// The resume spare held for `key`, and whether it is ready.
+    public func resumeSpare(for key: ResumeKey) -> (spare: SpareID, ready: Bool)? {
+        guard let spare = resumes.first(where: { $0.value.key == key })?.key, case .held(let ready) = processes[spare] else { return nil }
+        return (spare, ready != nil)
+    }
+
+    /// A turn of `key`'s session ended and its process is gone: a resume spare for the
+    /// session's next turn is started if the pool keeps them and it fits (the caller starts
+    /// the returned id with the session's settings), after retiring the session's earlier
+    /// ones (their transcript has moved on). nil: none started.
+    public mutating func resumeWanted(_ key: ResumeKey, now: Instant) -> (SpareID?, [Action]) {
+        var actions: [Action] = []
+        guard let resume = settings.resume, resume.maxHeld > 0, !draining, !failing, !pressure, !inBackoff(now) else { return (nil, actions) }
+        for (spare, hold) in resumes where hold.key.session == key.session {
+            if case .held(let ready) = processes[spare] {
+                counters.resumeStale += 1
+                retireHold(spare, wasReady: ready != nil, into: &actions)
+            }
+        }
+        // The pool's own spares and waiting turns first.
+        guard queue.isEmpty, idleCount + poolStartingCount >= effectiveSpares else { return (nil, actions) }
+        while resumes.count >= resume.maxHeld, let oldest = oldestHold() {
+            evict(oldest, into: &actions)
+        }
+        evictHolds(toStart: 1, into: &actions)
+        guard roomToStart(1) else { return (nil, actions) }
+        let spare = makeSpareID()
+        processes[spare] = .held(ready: nil)
+        resumes[spare] = ResumeHold(key: key, made: now)
+        actions.append(.start(spare))
+        return (spare, actions)
+    }
+
+    /// A turn resuming a session arrived: its resume spare is handed over if there is one,
+    /// ready, and `fresh` (the caller checked the session's transcript against the spare's
+    /// readiness); else that spare is retired and the turn gets a cold start of its own.
+    public mutating func resumeTurnArrived(_ waiter: WaiterID? = nil, key: ResumeKey, fresh: Bool, now: Instant) -> (TurnDecision, [Action]) {
+        var actions: [Action] = []
+        if let (spare, ready) = resumeSpare(for: key) {
+            if ready, fresh, !draining {
+                // As for a warm spare: other idle processes make room for its peak.
+                let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
+                while !fits(extra, countRetiringSparesFree: true), let other = nextToShed(excluding: spare) {
+                    shed(other, into: &actions)
+                }
+                if fits(extra, countRetiringSparesFree: true) {
+                    resumes[spare] = nil
+                    counters.resumeHits += 1
+                    handOver(spare, .warm, now: now, into: &actions)
+                    refill(now: now, into: &actions)
+                    return (.take(spare), actions)
+                }
+            }
+            if ready && !fresh { counters.resumeStale += 1 }
+            retireHold(spare, wasReady: ready, into: &actions)
+        }
+        counters.resumeMisses += 1
+        let (decision, more) = coldTurnArrived(waiter, now: now)
+        return (decision, actions + more)
+    }
+
+    /// A resume spare answered its readiness probe: held until its TTL.
+    mutating func resumeReady(_ spare: SpareID, now: Instant, into actions: inout [Action]) {
+        processes[spare] = .held(ready: now)
+        actions.append(.schedule(.resumeExpiry(spare), at: now.advanced(by: settings.resume?.ttl ?? .zero)))
+    }
+
+    mutating func resumeExpired(_ spare: SpareID, now: Instant, into actions: inout [Action]) {
+        guard case .held(let ready?) = processes[spare], ready.advanced(by: settings.resume?.ttl ?? .zero) <= now else { return }
+        counters.resumeExpired += 1
+        retireHold(spare, wasReady: true, into: &actions)
+    }
+
+    /// Out of the holds, killed; its room counts as free from now on.
+    mutating func retireHold(_ spare: SpareID, wasReady: Bool, into actions: inout [Action]) {
+        resumes[spare] = nil
+        retiringHolds.insert(spare)
+        processes[spare] = .retiring(wasIdle: wasReady)
+        actions.append(.retire(spare))
+    }
+
+    private mutating func evict(_ spare: SpareID, into actions: inout [Action]) {
+        guard case .held(let ready) = processes[spare] else { return }
+        counters.resumeEvicted += 1
+        retireHold(spare, wasReady: ready != nil, into: &actions)
+    }
+
+    /// Resume spares give way, least recently made first, until `count` more start-ups fit
+    /// in the room and in `max_processes`.
+    mutating func evictHolds(toStart count: Int, into actions: inout [Action]) {
+        while !roomToStart(count), let oldest = oldestHold() {
+            evict(oldest, into: &actions)
+        }
+    }
+
+    /// A cold turn's room: resume spares give way to it.
+    mutating func makeRoomForTurn(into actions: inout [Action]) {
+        evictHolds(toStart: 1, into: &actions)
+    }
+
+    /// Whether `count` more start-ups fit, resume spares being killed counted as gone.
+    func roomToStart(_ count: Int) -> Bool {
+        guard totalCount - retiringHeldCount + count <= settings.maxProcesses else { return false }
+        guard let room, let costs = settings.costs else { return true }
+        var charged = 0
+        for (spare, state) in processes where !retiringHolds.contains(spare) {
+            charged += Self.charge(state, costs)
+        }
+        return charged + count * costs.turn <= room
+    }
+
+    func oldestHold() -> SpareID? {
+        resumes.min { ($0.value.made, $0.key) < ($1.value.made, $1.key) }?.key
+    }
+
+    /// What is shed first to make room: resume spares (least recently made), then idle spares
+    /// (oldest first).
+    func nextToShed(excluding excluded: SpareID? = nil) -> SpareID? {
+        if let hold = resumes.filter({ $0.key != excluded }).min(by: { ($0.value.made, $0.key) < ($1.value.made, $1.key) })?.key {
+            return hold
+        }
+        return oldestIdle(excluding: excluded)
+    }
+}
