@@ -87,6 +87,9 @@ struct ModelSettings: Sendable {
     var mcpTool: String
     var mcpInput: String
 
+    /// A last user message with this is answered after a minute.
+    static let slowTrigger = "PREWARM_SLOW"
+
     func messages(_ request: Request) async throws -> Response {
         let body = try await request.body.collect(upTo: 64 << 20)
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
@@ -96,6 +99,10 @@ struct ModelSettings: Sendable {
         let stream = object["stream"] as? Bool ?? false
         let messages = object["messages"] as? [[String: Any]] ?? []
         var settings = self
+        if wantsTool(messages, trigger: Self.slowTrigger, always: false) {
+            // A turn that stays busy: for tests of a client leaving mid-turn.
+            settings.ttft = .seconds(60)
+        }
         if wantsTool(messages, trigger: mcpTrigger, always: false) {
             settings.toolName = mcpTool
             settings.toolInput = mcpInput

@@ -66,12 +66,17 @@ extension LiveDaemons {
             let outside: String
 
             /// One scenario of the driver; its queries as the SDK's user code saw them.
-            func queries(_ scenario: String, _ arguments: [String] = [], socket: String? = nil) throws -> [[String: Any]] {
-                let environment = [
-                    "PATH": "/usr/bin:/bin", "HOME": daemon.directory, "PREWARM_SOCKET": socket ?? daemon.socket,
+            /// The driver's environment.
+            func environment(socket: String) -> [String: String] {
+                [
+                    "PATH": "/usr/bin:/bin", "HOME": daemon.directory, "PREWARM_SOCKET": socket,
                     "PREWARM_CLAUDE_CLI": SDKEnvironment.cli!, "PREWARM_TEST_DROP_IN": DropInTests.dropIn, "PREWARM_TEST_PROJECT": project,
                     "PREWARM_TEST_MODEL_URL": "http://127.0.0.1:\(model.port)", "PREWARM_TEST_CONFIG_DIR": configDirectory,
                 ]
+            }
+
+            func queries(_ scenario: String, _ arguments: [String] = [], socket: String? = nil) throws -> [[String: Any]] {
+                let environment = environment(socket: socket ?? daemon.socket)
                 let (status, out, err) = try SDKEnvironment.run(SDKEnvironment.python!, [SDKEnvironment.driver, scenario] + arguments, environment: environment)
                 #expect(status == 0, "the driver failed: \(out) \(err.suffix(2000))")
                 let lines = out.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
@@ -82,7 +87,8 @@ extension LiveDaemons {
                 return lines
             }
 
-            static func start() async throws -> Harness {
+            /// `extra`: more keys of the `sdk` pool.
+            static func start(extra: String = "") async throws -> Harness {
                 let outside = NSTemporaryDirectory() + "prewarm-outside-" + UUID().uuidString.prefix(8)
                 let model = try RealClaudeTests.FakeModel(outside: outside)
                 let directory = try TestDaemon.makeTemporaryDirectory()
@@ -101,6 +107,7 @@ extension LiveDaemons {
                         base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
                         config_dir = "\(configDirectory)"
                         env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(model.port)", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
+                        \(extra)
                         [pool.ready]
                         timeout_s = 120
 

@@ -141,6 +141,30 @@ async def external_mcp(count):
         emit(**await run(f"Hello {index}.", options(mcp_servers=servers)))
 
 
+async def turn(prompt, session=None):
+    """One query of a conversation: a fresh one, or one resuming `session` (the test waits
+    between them for what it checks)."""
+    opts = options(resume=session) if session else options()
+    emit(**await run(prompt, opts))
+
+
+async def conversations(count, turns):
+    """`count` conversations at once, each a fresh query then `turns` resumed ones, each
+    resumed query sent once its session's last one has ended and `pause` seconds passed."""
+    pause = float(os.environ.get("PREWARM_TEST_PAUSE", "2"))
+
+    async def one(index):
+        first = await run(f"Conversation {index} begins.", options())
+        emit(conversation=index, **first)
+        for step in range(turns):
+            await anyio.sleep(pause)
+            emit(conversation=index, **await run(f"Conversation {index}, turn {step + 2}.", options(resume=first["session_id"])))
+
+    async with anyio.create_task_group() as group:
+        for index in range(count):
+            group.start_soon(one, index)
+
+
 SCENARIOS = {
     "plain": lambda: plain(int(sys.argv[2]) if len(sys.argv) > 2 else 3),
     "tools": tools,
@@ -149,6 +173,8 @@ SCENARIOS = {
     "model": lambda: model(sys.argv[2]),
     "agents": agents,
     "external-mcp": lambda: external_mcp(2),
+    "turn": lambda: turn(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None),
+    "conversations": lambda: conversations(int(sys.argv[2]), int(sys.argv[3])),
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import PrewarmCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension LiveDaemons {
+    /// Resume spares end to end: the official Python SDK's `query(resume=...)` through
+    /// `prewarm-claude`, its bundled real CLI, the fake model (each answer says how many user
+    /// turns it received: the whole conversation, or not).
+    @Suite("Resume spares (Python SDK)", .serialized, .enabled(if: SDKEnvironment.available, "needs the claude-agent-sdk virtualenv (.ci/run makes it)"))
+    struct ResumeSpareSDKTests {
+        /// The children of a process we started (from /proc).
+        static func children(of pid: pid_t) -> [pid_t] {
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+            return text.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+
+        static func harness(ttl: Int = 600, maxProcesses: Int = 4) async throws -> SDKDropInTests.Harness {
+            try await SDKDropInTests.Harness.start(
+                extra: """
+                    resume_spares = true
+                    resume_spare_ttl_s = \(ttl)
+                    max_processes = \(maxProcesses)
+                    """
+            )
+        }
+
+        static func turns(in query: [String: Any]) -> Int? {
+            guard let text = (query["texts"] as? [String])?.first, let range = text.range(of: #"\[user turns: (\d+)\]"#, options: .regularExpression) else { return nil }
+            return Int(text[range].dropFirst("[user turns: ".count).dropLast())
+        }
+
+        /// Waits until the pool holds a ready resume spare (the event is the spare's readiness,
+        /// seen in the pool's status).
+        static func resumeSpareReady(_ daemon: TestDaemon) async throws {
+            try await waitUntil("a resume spare is ready", timeout: .seconds(90)) { try await daemon.pool("sdk").resumeReady == 1 }
+        }
+
+        /// One fresh query, then resumed ones: each resumed turn is a resume hit and sees every
+        /// earlier turn; a turn continued behind the daemon's back (the CLI run directly, as
+        /// another host would) makes the spare stale: that turn runs cold with the whole
+        /// context; a client that kills its run leaves no spare behind for it.
+        @Test func aConversationResumesWarm() async throws {
+            let harness = try await Self.harness()
+            let daemon = harness.daemon
+            let first = try harness.queries("turn", ["Remember the word apple."])
+            let session = try #require(first.first?["session_id"] as? String)
+            #expect(Self.turns(in: first[0]) == 1)
+            for turn in 2...4 {
+                try await Self.resumeSpareReady(daemon)
+                let resumed = try harness.queries("turn", ["Turn \(turn): what was the word?", session])
+                #expect(resumed.first?["session_id"] as? String == session)
+                #expect(Self.turns(in: resumed[0]) == turn, "\(resumed)")
+            }
+            var pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHits == 3 && pool.resumeMisses == 0 && pool.cold == 0, "\(pool)")
+
+            // Another process continues the session (the real CLI, no daemon): the spare held
+            // for it loaded an older transcript.
+            try await Self.resumeSpareReady(daemon)
+            let elsewhere = try harness.queries("turn", ["Turn 5, elsewhere.", session], socket: daemon.directory + "/no-daemon.sock")
+            #expect(Self.turns(in: elsewhere[0]) == 5)
+            let stale = try harness.queries("turn", ["Turn 6: still there?", session])
+            #expect(Self.turns(in: stale[0]) == 6, "the cold turn has the whole context: \(stale)")
+            pool = try await daemon.pool("sdk")
+            #expect(pool.resumeStale == 1 && pool.resumeMisses == 1 && pool.cold == 1 && pool.resumeHits == 3, "\(pool)")
+
+            // The pool's own spares need the room (max_processes 4, held now: one idle spare and
+            // one resume spare; four spares asked for): the resume spare goes, no spare is shed.
+            try await Self.resumeSpareReady(daemon)
+            let patched = try await daemon.client.request(.PATCH, "/v1/pools/sdk", body: ByteBuffer(string: #"{"spares": 4}"#))
+            #expect(patched.status == 200)
+            try await waitUntil("the resume spare makes room", timeout: .seconds(60)) { try await daemon.pool("sdk").resumeEvicted == 1 }
+            try await waitUntil("the pool's spares are there", timeout: .seconds(90)) { try await daemon.pool("sdk").idle == 4 }
+            pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHeld == 0 && pool.shed == 0, "\(pool)")
+            // Back to one spare: the next resume is a miss (its spare is gone), with its context.
+            _ = try await daemon.client.request(.PATCH, "/v1/pools/sdk", body: ByteBuffer(string: #"{"spares": 1}"#))
+            let missed = try harness.queries("turn", ["Turn 7.", session])
+            #expect(Self.turns(in: missed[0]) == 7)
+            #expect(try await daemon.pool("sdk").resumeMisses == 2)
+        }
+
+        /// A resume spare older than its TTL is gone; the turn then runs cold, with its context.
+        @Test func aSpareOlderThanItsTTLIsGone() async throws {
+            let harness = try await Self.harness(ttl: 1)
+            let daemon = harness.daemon
+            let first = try harness.queries("turn", ["Remember the word pear."])
+            let session = try #require(first.first?["session_id"] as? String)
+            try await waitUntil("the resume spare expires", timeout: .seconds(90)) {
+                let pool = try await daemon.pool("sdk")
+                return pool.resumeExpired == 1 && pool.resumeHeld == 0
+            }
+            let resumed = try harness.queries("turn", ["And now?", session])
+            #expect(Self.turns(in: resumed[0]) == 2)
+            let pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHits == 0 && pool.resumeMisses == 1 && pool.cold == 1, "\(pool)")
+            // Its transcript got no metadata from the expired spare (killed, not let exit):
+            // the resumed turn is the only writer after the first.
+            let transcript = try #require(SessionTranscript.path(sessionID: session, cwd: harness.project, env: ["CLAUDE_CONFIG_DIR": harness.configDirectory]))
+            let text = try String(contentsOfFile: transcript, encoding: .utf8)
+            #expect(text.components(separatedBy: "\"type\":\"user\"").count - 1 >= 2)
+        }
+
+        /// Garbage and departures: a resume of a session that does not exist runs cold and fails
+        /// as the CLI fails it (no spare made for it); a run whose client is killed mid-turn
+        /// leaves no resume spare for its session.
+        @Test func bogusSessionsAndKilledClientsMakeNoSpare() async throws {
+            let harness = try await Self.harness()
+            let daemon = harness.daemon
+            let bogus = UUID().uuidString.lowercased()
+            let environment = harness.environment(socket: daemon.socket)
+            let (_, out, _) = try SDKEnvironment.run(SDKEnvironment.python!, [SDKEnvironment.driver, "turn", "Hello?", bogus], environment: environment)
+            #expect(out.contains("error") || out.contains("\"is_error\": true"), "the CLI refuses an unknown session: \(out)")
+            var pool = try await daemon.pool("sdk")
+            #expect(pool.resumeMisses == 1 && pool.resumeHeld == 0, "\(pool)")
+
+            // A real session; its next run's client is killed while the model answers slowly.
+            let first = try harness.queries("turn", ["Remember the word plum."])
+            let session = try #require(first.first?["session_id"] as? String)
+            try await Self.resumeSpareReady(daemon)
+            let driver = Process()
+            driver.executableURL = URL(fileURLWithPath: SDKEnvironment.python!)
+            driver.arguments = [SDKEnvironment.driver, "turn", "PREWARM_SLOW please", session]
+            driver.environment = environment
+            try driver.run()
+            defer {
+                kill(driver.processIdentifier, SIGKILL)
+                driver.waitUntilExit()
+            }
+            try await waitUntil("the resumed run is busy", timeout: .seconds(60)) { try await daemon.pool("sdk").busy == 1 }
+            // The SDK's child, prewarm-claude, dies mid-turn: its connection closes.
+            let dropIn = try #require(Self.children(of: driver.processIdentifier).first, "the SDK's prewarm-claude")
+            kill(dropIn, SIGKILL)
+            try await waitUntil("its process is gone", timeout: .seconds(60)) { try await daemon.pool("sdk").busy == 0 }
+            pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHits == 1 && pool.resumeHeld == 0, "a killed run leaves no spare: \(pool)")
+        }
+    }
+}
