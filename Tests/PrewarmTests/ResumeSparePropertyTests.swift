@@ -25,6 +25,8 @@ struct ResumeSparePropertyTests {
         var nextSession = 1
         var nextWaiter: UInt64 = 1_000_000
         var violations: [String] = []
+        /// The label of each resume key's session.
+        var keyLabel: [ResumeKey: Int] = [:]
 
         mutating func apply(_ actions: [Machine.Action], coldOwner: (WaiterID, Int)? = nil) {
             for action in actions {
@@ -32,8 +34,15 @@ struct ResumeSparePropertyTests {
                 case .start(let spare):
                     if let owner = machine.owner(of: spare) {
                         processSession[spare] = coldOwner.flatMap { $0.0 == owner ? $0.1 : nil } ?? waiterSession[owner] ?? -1
+                    } else if let key = machine.resumeKey(of: spare) {
+                        processSession[spare] = keyLabel[key] ?? -2
+                        // Started only where it fits (resume spares being killed counted gone).
+                        if let room = machine.room, machine.chargedBytes - ResumeSparePropertyTests.retiringHoldBytes(machine) > room {
+                            violations.append("resume spare \(spare) started beyond the room: \(machine.chargedBytes) > \(room)")
+                        }
+                        if machine.queue.count > 0 { violations.append("resume spare \(spare) started while turns wait") }
                     } else {
-                        processSession[spare] = 0  // a resume spare's is set by the test after `resumeWanted`
+                        processSession[spare] = 0
                     }
                 case .deliver(let waiter, let spare, _):
                     check(spare, servesTurnOf: waiterSession[waiter], label: "deliver to \(waiter)")
@@ -118,18 +127,13 @@ struct ResumeSparePropertyTests {
                 // A session's turn ended: a resume spare for it, if it fits.
                 event = "resume wanted"
                 let (label, key) = Self.key(Int(random.next() % 6))
-                let (spare, actions) = model.machine.resumeWanted(key, now: now)
-                model.apply(actions)
-                if let spare {
-                    model.processSession[spare] = label
-                    if let room = model.machine.room, model.machine.chargedBytes - retiringHoldBytes(model.machine) > room {
-                        model.violations.append("a resume spare started beyond the room: \(model.machine.chargedBytes) > \(room)")
-                    }
-                }
+                model.keyLabel[key] = label
+                model.apply(model.machine.resumeWanted(key, now: now).1)
             case 4:
                 // A turn resuming a session: its spare if fresh, else a cold start with its own session.
                 event = "resumed turn"
                 let (label, key) = Self.key(Int(random.next() % 6))
+                model.keyLabel[key] = label
                 let fresh = random.next() % 4 != 0
                 let waiter = WaiterID(model.nextWaiter)
                 model.nextWaiter += 1
@@ -210,7 +214,7 @@ struct ResumeSparePropertyTests {
     }
 
     /// Retiring resume spares are killed at once: their bytes are as good as free.
-    func retiringHoldBytes(_ machine: Machine) -> Int {
+    static func retiringHoldBytes(_ machine: Machine) -> Int {
         machine.retiringHolds.reduce(0) { total, spare in total + (machine.processes[spare].map { Machine.charge($0, machine.settings.costs!) } ?? 0) }
     }
 
@@ -287,20 +291,36 @@ struct ResumeSparePropertyTests {
         #expect(m.counters.resumeEvicted == 1 && m.counters.shed == 0 && m.busyCount == 1)
     }
 
-    @Test func noResumeSpareWhileThePoolIsShortOfSpares() {
+    /// The pool's own spares first: a resume spare wanted while they are short starts once
+    /// they are there; one wanted longer than its TTL ago is forgotten.
+    @Test func aResumeSpareWaitsForThePoolsSpares() throws {
         let now = ContinuousClock.now
         var settings = Self.settings
         settings.spares = 2
         var m = Machine(settings: settings)
-        _ = m.start(now: now)  // one of its two spares starting (max_starting 1): the pool's own come first
-        #expect(m.resumeWanted(Self.key(0).key, now: now).0 == nil)
+        let first = try #require(m.start(now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }.first)
+        // One of its two spares starting (max_starting 1).
+        let key = Self.key(0).key
+        #expect(m.resumeWanted(key, now: now).0 == nil && m.wantedResumeKeys == [key])
+        let second = try #require(m.processReady(first, now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }.first)
+        #expect(m.resumeKey(of: second) == nil, "the pool's second spare first")
+        let started = m.processReady(second, now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
+        #expect(started.count == 1 && m.resumeKey(of: started[0]) == key)
+        // Wanted too long ago: forgotten.
+        var late = Machine(settings: settings)
+        _ = late.start(now: now)
+        _ = late.resumeWanted(key, now: now)
+        _ = late.memoryChanged(now: now.advanced(by: .seconds(61)))
+        #expect(late.wantedResumeKeys.isEmpty)
     }
 
     @Test func atMostMaxResumeSparesTheOldestGoes() throws {
         let now = ContinuousClock.now
         var m = Self.ready(now: now)
         let first = try #require(m.resumeWanted(Self.key(0).key, now: now).0)
-        _ = try #require(m.resumeWanted(Self.key(1).key, now: now.advanced(by: .seconds(1))).0)
+        _ = m.processReady(first, now: now)  // one start-up at a time (max_starting 1)
+        let second = try #require(m.resumeWanted(Self.key(1).key, now: now.advanced(by: .seconds(1))).0)
+        _ = m.processReady(second, now: now)
         let (third, actions) = m.resumeWanted(Self.key(2).key, now: now.advanced(by: .seconds(2)))
         #expect(third != nil && actions.contains(.retire(first)))
         #expect(m.resumeHeldCount == 2 && m.counters.resumeEvicted == 1)

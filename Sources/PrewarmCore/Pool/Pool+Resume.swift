@@ -41,11 +41,12 @@ extension Pool {
             return
         }
         let actions = mutate { state -> [PoolStateMachine.Action] in
-            let (spare, actions) = state.machine.resumeWanted(key, now: .now)
-            if let spare {
-                state.launches[spare] = config
-                state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript)
-            }
+            state.resumeLaunches[key] = (config, transcript)
+            let actions = state.machine.resumeWanted(key, now: .now).1
+            // Settings of spares no longer wanted (replaced, expired) are let go; those of
+            // spares started by these actions are taken when they are performed.
+            let live = Set(state.machine.wantedResumeKeys).union(state.machine.resumeKeys)
+            state.resumeLaunches = state.resumeLaunches.filter { live.contains($0.key) }
             return actions
         }
         perform(actions)
@@ -54,6 +55,13 @@ extension Pool {
     /// Whether a resume spare (starting or ready) is held for `key`.
     public func holdsResumeSpare(_ key: ResumeKey) -> Bool {
         state.withLock { $0.machine.resumeSpare(for: key) != nil }
+    }
+
+    /// The settings a resume spare starts with, taken when its start-up is performed.
+    static func takeResumeLaunch(_ state: inout State, spare: SpareID) -> PoolConfig? {
+        guard let key = state.machine.resumeKey(of: spare), let (config, transcript) = state.resumeLaunches.removeValue(forKey: key) else { return nil }
+        state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript)
+        return config
     }
 
     /// A resume spare is ready: its transcript's identity from now on is the one it serves.
@@ -70,6 +78,10 @@ extension Pool {
         guard let (spare, ready) = state.machine.resumeSpare(for: key), ready,
             let file = state.resumeFiles[spare], let identity = file.identity
         else { return false }
-        return FileIdentity(path: file.transcript) == identity
+        let now = FileIdentity(path: file.transcript)
+        if now != identity {
+            state.staleNote = "transcript \(file.transcript): \(identity) at readiness, \(now.map { "\($0)" } ?? "gone") now"
+        }
+        return now == identity
     }
 }

@@ -70,6 +70,9 @@ extension Pool {
                     let (answer, actions, shortfall) = arrive(waiter, launch: launch, continuation: continuation)
                     perform(actions)
                     if let shortfall { governor?.requestRoom(shortfall, for: name) }
+                    if case .resume = launch, let note = state.withLock({ state in defer { state.staleNote = nil }; return state.staleNote }) {
+                        logger.info("resume spare stale: its session's transcript changed since it was ready; the turn runs cold", metadata: ["reason": "\(note)"])
+                    }
                     switch answer {
                     case .none: break
                     case .take(let spare): continuation.resume(returning: (spare, .warm))

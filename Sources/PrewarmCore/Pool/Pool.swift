@@ -78,6 +78,10 @@ public final class Pool: Sendable {
         var runProfile: (config: PoolConfig, profile: RunProfile?)?
         /// Resume spares' transcripts (Pool+Resume).
         var resumeFiles: [SpareID: ResumeSpareFile] = [:]
+        /// Why the last resume spare was found stale (for the log).
+        var staleNote: String?
+        /// The settings of resume spares wanted, until they start.
+        var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String)] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
@@ -220,8 +224,17 @@ public final class Pool: Sendable {
         for action in actions {
             switch action {
             case .start(let spare):
-                let process = state.withLock { state in
-                    let config = state.launches.removeValue(forKey: spare) ?? state.config
+                let process = state.withLock { state -> (any PoolProcess)? in
+                    let config: PoolConfig
+                    if let launch = state.launches.removeValue(forKey: spare) {
+                        config = launch
+                    } else if state.machine.resumeKey(of: spare) != nil {
+                        // A resume spare starts with its session's settings, or not at all.
+                        guard let resume = Self.takeResumeLaunch(&state, spare: spare) else { return nil }
+                        config = resume
+                    } else {
+                        config = state.config
+                    }
                     // A spare boots below the turns' CPU priority, unless a turn waits already
                     // (queued, or the one a cold start is for: both are counted as waiting).
                     let background = state.machine.waitingCount == 0
@@ -229,6 +242,10 @@ public final class Pool: Sendable {
                     state.processes[spare] = process
                     state.lives[spare] = Life()
                     return process
+                }
+                guard let process else {
+                    perform(mutate { $0.machine.startFailed(spare, reason: "a resume spare's settings are gone", now: .now) })
+                    continue
                 }
                 launch.yield(process)
             case .retire(let spare):

@@ -50,31 +50,64 @@ extension PoolStateMachine {
     }
 
     /// A turn of `key`'s session ended and its process is gone: a resume spare for the
-    /// session's next turn is started if the pool keeps them and it fits (the caller starts
-    /// the returned id with the session's settings), after retiring the session's earlier
-    /// ones (their transcript has moved on). nil: none started.
+    /// session's next turn is wanted, after the session's earlier ones are retired (their
+    /// transcript has moved on). It starts now if it can, else as soon as the pool's own
+    /// spares are there, a start-up slot is free and it fits (`startWantedResumes`), unless
+    /// its TTL passes first. Returns its id if it started now (the caller's `.start` action
+    /// for it carries the key: `resumes[id]`).
     public mutating func resumeWanted(_ key: ResumeKey, now: Instant) -> (SpareID?, [Action]) {
         var actions: [Action] = []
-        guard let resume = settings.resume, resume.maxHeld > 0, !draining, !failing, !pressure, !inBackoff(now) else { return (nil, actions) }
+        guard let resume = settings.resume, resume.maxHeld > 0, !draining else { return (nil, actions) }
         for (spare, hold) in resumes where hold.key.session == key.session {
             if case .held(let ready) = processes[spare] {
                 counters.resumeStale += 1
                 retireHold(spare, wasReady: ready != nil, into: &actions)
             }
         }
-        // The pool's own spares and waiting turns first.
-        guard queue.isEmpty, idleCount + poolStartingCount >= effectiveSpares else { return (nil, actions) }
-        while resumes.count >= resume.maxHeld, let oldest = oldestHold() {
-            evict(oldest, into: &actions)
-        }
-        evictHolds(toStart: 1, into: &actions)
-        guard roomToStart(1) else { return (nil, actions) }
-        let spare = makeSpareID()
-        processes[spare] = .held(ready: nil)
-        resumes[spare] = ResumeHold(key: key, made: now)
-        actions.append(.start(spare))
-        return (spare, actions)
+        wantedResumes.removeAll { $0.key.session == key.session }
+        wantedResumes.append(ResumeHold(key: key, made: now))
+        if wantedResumes.count > resume.maxHeld { wantedResumes.removeFirst(wantedResumes.count - resume.maxHeld) }
+        startWantedResumes(now: now, into: &actions)
+        let started = resumes.first { $0.value.key == key && processes[$0.key] == .held(ready: nil) }?.key
+        return (started, actions)
     }
+
+    /// Resume spares still wanted (their session's turn ended; not started yet), oldest first.
+    public var wantedResumeKeys: [ResumeKey] { wantedResumes.map(\.key) }
+
+    /// Starts wanted resume spares, newest first, while the pool's own spares and waiting
+    /// turns are covered, a start-up slot (`max_starting`, shared with the pool's start-ups)
+    /// is free and one fits; older resume spares make way for newer ones. Those wanted for
+    /// longer than the TTL are forgotten. Called at the end of every refill.
+    mutating func startWantedResumes(now: Instant, into actions: inout [Action]) {
+        guard let resume = settings.resume, !wantedResumes.isEmpty else { return }
+        wantedResumes.removeAll { $0.made.advanced(by: resume.ttl) <= now }
+        guard !draining, !failing, !pressure, !inBackoff(now) else { return }
+        while let wanted = wantedResumes.last,
+            queue.isEmpty, idleCount + poolStartingCount >= effectiveSpares,
+            startingCount + resumeStartingCount < settings.maxStarting
+        {
+            while resumes.count >= resume.maxHeld, let oldest = oldestHold() {
+                evict(oldest, into: &actions)
+            }
+            evictHolds(toStart: 1, into: &actions)
+            guard roomToStart(1) else { return }
+            wantedResumes.removeLast()
+            let spare = makeSpareID()
+            processes[spare] = .held(ready: nil)
+            resumes[spare] = wanted
+            actions.append(.start(spare))
+        }
+    }
+
+    /// The keys of the resume spares held.
+    public var resumeKeys: [ResumeKey] { resumes.values.map(\.key) }
+
+    /// The key a resume spare was started for.
+    public func resumeKey(of spare: SpareID) -> ResumeKey? { resumes[spare]?.key }
+
+    /// Resume spares starting now.
+    var resumeStartingCount: Int { resumes.keys.count { processes[$0] == .held(ready: nil) } }
 
     /// A turn resuming a session arrived: its resume spare is handed over if there is one,
     /// ready, and `fresh` (the caller checked the session's transcript against the spare's

@@ -156,6 +156,8 @@ public struct PoolStateMachine: Sendable {
     var dedicated: [SpareID: WaiterID] = [:]
     /// Resume spares, by process (PoolStateMachine+Resume).
     var resumes: [SpareID: ResumeHold] = [:]
+    /// Resume spares wanted and not started yet, oldest first (PoolStateMachine+Resume).
+    var wantedResumes: [ResumeHold] = []
     /// Resume spares retired and not gone yet: killed at once, so their room is as good as free.
     var retiringHolds: Set<SpareID> = []
     private var nextSpare: UInt64 = 1
@@ -241,13 +243,16 @@ public struct PoolStateMachine: Sendable {
     }
 
     /// Whether `extra` more bytes fit in the room. A retiring spare has its stdin closed and
-    /// is gone within milliseconds, so a turn taking a warm spare may count its bytes as free
-    /// (`countRetiringSparesFree`); start-ups never do.
+    /// is gone within milliseconds (a resume spare is killed), so a turn taking a warm spare
+    /// may count its bytes as free (`countRetiringSparesFree`); start-ups never do.
     func fits(_ extra: Int, countRetiringSparesFree: Bool = false) -> Bool {
         guard let room, let costs = settings.costs else { return true }
         var charged = chargedBytes
         if countRetiringSparesFree {
-            charged -= processes.values.count { $0 == .retiring(wasIdle: true) } * costs.spare
+            // Retiring resume spares are killed at once, whatever they were doing.
+            for (spare, state) in processes where state == .retiring(wasIdle: true) || retiringHolds.contains(spare) {
+                charged -= Self.charge(state, costs)
+            }
         }
         return charged + extra <= room
     }
@@ -658,6 +663,7 @@ public struct PoolStateMachine: Sendable {
     public mutating func drain(now: Instant) -> [Action] {
         var actions: [Action] = []
         draining = true
+        wantedResumes.removeAll()
         for waiter in removeAllWaiters(into: &actions) {
             counters.rejected += 1
             actions.append(.reject(waiter.id, .draining))
@@ -711,6 +717,7 @@ public struct PoolStateMachine: Sendable {
         }
         // Those started together contend with each other from the start.
         for spare in started { sizingStarted(spare, concurrency: startingCount, now: now) }
+        startWantedResumes(now: now, into: &actions)
     }
 
     func inBackoff(_ now: Instant) -> Bool {
