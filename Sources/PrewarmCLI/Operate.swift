@@ -235,9 +235,31 @@ struct Advise: AsyncParsableCommand {
             verdict += "; the miss target is not met within the memory budget (\(a.memoryMaxSpares ?? 0) spares fit): add memory or scale out"
         }
         lines.append(verdict)
+        if let r = a.resume { lines.append(describe(r)) }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Resumed turns: served by resume spares or not, and whether the TTL was the cause.
+    static func describe(_ r: ResumeAdvice) -> String {
+        let gaps = "gaps between a session's turns p50 \(seconds(r.gapSecondsP50)), p90 \(seconds(r.gapSecondsP90))"
+        var lines = ["resumed turns: \(r.resumed), \(r.hits) from resume spares, \(r.misses) cold (\(r.stale) stale); \(gaps)"]
+        guard let ttl = r.ttlSeconds else {
+            lines.append("resume spares: off; resume_spares = true would start the next turn of each session warm")
+            return lines.joined(separator: "\n")
+        }
+        var verdict = "resume_spare_ttl_s = \(Int(ttl)): \(r.missesBeyondTTL) misses came after it had passed, \(r.missesWithinTTL) within it"
+        if r.missesWithinTTL > 0 { verdict += " (the spare not ready yet, memory or max_resume_spares)" }
+        if let suggested = r.suggestedTTLSeconds {
+            verdict += suggested > ttl
+                ? "; resume_spare_ttl_s = \(Int(suggested)) would have caught 90% of the gaps"
+                : "; resume_spare_ttl_s = \(Int(suggested)) covers 90% of the gaps and holds spares for less time"
+        }
+        lines.append(verdict)
         return lines.joined(separator: "\n")
     }
 }
+
+private func seconds(_ value: Double?) -> String { value.map { String(format: "%.1f s", $0) } ?? "-" }
 
 private func percent(_ value: Double) -> String { String(format: "%.1f%%", value * 100) }
 private func ms(_ value: Double?) -> String { value.map { "\(Int($0.rounded())) ms" } ?? "-" }

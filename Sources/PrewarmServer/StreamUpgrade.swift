@@ -277,7 +277,7 @@ final class StreamAdmission: Sendable {
                 // claim's fallback takes the same stream.
                 Turn(
                     id: turnID, input: ByteBuffer(), closeStdin: false, timeout: config.turnTimeout, claim: claim,
-                    dropLeadingChatter: config.kind == .claude, inputStream: input, ownedDirectory: directory
+                    dropLeadingChatter: config.kind == .claude, inputStream: input, ownedDirectory: directory, resume: plan.resume
                 )
             }
         } catch {

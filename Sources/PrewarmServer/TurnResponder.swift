@@ -37,7 +37,7 @@ struct TurnResponder {
         let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
             Turn(
                 id: turnID, input: body, closeStdin: config.turn.closeStdin, timeout: config.turnTimeout, claim: claim,
-                dropLeadingChatter: config.kind == .claude, ownedDirectory: directory
+                dropLeadingChatter: config.kind == .claude, ownedDirectory: directory, resume: plan.resume
             )
         }
         // Hummingbird does not cancel a handler whose client went away: the connection's
@@ -155,13 +155,34 @@ struct TurnResponder {
         var claim: ClaimPlan?
         /// With `claim_fallback`: where the turn goes when the claim is refused.
         var fallback: Pool.Launch?
+        /// What a resume spare of the turn's session copies once the turn is over.
+        var resume: ResumeSource?
 
         /// A claude pool's turn with `session`: a claimed spare, a spare as it is, or a
-        /// process started with the session (a resume, a session no spare serves).
+        /// process started with the session (a resume: its resume spare if one is ready; a
+        /// session no spare serves).
         static func claude(session: SessionSettings, config: PoolConfig, turnID: String) -> Plan {
+            var plan = claudeLaunch(session: session, config: config, turnID: turnID)
+            // The next turn of the session resumes it with the same settings (a session with
+            // a directory of its own: a resume finds its transcript by the directory).
+            var next = session
+            next.resume = nil
+            let own = config.forSession(next)
+            if config.claude != nil, let cwd = own.cwd {
+                plan.resume = ResumeSource(run: RunDescription(argv: own.args, cwd: cwd, env: own.env), config: own)
+            }
+            return plan
+        }
+
+        private static func claudeLaunch(session: SessionSettings, config: PoolConfig, turnID: String) -> Plan {
             guard let claude = config.claude else { return Plan() }
             if session.resume != nil {
-                return Plan(launch: .cold(config.forSession(session)))  // a claimed spare cannot resume: the CLI refuses
+                // A claimed spare cannot resume (the CLI refuses): its resume spare, or cold.
+                let own = config.forSession(session)
+                if let cwd = own.cwd, let key = ResumeKey(run: RunDescription(argv: own.args, cwd: cwd, env: own.env), executable: config.executable) {
+                    return Plan(launch: .resume(key, cold: own))
+                }
+                return Plan(launch: .cold(own))
             }
             if claude.claim && claude.claimSupported {
                 return Plan(
@@ -250,21 +271,24 @@ struct TurnContext: Sendable {
     /// The turn is over: its log line, its metrics, its journal row.
     func finished(lease: Lease, firstByte: Duration?, result: TurnResult, bytesIn: Int, bytesOut: Int) {
         let duration = arrived.duration(to: .now)
-        logger.info(
-            "turn",
-            metadata: [
+        var metadata: Logger.Metadata = lease.resume.map { ["turn.resume": "\($0.rawValue)"] } ?? [:]
+        metadata.merge(
+            [
                 "pool.name": "\(pool.name)", "turn.id": "\(turnID)", "process.pid": "\(lease.pid)",
                 "turn.start": "\(lease.startKind.rawValue)", "turn.wait_ms": "\(lease.waited.wholeMilliseconds)",
                 "turn.first_byte_ms": "\(firstByte.map { String($0.wholeMilliseconds) } ?? "-")",
                 "turn.duration_ms": "\(duration.wholeMilliseconds)", "turn.outcome": "\(result.outcome.rawValue)",
                 "turn.bytes_in": "\(bytesIn)", "turn.bytes_out": "\(bytesOut)",
-            ]
+            ],
+            uniquingKeysWith: { $1 }
         )
+        logger.info("turn", metadata: metadata)
         broker.telemetry.turn(
             TurnRecord(
                 time: arrivedAt, pool: pool.name, turnID: turnID, start: lease.startKind.rawValue, outcome: result.outcome.rawValue,
                 waitMs: lease.waited.milliseconds, firstByteMs: firstByte?.milliseconds, durationMs: duration.milliseconds,
-                bytesIn: bytesIn, bytesOut: bytesOut, pid: Int(lease.pid), callerUID: caller.map(Int.init), twoWay: twoWay
+                bytesIn: bytesIn, bytesOut: bytesOut, pid: Int(lease.pid), callerUID: caller.map(Int.init), twoWay: twoWay,
+                sessionID: lease.sessionID, resume: lease.resume?.rawValue
             )
         )
     }

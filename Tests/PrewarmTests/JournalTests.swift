@@ -201,3 +201,40 @@ import Testing
         }
     }
 }
+
+/// `prewarm advise` on resume spares: each session's gaps between turns, and whether the TTL
+/// would have caught the misses.
+@Suite("Journal: resumed turns")
+struct ResumeAdviceTests {
+    static func turn(_ at: Double, _ session: String, resume: ResumeOutcome?, durationMs: Double = 1000) -> TurnRecord {
+        TurnRecord(
+            time: Date(timeIntervalSince1970: 1_800_000_000 + at), pool: "sdk", turnID: "t\(at)", start: resume == .hit ? "warm" : "cold",
+            outcome: "completed", waitMs: 1, durationMs: durationMs, sessionID: session, resume: resume?.rawValue
+        )
+    }
+
+    @Test func sessionsAndResumesRoundTripThroughTheJournal() throws {
+        let path = try JournalTests.temporaryPath()
+        try Journal.write(path: path, turns: [Self.turn(0, "s1", resume: nil), Self.turn(5, "s1", resume: .stale)])
+        let back = try JournalReader(path: path).turns(since: .distantPast)
+        #expect(back.map(\.sessionID) == ["s1", "s1"] && back.map(\.resume) == [nil, "stale"])
+    }
+
+    @Test func missesBeyondTheTTLAskForALongerOne() throws {
+        // s1: turns 10 s apart after each ended (hits); s2: a turn 900 s after its last (a miss beyond
+        // a 600 s TTL); s3: a miss 3 s after (within: the spare was not ready).
+        let turns = [
+            Self.turn(0, "s1", resume: nil), Self.turn(11, "s1", resume: .hit), Self.turn(22, "s1", resume: .hit),
+            Self.turn(1, "s2", resume: nil), Self.turn(902, "s2", resume: .miss),
+            Self.turn(2, "s3", resume: nil), Self.turn(6, "s3", resume: .miss), Self.turn(30, "s3", resume: .stale),
+        ]
+        let advice = try #require(ResumeAdvice.advise(turns: turns, ttl: .seconds(600)))
+        #expect(advice.resumed == 5 && advice.hits == 2 && advice.misses == 3 && advice.stale == 1)
+        #expect(advice.missesBeyondTTL == 1 && advice.missesWithinTTL == 1)
+        #expect(advice.gapSecondsP50 == 10 && advice.gapSecondsP90 == 900)
+        #expect(advice.suggestedTTLSeconds == 1080)
+        // Off: every miss is one a resume spare could have caught; no resumed turn: no advice.
+        #expect(ResumeAdvice.advise(turns: turns, ttl: nil)?.ttlSeconds == nil)
+        #expect(ResumeAdvice.advise(turns: [Self.turn(0, "s1", resume: nil)], ttl: .seconds(600)) == nil)
+    }
+}

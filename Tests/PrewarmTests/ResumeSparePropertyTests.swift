@@ -239,15 +239,25 @@ struct ResumeSparePropertyTests {
         let spare = try #require(m.resumeWanted(key, now: now).0)
         #expect(m.resumeHeldCount == 1 && m.idleCount == 1)
         _ = m.processReady(spare, now: now)
-        // Another command line of the same session does not get it: it runs cold, and the
-        // spare, now behind its transcript, goes.
-        let (other, otherActions) = m.resumeTurnArrived(WaiterID(1), key: Self.key(3).key, fresh: true, now: now)
+        // Another session does not get it: it runs cold.
+        let (other, _) = m.resumeTurnArrived(WaiterID(1), key: Self.key(1).key, fresh: true, now: now)
         #expect(other == .wait(WaiterID(1)))
-        #expect(m.counters.resumeMisses == 1 && m.resumeHeldCount == 1, "a different key leaves the spare of key 0")
-        _ = otherActions
+        #expect(m.counters.resumeMisses == 1 && m.resumeHeldCount == 1)
         let (decision, _) = m.resumeTurnArrived(WaiterID(2), key: key, fresh: true, now: now)
         #expect(decision == .take(spare))
         #expect(m.counters.resumeHits == 1 && m.counters.warm == 1 && m.resumeHeldCount == 0)
+    }
+
+    /// Another command line of the same session does not get it either: it runs cold, and the
+    /// spare, about to be behind its transcript, goes.
+    @Test func anotherCommandLineOfTheSessionRetiresItsSpare() throws {
+        let now = ContinuousClock.now
+        var m = Self.ready(now: now)
+        let spare = try #require(m.resumeWanted(Self.key(0).key, now: now).0)
+        _ = m.processReady(spare, now: now)
+        let (decision, actions) = m.resumeTurnArrived(WaiterID(1), key: Self.key(3).key, fresh: true, now: now)
+        #expect(decision == .wait(WaiterID(1)) && actions.contains(.retire(spare)))
+        #expect(m.counters.resumeMisses == 1 && m.resumeHeldCount == 0)
     }
 
     @Test func aStaleSpareIsDiscardedAndTheTurnRunsCold() throws {
@@ -302,10 +312,9 @@ struct ResumeSparePropertyTests {
         // One of its two spares starting (max_starting 1).
         let key = Self.key(0).key
         #expect(m.resumeWanted(key, now: now).0 == nil && m.wantedResumeKeys == [key])
-        let second = try #require(m.processReady(first, now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }.first)
-        #expect(m.resumeKey(of: second) == nil, "the pool's second spare first")
-        let started = m.processReady(second, now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
-        #expect(started.count == 1 && m.resumeKey(of: started[0]) == key)
+        // Its first spare ready: the second starts, and with both under way the resume spare too.
+        let started = m.processReady(first, now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
+        #expect(started.count == 2 && m.resumeKey(of: started[0]) == nil && m.resumeKey(of: started[1]) == key)
         // Wanted too long ago: forgotten.
         var late = Machine(settings: settings)
         _ = late.start(now: now)
@@ -324,6 +333,20 @@ struct ResumeSparePropertyTests {
         let (third, actions) = m.resumeWanted(Self.key(2).key, now: now.advanced(by: .seconds(2)))
         #expect(third != nil && actions.contains(.retire(first)))
         #expect(m.resumeHeldCount == 2 && m.counters.resumeEvicted == 1)
+    }
+
+    /// A turn of the session that arrives first (a miss) makes its wanted spare obsolete: it
+    /// would load a transcript that turn is changing.
+    @Test func aTurnOfTheSessionCancelsItsWantedSpare() {
+        let now = ContinuousClock.now
+        var settings = Self.settings
+        settings.spares = 2
+        var m = Machine(settings: settings)
+        _ = m.start(now: now)  // the pool's spares first: the resume spare waits
+        _ = m.resumeWanted(Self.key(0).key, now: now)
+        #expect(m.wantedResumeKeys.count == 1)
+        _ = m.resumeTurnArrived(WaiterID(1), key: Self.key(0).key, fresh: true, now: now)
+        #expect(m.wantedResumeKeys.isEmpty && m.counters.resumeMisses == 1)
     }
 
     /// A session's newer turn makes its older resume spares stale.

@@ -202,6 +202,12 @@ public final class Journal: Sendable {
             try db.create(index: "sizing_by_pool_time", on: "sizing", columns: ["pool", "time"])
             try db.create(index: "sizing_by_time", on: "sizing", columns: ["time"])
         }
+        migrator.registerMigration("v3: turns' sessions and resume spares") { db in
+            try db.alter(table: "turn") { t in
+                t.add(column: "session_id", .text)
+                t.add(column: "resume", .text)
+            }
+        }
         return migrator
     }
 

@@ -129,6 +129,8 @@ public struct Advice: Sendable, Codable, Equatable {
     public var spareBytes: Int
     /// N-1, N and N+1.
     public var candidates: [Candidate]
+    /// Resumed turns and their sessions' gaps, when the journal has any.
+    public var resume: ResumeAdvice?
 
     public struct Candidate: Sendable, Codable, Equatable {
         public var spares: Int
@@ -165,6 +167,7 @@ public struct Advice: Sendable, Codable, Equatable {
         case memoryMaxSpares = "memory_max_spares"
         case cappedByMemory = "capped_by_memory"
         case spareBytes = "spare_bytes"
+        case resume
     }
 
     /// The most spares `advise` tries.
@@ -268,7 +271,8 @@ public struct Advice: Sendable, Codable, Equatable {
             memoryMaxSpares: memoryMax,
             cappedByMemory: capped,
             spareBytes: spareBytes,
-            candidates: shown
+            candidates: shown,
+            resume: ResumeAdvice.advise(turns: turns, ttl: config.resumeSpares?.ttl)
         )
     }
 
@@ -283,5 +287,83 @@ public struct Advice: Sendable, Codable, Equatable {
             below += term
         }
         return max(0, 1 - below)
+    }
+}
+
+/// `prewarm advise` on resume spares: the resumed turns the journal saw, served or not, and
+/// the gaps between each session's turns (from the end of one to the arrival of the next),
+/// so an operator sees whether `resume_spare_ttl_s` would have caught the misses.
+public struct ResumeAdvice: Sendable, Codable, Equatable {
+    /// Resumed turns, and how they were served.
+    public var resumed: Int
+    public var hits: Int
+    public var misses: Int
+    public var stale: Int
+    /// The pool's `resume_spare_ttl_s`; nil when it keeps no resume spares.
+    public var ttlSeconds: Double?
+    /// Misses (stale ones apart) whose gap was within the TTL: the TTL was not the cause
+    /// (the spare was not ready yet, memory, `max_resume_spares`), or, with no TTL, all of them.
+    public var missesWithinTTL: Int
+    /// Misses whose gap was longer than the TTL: a longer TTL would have caught them.
+    public var missesBeyondTTL: Int
+    /// Gaps between a session's turns, in seconds.
+    public var gapSecondsP50: Double?
+    public var gapSecondsP90: Double?
+    /// A TTL that covers 90% of the gaps seen, when it differs from the pool's.
+    public var suggestedTTLSeconds: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case resumed, hits, misses, stale
+        case ttlSeconds = "ttl_s"
+        case missesWithinTTL = "misses_within_ttl"
+        case missesBeyondTTL = "misses_beyond_ttl"
+        case gapSecondsP50 = "gap_s_p50"
+        case gapSecondsP90 = "gap_s_p90"
+        case suggestedTTLSeconds = "suggested_ttl_s"
+    }
+
+    /// The most a suggested TTL may be (a spare held longer costs more than it saves).
+    public static let maxSuggestedTTL: Double = 3600
+
+    /// From one pool's turns, oldest first; nil when none was a resumed turn.
+    public static func advise(turns: [TurnRecord], ttl: Duration?) -> ResumeAdvice? {
+        guard turns.contains(where: { $0.resume != nil }) else { return nil }
+        let ttlSeconds = ttl.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        var advice = ResumeAdvice(
+            resumed: 0, hits: 0, misses: 0, stale: 0, ttlSeconds: ttlSeconds, missesWithinTTL: 0, missesBeyondTTL: 0
+        )
+        var lastEnd: [String: Date] = [:]
+        var gaps: [Double] = []
+        for turn in turns.sorted(by: { $0.time < $1.time }) {
+            let gap = turn.sessionID.flatMap { lastEnd[$0] }.map { turn.time.timeIntervalSince($0) }
+            if let outcome = turn.resume {
+                advice.resumed += 1
+                if let gap { gaps.append(max(0, gap)) }
+                switch outcome {
+                case ResumeOutcome.hit.rawValue: advice.hits += 1
+                case ResumeOutcome.stale.rawValue:
+                    advice.misses += 1
+                    advice.stale += 1
+                default:
+                    advice.misses += 1
+                    if let gap, let ttlSeconds, gap > ttlSeconds {
+                        advice.missesBeyondTTL += 1
+                    } else {
+                        advice.missesWithinTTL += 1
+                    }
+                }
+            }
+            if let session = turn.sessionID, turn.start != nil {
+                lastEnd[session] = turn.time.addingTimeInterval(turn.durationMs / 1000)
+            }
+        }
+        let sorted = gaps.sorted()
+        advice.gapSecondsP50 = PoolStats.percentile(sorted, 50)
+        advice.gapSecondsP90 = PoolStats.percentile(sorted, 90)
+        if let p90 = advice.gapSecondsP90 {
+            let suggested = min(maxSuggestedTTL, max(1, (p90 * 1.2).rounded(.up)))
+            if ttlSeconds.map({ abs($0 - suggested) / max($0, 1) > 0.25 }) ?? true { advice.suggestedTTLSeconds = suggested }
+        }
+        return advice
     }
 }

@@ -37,12 +37,18 @@ public struct TurnRecord: JournalRecord {
     public var callerUID: Int?
     /// A two-way (`Upgrade: prewarm-stream`) turn.
     public var twoWay: Bool
+    /// The session the turn ended in (its `result`'s), when a claude turn said.
+    public var sessionID: String?
+    /// A resumed turn: `hit` (its resume spare), `miss` or `stale` (cold); nil otherwise.
+    public var resume: String?
 
     public init(
         time: Date, pool: String, turnID: String, start: String?, outcome: String, errorCode: String? = nil, waitMs: Double,
         firstByteMs: Double? = nil, durationMs: Double, bytesIn: Int = 0, bytesOut: Int = 0, pid: Int? = nil, callerUID: Int? = nil,
-        twoWay: Bool = false
+        twoWay: Bool = false, sessionID: String? = nil, resume: String? = nil
     ) {
+        self.sessionID = sessionID
+        self.resume = resume
         self.time = time
         self.pool = pool
         self.turnID = turnID
@@ -73,6 +79,8 @@ public struct TurnRecord: JournalRecord {
         case bytesOut = "bytes_out"
         case callerUID = "caller_uid"
         case twoWay = "two_way"
+        case sessionID = "session_id"
+        case resume
     }
 
 }

@@ -9,8 +9,11 @@ import Logging
 /// served from a spare that loaded an older transcript.
 struct ResumeSpareFile: Sendable {
     let transcript: String
+    /// The transcript when the spare was asked for (its session's last turn over).
+    let before: FileIdentity?
     /// The transcript as it was when the spare became ready (a resuming CLI sets its mtime
-    /// while it loads: docs/claude-cli.md §7); nil before.
+    /// while it loads: docs/claude-cli.md §7); nil before, and nil for good if its contents
+    /// changed while the spare loaded it (size or file: the spare may have read either).
     var identity: FileIdentity?
 }
 
@@ -40,8 +43,9 @@ extension Pool {
             logger.debug("no resume spare: the session's transcript is not where the CLI keeps it", metadata: ["session.id": "\(session)"])
             return
         }
+        let before = FileIdentity(path: transcript)
         let actions = mutate { state -> [PoolStateMachine.Action] in
-            state.resumeLaunches[key] = (config, transcript)
+            state.resumeLaunches[key] = (config, transcript, before)
             let actions = state.machine.resumeWanted(key, now: .now).1
             // Settings of spares no longer wanted (replaced, expired) are let go; those of
             // spares started by these actions are taken when they are performed.
@@ -59,16 +63,22 @@ extension Pool {
 
     /// The settings a resume spare starts with, taken when its start-up is performed.
     static func takeResumeLaunch(_ state: inout State, spare: SpareID) -> PoolConfig? {
-        guard let key = state.machine.resumeKey(of: spare), let (config, transcript) = state.resumeLaunches.removeValue(forKey: key) else { return nil }
-        state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript)
+        guard let key = state.machine.resumeKey(of: spare), let (config, transcript, before) = state.resumeLaunches.removeValue(forKey: key) else { return nil }
+        state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript, before: before)
         return config
     }
 
     /// A resume spare is ready: its transcript's identity from now on is the one it serves.
     func resumeSpareReady(_ id: SpareID) {
+        let transcript = state.withLock { $0.resumeFiles[id]?.transcript }
+        guard let transcript else { return }
+        let now = FileIdentity(path: transcript)
         state.withLock { state in
             guard let file = state.resumeFiles[id] else { return }
-            state.resumeFiles[id]?.identity = FileIdentity(path: file.transcript)
+            // Only its mtime may have changed since it was asked for (the CLI's own touch).
+            if let now, let before = file.before, now.sameContents(as: before) {
+                state.resumeFiles[id]?.identity = now
+            }
         }
     }
 

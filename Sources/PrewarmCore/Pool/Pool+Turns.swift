@@ -27,7 +27,7 @@ extension Pool {
     public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
         let arrived = ContinuousClock.now
         while true {
-            let (spare, kind) = try await obtain(launch)
+            let (spare, kind, stale) = try await obtain(launch)
             let process = state.withLock { $0.processes[spare] }
             if Task.isCancelled {
                 // Handed over as the turn went away: nobody else may have it.
@@ -51,7 +51,11 @@ extension Pool {
                         throw PrewarmError(.claimRefused, "the CLI refused to bind a spare of pool \(name) to this session: \(message)", reason: reason)
                     }
                 }
-                return Lease(pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), process: process)
+                var resume: ResumeOutcome?
+                if case .resume = launch { resume = kind == .warm ? .hit : (stale ? .stale : .miss) }
+                return Lease(
+                    pool: name, spare: spare, pid: process.pid ?? 0, startKind: kind, waited: arrived.duration(to: .now), resume: resume, process: process
+                )
             }
             // It died between readiness and the claim: it is being replaced; ask again.
             logger.debug("spare gone before its claim; asking again", metadata: ["process.spare": "\(spare)"])
@@ -62,15 +66,20 @@ extension Pool {
 
     /// One request to the machine. The turn, its continuation and (if it waits) its place in
     /// the queue are registered in one locked step; a cancellation is a machine event.
-    private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind) {
+    /// `stale`: a resumed turn's spare was found stale (it runs cold).
+    private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind, stale: Bool) {
         let waiter = makeWaiterID()
         do {
-            return try await withTaskCancellationHandler {
+            let (spare, kind) = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
                     let (answer, actions, shortfall) = arrive(waiter, launch: launch, continuation: continuation)
                     perform(actions)
                     if let shortfall { governor?.requestRoom(shortfall, for: name) }
-                    if case .resume = launch, let note = state.withLock({ state in defer { state.staleNote = nil }; return state.staleNote }) {
+                    if case .resume = launch, let note = state.withLock({ state in
+                        defer { state.staleNote = nil }
+                        if state.staleNote != nil { state.staleWaiters.insert(waiter) }
+                        return state.staleNote
+                    }) {
                         logger.info("resume spare stale: its session's transcript changed since it was ready; the turn runs cold", metadata: ["reason": "\(note)"])
                     }
                     switch answer {
@@ -83,9 +92,12 @@ extension Pool {
             } onCancel: {
                 self.cancelWait(waiter)
             }
+            return (spare, kind, state.withLock { state in state.staleWaiters.remove(waiter) != nil })
         } catch let error as PrewarmError {
+            state.withLock { state in _ = state.staleWaiters.remove(waiter) }
             throw error
         } catch {
+            state.withLock { state in _ = state.staleWaiters.remove(waiter) }
             throw Self.cancelled
         }
     }
@@ -169,7 +181,12 @@ public struct Lease: Sendable {
     public let startKind: StartKind
     /// From the turn's arrival to the hand-over.
     public let waited: Duration
+    /// A resumed turn: served by its session's resume spare, or not (and why).
+    public let resume: ResumeOutcome?
     let process: any PoolProcess
+
+    /// The session its turn ended in (its last `result`), once it has.
+    public var sessionID: String? { process.servedTurn?.sessionID }
 
     /// The client went away: kill the process at once.
     public func clientGone() {
@@ -182,4 +199,14 @@ public struct Lease: Sendable {
     public func signal(_ signal: Int32) -> Bool {
         process.signal(signal)
     }
+}
+
+/// How a resumed turn was served.
+public enum ResumeOutcome: String, Sendable, Codable {
+    /// By its session's resume spare (warm).
+    case hit
+    /// Cold: no resume spare was ready for it.
+    case miss
+    /// Cold: its resume spare had loaded a transcript that changed since.
+    case stale
 }

@@ -80,8 +80,10 @@ public final class Pool: Sendable {
         var resumeFiles: [SpareID: ResumeSpareFile] = [:]
         /// Why the last resume spare was found stale (for the log).
         var staleNote: String?
+        /// Resumed turns whose spare was stale, until their lease is made.
+        var staleWaiters: Set<WaiterID> = []
         /// The settings of resume spares wanted, until they start.
-        var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String)] = [:]
+        var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String, before: FileIdentity?)] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }

@@ -76,8 +76,9 @@ extension PoolStateMachine {
     public var wantedResumeKeys: [ResumeKey] { wantedResumes.map(\.key) }
 
     /// Starts wanted resume spares, newest first, while the pool's own spares and waiting
-    /// turns are covered, a start-up slot (`max_starting`, shared with the pool's start-ups)
-    /// is free and one fits; older resume spares make way for newer ones. Those wanted for
+    /// turns are covered, fewer than `max_starting` resume spares are starting (a budget of
+    /// their own: the pool's start-ups are not held back by them, nor they by a refill) and
+    /// one fits; older resume spares make way for newer ones. Those wanted for
     /// longer than the TTL are forgotten. Called at the end of every refill.
     mutating func startWantedResumes(now: Instant, into actions: inout [Action]) {
         guard let resume = settings.resume, !wantedResumes.isEmpty else { return }
@@ -85,7 +86,7 @@ extension PoolStateMachine {
         guard !draining, !failing, !pressure, !inBackoff(now) else { return }
         while let wanted = wantedResumes.last,
             queue.isEmpty, idleCount + poolStartingCount >= effectiveSpares,
-            startingCount + resumeStartingCount < settings.maxStarting
+            resumeStartingCount < settings.maxStarting
         {
             while resumes.count >= resume.maxHeld, let oldest = oldestHold() {
                 evict(oldest, into: &actions)
@@ -114,6 +115,12 @@ extension PoolStateMachine {
     /// readiness); else that spare is retired and the turn gets a cold start of its own.
     public mutating func resumeTurnArrived(_ waiter: WaiterID? = nil, key: ResumeKey, fresh: Bool, now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
+        // The session moves on with this turn: a spare still wanted for it, or held for it
+        // with other settings, would load what this turn is about to change.
+        wantedResumes.removeAll { $0.key.session == key.session }
+        for (spare, hold) in resumes where hold.key.session == key.session && hold.key != key {
+            if case .held(let ready) = processes[spare] { retireHold(spare, wasReady: ready != nil, into: &actions) }
+        }
         if let (spare, ready) = resumeSpare(for: key) {
             if ready, fresh, !draining {
                 // As for a warm spare: other idle processes make room for its peak.

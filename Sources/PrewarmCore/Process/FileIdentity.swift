@@ -22,6 +22,12 @@ public struct FileIdentity: Sendable, Equatable {
         modified = info.st_mtim
     }
 
+    /// The same file with the same size: only its times may differ (an append, a rename over
+    /// it, a truncation would not keep both).
+    func sameContents(as other: Self) -> Bool {
+        device == other.device && inode == other.inode && size == other.size
+    }
+
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.device == rhs.device && lhs.inode == rhs.inode && lhs.size == rhs.size
             && lhs.modified.tv_sec == rhs.modified.tv_sec && lhs.modified.tv_nsec == rhs.modified.tv_nsec
