@@ -92,6 +92,12 @@ struct Status: AsyncParsableCommand {
                     + "(target_miss \(percent(auto.targetMiss))): \(auto.reason)"
             )
         }
+        for pool in pools where pool.resumeHeld + pool.resumeHits + pool.resumeMisses > 0 {
+            lines.append(
+                "\(pool.name) resume spares: \(pool.resumeHeld) held (\(pool.resumeReady) ready); resumed turns \(pool.resumeHits) warm, "
+                    + "\(pool.resumeMisses) cold (\(pool.resumeStale) stale); \(pool.resumeEvicted) evicted, \(pool.resumeExpired) expired"
+            )
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -150,8 +150,11 @@ public final class MemoryGovernor: Sendable {
         }
 
         if pressure && config.enforce {
-            // The pool with the most idle spares gives one up.
-            if let pool = pools.max(by: { $0.idleCount < $1.idleCount }), pool.idleCount > 0 {
+            // A resume spare goes first (the pool holding the most gives one up), else the
+            // pool with the most idle spares gives one up.
+            if let pool = pools.max(by: { $0.resumeHeldCount < $1.resumeHeldCount }), pool.resumeHeldCount > 0 {
+                _ = pool.shedResumeSpares(upTo: 1)
+            } else if let pool = pools.max(by: { $0.idleCount < $1.idleCount }), pool.idleCount > 0 {
                 _ = pool.shedIdle(upTo: 1)
             }
         }
@@ -167,6 +170,11 @@ public final class MemoryGovernor: Sendable {
     func requestRoom(_ bytes: Int, for requester: String) {
         guard config.enforce else { return }
         var freed = 0
+        // Every pool's resume spares before any pool's idle spares.
+        for pool in pools where pool.name != requester {
+            guard freed < bytes else { break }
+            freed += pool.shedResumeSpares(upTo: bytes - freed)
+        }
         for pool in pools where pool.name != requester {
             guard freed < bytes else { break }
             freed += pool.shedIdle(upTo: bytes - freed)

@@ -56,6 +56,16 @@ extension Pool {
     }
 
     /// Retires idle spares, oldest first, until `bytes` are freed; returns the bytes freed.
+    var resumeHeldCount: Int { state.withLock { $0.machine.resumeHeldCount } }
+
+    /// Resume spares shed for memory (they go before any pool's idle spares).
+    func shedResumeSpares(upTo bytes: Int) -> Int {
+        let (freed, actions) = mutate { $0.machine.shedResumeSpares(upTo: bytes, now: .now) }
+        perform(actions)
+        if freed > 0 { logger.info("resume spares shed for memory", metadata: ["memory.freed_mib": "\(freed >> 20)"]) }
+        return freed
+    }
+
     func shedIdle(upTo bytes: Int) -> Int {
         let (freed, actions) = mutate { $0.machine.shedIdle(upTo: bytes, now: .now) }
         perform(actions)

@@ -144,6 +144,19 @@ extension PoolStateMachine {
         return (decision, actions + more)
     }
 
+    /// Retires resume spares, least recently made first, until `bytes` are freed or none is
+    /// left (memory pressure, another pool's turn): they go before any pool's idle spares.
+    public mutating func shedResumeSpares(upTo bytes: Int, now: Instant) -> (freed: Int, [Action]) {
+        var actions: [Action] = []
+        var freed = 0
+        while freed < bytes, let oldest = oldestHold() {
+            let cost = processes[oldest].flatMap { state in settings.costs.map { Self.charge(state, $0) } } ?? 1
+            evict(oldest, into: &actions)
+            freed += max(1, cost)
+        }
+        return (freed, actions)
+    }
+
     /// A resume spare answered its readiness probe: held until its TTL.
     mutating func resumeReady(_ spare: SpareID, now: Instant, into actions: inout [Action]) {
         processes[spare] = .held(ready: now)
