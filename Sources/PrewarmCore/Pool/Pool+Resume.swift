@@ -21,7 +21,7 @@ extension Pool {
     /// A turn's process is gone: if the turn ended in a session a resume spare can serve, one
     /// is started for that session's next turn (the machine decides whether it fits).
     func turnProcessGone(_ turn: Turn) {
-        guard let source = turn.resume, let session = turn.sessionID, let key = source.key(session: session) else { return }
+        guard let source = turn.resume, let session = turn.sessionID, Self.plausibleSession(session), let key = source.key(session: session) else { return }
         let settings = state.withLock { $0.config.resumeSpares }
         guard settings != nil else { return }
         switch turn.peekResult?.outcome {
@@ -66,6 +66,14 @@ extension Pool {
         guard let key = state.machine.resumeKey(of: spare), let (config, transcript, before) = state.resumeLaunches.removeValue(forKey: key) else { return nil }
         state.resumeFiles[spare] = ResumeSpareFile(transcript: transcript, before: before)
         return config
+    }
+
+    /// A session id as the CLI makes them (a UUID; at most 128 of letters, digits, `-`, `_`):
+    /// anything else never names a file to watch.
+    static func plausibleSession(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 128 && id.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x2D || byte == 0x5F
+        }
     }
 
     /// A resume spare is ready: its transcript's identity from now on is the one it serves.
