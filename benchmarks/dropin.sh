@@ -4,21 +4,9 @@
 # (release build; the SDK's virtualenv from .ci/run). `claimed`: spares parked and bound to each
 # run by a claim (any directory); `unclaimed`: spares started in the run's directory with its
 # session, no claim to pay for (what a service with one working directory can have).
-set -euo pipefail
-cd "$(dirname "$0")/.."
 rounds="${1:-5}"
 mode="${2:-claimed}"
-swift build -c release >/dev/null
-bin="$(swift build -c release --show-bin-path)"
-python="${PREWARM_SDK_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/prewarm/venv-sdk/bin/python}"
-cli="$("$python" -c 'import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),"_bundled","claude"))')"
-work="$(mktemp -d /tmp/prewarm-dropin-bench.XXXXXX)"
-mkdir -p "$work/config" "$work/project"
-"$bin/prewarm-fake-model" --port 0 --ttft-ms 50 > "$work/model.out" &
-model=$!
-trap 'kill $model ${daemon:-} 2>/dev/null || true' EXIT
-while [ ! -s "$work/model.out" ]; do sleep 0.1; done
-port="$(python3 -c 'import json,sys;print(json.loads(open(sys.argv[1]).readline())["port"])' "$work/model.out")"
+source "$(dirname "$0")/sdk_common.sh" dropin
 cat > "$work/prewarm.toml" <<TOML
 [journal]
 enabled = false
@@ -36,9 +24,7 @@ env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-f
 timeout_s = 120
 $( [ "$mode" = unclaimed ] && printf '[pool.session]\ncwd = "%s"\nsystem_prompt = ""\n' "$work/project" )
 TOML
-XDG_STATE_HOME="$work/state" "$bin/prewarm" serve --config "$work/prewarm.toml" --socket "$work/p.sock" 2> "$work/daemon.log" &
-daemon=$!
-until "$bin/prewarm" status --ready --socket "$work/p.sock" 2>/dev/null; do sleep 0.5; done
+start_daemon
 cd "$work/project"
 env -i PATH=/usr/bin:/bin HOME="$work" PREWARM_SOCKET="$work/p.sock" PREWARM_CLAUDE_CLI="$cli" \
     PREWARM_BENCH_DROP_IN="$bin/prewarm-claude" PREWARM_BENCH_CLI="$cli" \

@@ -32,17 +32,28 @@ struct PoolSessionPropertyTests {
         var nextSession = 1
         var nextWaiter: UInt64 = 1_000_000
         var violations: [String] = []
+        /// The session of each resume key (ResumeSparePropertyTests).
+        var keyLabel: [ResumeKey: Session] = [:]
 
         /// Applies the machine's actions and checks each hand-over.
         mutating func apply(_ actions: [Machine.Action], coldOwner: (WaiterID, Session)? = nil) {
             for action in actions {
                 switch action {
                 case .start(let spare):
-                    // A dedicated start-up carries its turn's session, any other the pool's.
+                    // A dedicated start-up carries its turn's session, a resume spare its key's,
+                    // any other the pool's.
                     if let owner = machine.owner(of: spare), let (waiter, session) = coldOwner, owner == waiter {
                         processSession[spare] = session
                     } else if let owner = machine.owner(of: spare) {
                         processSession[spare] = waiterSession[owner] ?? -1
+                    } else if let key = machine.resumeKey(of: spare) {
+                        processSession[spare] = keyLabel[key] ?? -2
+                        // Started only where it fits (resume spares being killed counted gone),
+                        // and never while turns wait.
+                        if let room = machine.room, machine.chargedBytes - ResumeSparePropertyTests.retiringHoldBytes(machine) > room {
+                            violations.append("resume spare \(spare) started beyond the room: \(machine.chargedBytes) > \(room)")
+                        }
+                        if machine.queue.count > 0 { violations.append("resume spare \(spare) started while turns wait") }
                     } else {
                         processSession[spare] = 0
                     }

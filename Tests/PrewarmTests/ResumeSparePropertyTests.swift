@@ -14,59 +14,8 @@ import Testing
 struct ResumeSparePropertyTests {
     typealias Machine = PoolStateMachine
 
-    struct Model {
-        var machine: Machine
-        var now = ContinuousClock.now
-        /// Each process's session: 0 the pool's, a cold turn's own, or a resume spare's.
-        var processSession: [SpareID: Int] = [:]
-        var waiterSession: [WaiterID: Int] = [:]
-        var handedOut: Set<SpareID> = []
-        var timers: [Machine.Timer: ContinuousClock.Instant] = [:]
-        var nextSession = 1
-        var nextWaiter: UInt64 = 1_000_000
-        var violations: [String] = []
-        /// The label of each resume key's session.
-        var keyLabel: [ResumeKey: Int] = [:]
-
-        mutating func apply(_ actions: [Machine.Action], coldOwner: (WaiterID, Int)? = nil) {
-            for action in actions {
-                switch action {
-                case .start(let spare):
-                    if let owner = machine.owner(of: spare) {
-                        processSession[spare] = coldOwner.flatMap { $0.0 == owner ? $0.1 : nil } ?? waiterSession[owner] ?? -1
-                    } else if let key = machine.resumeKey(of: spare) {
-                        processSession[spare] = keyLabel[key] ?? -2
-                        // Started only where it fits (resume spares being killed counted gone).
-                        if let room = machine.room, machine.chargedBytes - ResumeSparePropertyTests.retiringHoldBytes(machine) > room {
-                            violations.append("resume spare \(spare) started beyond the room: \(machine.chargedBytes) > \(room)")
-                        }
-                        if machine.queue.count > 0 { violations.append("resume spare \(spare) started while turns wait") }
-                    } else {
-                        processSession[spare] = 0
-                    }
-                case .deliver(let waiter, let spare, _):
-                    check(spare, servesTurnOf: waiterSession[waiter], label: "deliver to \(waiter)")
-                    waiterSession[waiter] = nil
-                case .reject(let waiter, _):
-                    waiterSession[waiter] = nil
-                case .schedule(let timer, let at):
-                    timers[timer] = at
-                case .cancelTimer(let timer):
-                    timers[timer] = nil
-                case .retire, .replaySizing, .sizingChanged:
-                    break
-                }
-            }
-        }
-
-        mutating func check(_ spare: SpareID, servesTurnOf session: Int?, label: String) {
-            if handedOut.contains(spare) { violations.append("\(label): \(spare) handed out twice") }
-            handedOut.insert(spare)
-            if processSession[spare] != session {
-                violations.append("\(label): \(spare) of session \(processSession[spare] ?? -99) served a turn of session \(session ?? -99)")
-            }
-        }
-    }
+    /// The session property's model: it labels resume spares with their key's session too.
+    typealias Model = PoolSessionPropertyTests.Model
 
     /// A resume session's label and key: three sessions, two command lines each.
     static func key(_ index: Int) -> (label: Int, key: ResumeKey) {

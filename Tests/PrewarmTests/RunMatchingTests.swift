@@ -169,7 +169,10 @@ extension RunMatchingTests {
         let config = try loader.load(path: ConfigurationTests.repositoryRoot + "/config/claude-sdk.toml")
         var pool = try #require(config.pool(named: "sdk"))
         #expect(pool.ready.send == PoolConfig.ClaudeSettings.versionProbe, "spares are not initialized by the pool")
-        #expect(config.fingerprintPools == FingerprintPools(enabled: true, spares: 2, idleTTL: .seconds(600), maxPools: 8, maxStarting: 1))
+        var fingerprintPools = FingerprintPools(enabled: true, spares: 2, idleTTL: .seconds(600), maxPools: 8, maxStarting: 1)
+        fingerprintPools.resumeSpares = ResumeSpareSettings(ttl: .seconds(600), maxHeld: 4)
+        #expect(config.fingerprintPools == fingerprintPools)
+        #expect(pool.resumeSpares == ResumeSpareSettings(ttl: .seconds(600), maxHeld: 4), "the next turn of a session starts warm")
         pool.claude?.configDirectory = "/home/app/.claude"
         pool.env["CLAUDE_CONFIG_DIR"] = "/home/app/.claude"
         let profile = try #require(RunProfile(config: pool, daemonEnvironment: daemon))
