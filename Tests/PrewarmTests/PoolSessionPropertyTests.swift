@@ -54,6 +54,8 @@ struct PoolSessionPropertyTests {
                             violations.append("resume spare \(spare) started beyond the room: \(machine.chargedBytes) > \(room)")
                         }
                         if machine.queue.count > 0 { violations.append("resume spare \(spare) started while turns wait") }
+                    } else if machine.isUniversal(spare) {
+                        processSession[spare] = Self.noSessionYet
                     } else {
                         processSession[spare] = 0
                     }
@@ -72,12 +74,21 @@ struct PoolSessionPropertyTests {
             }
         }
 
+        /// A universal spare's label until a turn's claim gives it the turn's session.
+        static let noSessionYet: Session = -3
+
         mutating func check(_ spare: SpareID, servesTurnOf session: Session?, label: String) {
             if handedOut.contains(spare) { violations.append("\(label): \(spare) handed out twice") }
             handedOut.insert(spare)
             guard let session else {
                 violations.append("\(label): \(spare) delivered to a turn that is not waiting")
                 return
+            }
+            if processSession[spare] == Self.noSessionYet {
+                // A universal spare becomes the turn's own process: only a turn that would have
+                // started one (not a turn of the pool's session, which a spare serves).
+                if session == 0 { violations.append("\(label): universal spare \(spare) served a turn of the pool's session") }
+                processSession[spare] = session
             }
             if processSession[spare] != session {
                 violations.append("\(label): \(spare) of session \(processSession[spare] ?? -99) served a turn of session \(session)")

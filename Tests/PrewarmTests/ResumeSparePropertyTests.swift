@@ -35,7 +35,8 @@ struct ResumeSparePropertyTests {
                 settings: .init(
                     spares: Int(random.next() % 3), maxProcesses: 3 + Int(random.next() % 5), maxStarting: 1 + Int(random.next() % 2),
                     whenEmpty: whenEmpty[Int(random.next() % 3)], maxWaiting: 4, waitTimeout: .seconds(5), maxIdle: .seconds(30),
-                    costs: MemoryCosts(spare: 100, turn: 300), resume: ResumeSpareSettings(ttl: .seconds(20), maxHeld: maxHeld)
+                    costs: MemoryCosts(spare: 100, turn: 300), resume: ResumeSpareSettings(ttl: .seconds(20), maxHeld: maxHeld),
+                    universalSpares: Int(random.next() % 3)
                 )
             )
         )
@@ -69,7 +70,7 @@ struct ResumeSparePropertyTests {
                 let session = model.nextSession
                 model.nextSession += 1
                 model.waiterSession[waiter] = session
-                let (decision, actions) = model.machine.coldTurnArrived(waiter, now: now)
+                let (decision, actions) = model.machine.coldTurnArrived(waiter, universal: random.next() % 2 == 0, now: now)
                 if case .wait = decision {} else { model.waiterSession[waiter] = nil }
                 model.apply(actions, coldOwner: (waiter, session))
             case 3:
@@ -87,7 +88,7 @@ struct ResumeSparePropertyTests {
                 let waiter = WaiterID(model.nextWaiter)
                 model.nextWaiter += 1
                 model.waiterSession[waiter] = label
-                let (decision, actions) = model.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, now: now)
+                let (decision, actions) = model.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, universal: random.next() % 2 == 0, now: now)
                 if case .take(let spare) = decision {
                     model.check(spare, servesTurnOf: label, label: "resume take")
                     if !fresh { model.violations.append("a stale resume spare \(spare) was handed over") }
@@ -97,12 +98,12 @@ struct ResumeSparePropertyTests {
                 model.apply(actions, coldOwner: (waiter, label))
             case 5, 6:
                 event = "ready"
-                if let spare = pick({ if case .starting = $0 { true } else { $0 == .held(ready: nil) } }) {
+                if let spare = pick({ if case .starting = $0 { true } else { $0 == .held(ready: nil) || $0 == .parked(ready: nil) } }) {
                     model.apply(model.machine.processReady(spare, now: now))
                 }
             case 7:
                 event = "start failed"
-                if let spare = pick({ if case .starting = $0 { true } else { $0 == .held(ready: nil) } }) {
+                if let spare = pick({ if case .starting = $0 { true } else { $0 == .held(ready: nil) || $0 == .parked(ready: nil) } }) {
                     model.apply(model.machine.startFailed(spare, reason: "boom", now: now))
                 }
             case 8:
@@ -148,6 +149,9 @@ struct ResumeSparePropertyTests {
             }
             if model.machine.counters.shed > shedBefore, model.machine.resumeHeldCount > 0 {
                 model.violations.append("step \(step) \(event): an idle spare was shed while a resume spare was held")
+            }
+            if model.machine.counters.shed > shedBefore, model.machine.universalIdleCount > 0 {
+                model.violations.append("step \(step) \(event): an idle spare was shed while a universal spare was parked")
             }
             for spare in busyBefore where !mayRetireBusy {
                 if case .retiring = model.machine.processes[spare] {
@@ -307,4 +311,65 @@ struct ResumeSparePropertyTests {
         #expect(second != nil && actions.contains(.retire(first)))
         #expect(m.counters.resumeStale == 1 && m.resumeHeldCount == 1)
     }
+
+    // MARK: - Universal spares
+
+    static let universal = Machine.Settings(
+        spares: 1, maxProcesses: 6, maxStarting: 2, whenEmpty: .wait, costs: MemoryCosts(spare: 100, turn: 300),
+        resume: ResumeSpareSettings(ttl: .seconds(60), maxHeld: 2), universalSpares: 1
+    )
+
+    /// Kept after the pool's own spares; a turn that would start cold takes one at once
+    /// (still counted cold); a turn of the pool's session never does.
+    @Test func aColdTurnTakesAUniversalSpare() throws {
+        let now = ContinuousClock.now
+        var m = Machine(settings: Self.universal)
+        let started = m.start(now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
+        #expect(started.count == 2 && !m.isUniversal(started[0]) && m.isUniversal(started[1]), "the pool's spare, then a universal one")
+        for spare in started { _ = m.processReady(spare, now: now) }
+        #expect(m.universalIdleCount == 1 && m.idleCount == 1)
+        guard case .take(let warm) = m.turnArrived(WaiterID(1), now: now).0 else { Issue.record("warm take"); return }
+        #expect(!m.isUniversal(warm) && warm == started[0])
+        let (decision, actions) = m.coldTurnArrived(WaiterID(2), universal: true, now: now)
+        #expect(decision == .wait(WaiterID(2)) && actions.contains(.deliver(WaiterID(2), started[1], .cold)))
+        #expect(m.counters.universalHits == 1 && m.counters.cold == 1 && m.universalIdleCount == 0)
+        // Without a universal spare (or not allowed one), a process of its own.
+        let (other, more) = m.coldTurnArrived(WaiterID(3), universal: false, now: now)
+        #expect(other == .wait(WaiterID(3)) && more.contains { if case .start(let id) = $0 { m.owner(of: id) == WaiterID(3) } else { false } })
+    }
+
+    /// Shed after resume spares and before idle spares; a refused claim turns them off.
+    @Test func universalSparesGoAfterResumeSparesAndStopOnARefusal() throws {
+        let now = ContinuousClock.now
+        var m = Machine(settings: Self.universal)
+        for case .start(let spare) in m.start(now: now) { _ = m.processReady(spare, now: now) }
+        let hold = try #require(m.resumeWanted(Self.key(0).key, now: now).0)
+        _ = m.processReady(hold, now: now)
+        let parked = try #require(m.oldestUniversal())
+        let (_, first) = m.shedIdle(upTo: 1, now: now)
+        #expect(first.contains(.retire(hold)))
+        let (_, second) = m.shedIdle(upTo: 1, now: now)
+        #expect(second.contains(.retire(parked)) && m.idleCount == 1 && m.counters.shed == 0)
+        // A claim refused: none kept from then on.
+        var n = Machine(settings: Self.universal)
+        for case .start(let spare) in n.start(now: now) { _ = n.processReady(spare, now: now) }
+        let taken = try #require(n.oldestUniversal())
+        _ = n.coldTurnArrived(WaiterID(1), universal: true, now: now)
+        #expect(n.universalClaimFailed(taken, now: now).contains(.retire(taken)))
+        #expect(n.settings.universalSpares == 0 && n.universalIdleCount == 0)
+    }
+
+    /// Three start-ups in a row that fail (a CLI without the mode) turn them off.
+    @Test func failingUniversalSparesStop() throws {
+        let now = ContinuousClock.now
+        var m = Machine(settings: Self.universal)
+        var starts = m.start(now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
+        _ = m.processReady(starts.removeFirst(), now: now)
+        for _ in 0..<3 {
+            let parked = try #require(starts.first { m.isUniversal($0) } ?? m.processes.keys.first { m.isUniversal($0) })
+            starts = m.startFailed(parked, reason: "unknown option", now: now).compactMap { if case .start(let id) = $0 { id } else { nil } }
+        }
+        #expect(m.settings.universalSpares == 0 && !m.failing && m.universalIdleCount == 0)
+    }
 }
+

@@ -20,12 +20,13 @@ extension LiveDaemons {
             return text.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         }
 
-        static func harness(ttl: Int = 600, maxProcesses: Int = 4) async throws -> SDKDropInTests.Harness {
+        static func harness(ttl: Int = 600, maxProcesses: Int = 4, resume: Bool = true, universal: Int = 0) async throws -> SDKDropInTests.Harness {
             try await SDKDropInTests.Harness.start(
                 extra: """
-                    resume_spares = true
+                    resume_spares = \(resume)
                     resume_spare_ttl_s = \(ttl)
                     max_processes = \(maxProcesses)
+                    universal_spares = \(universal)
                     """
             )
         }
@@ -140,6 +141,48 @@ extension LiveDaemons {
             try await waitUntil("its process is gone", timeout: .seconds(60)) { try await daemon.pool("sdk").busy == 0 }
             pool = try await daemon.pool("sdk")
             #expect(pool.resumeHits == 1 && pool.resumeHeld == 0, "a killed run leaves no spare: \(pool)")
+        }
+
+        /// Universal spares (`--bg-spare`, CLI 2.1.332): with no resume spare, a resumed turn
+        /// takes a parked CLI, which gets the run's command line, directory and environment in
+        /// its claim line: still cold, but with the CLI's modules loaded; it sees the whole
+        /// conversation.
+        @Test func aResumeMissTakesAUniversalSpare() async throws {
+            let harness = try await Self.harness(resume: false, universal: 1)
+            let daemon = harness.daemon
+            try await waitUntil("a universal spare is parked", timeout: .seconds(90)) { try await daemon.pool("sdk").universalIdle == 1 }
+            #expect(try await daemon.pool("sdk").universal == "on")
+            let first = try harness.queries("turn", ["Remember the word fig."])
+            let session = try #require(first.first?["session_id"] as? String)
+            for turn in 2...3 {
+                try await waitUntil("a universal spare is parked", timeout: .seconds(90)) { try await daemon.pool("sdk").universalIdle == 1 }
+                let resumed = try harness.queries("turn", ["Turn \(turn)?", session])
+                #expect(resumed.first?["session_id"] as? String == session)
+                #expect(Self.turns(in: resumed[0]) == turn, "\(resumed)")
+            }
+            let pool = try await daemon.pool("sdk")
+            #expect(pool.universalHits == 2 && pool.cold == 2 && pool.resumeMisses == 2 && pool.resumeHits == 0, "\(pool)")
+        }
+    }
+}
+
+extension LiveDaemons {
+    /// A CLI without `--bg-spare` (the fake agent refuses unknown options): the pool says so and
+    /// keeps none; its runs start cold as before.
+    @Suite("Universal spares, unsupported", .serialized)
+    struct UniversalSpareUnsupportedTests {
+        @Test func aCLIWithoutTheModeKeepsNone() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(extra: "universal_spares = 2"))
+            let pool = try await daemon.pool("c")
+            #expect(pool.universal == "unsupported" && pool.universalIdle == 0 && pool.startFailures == 0, "\(pool)")
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try RunTests.DropIn(RunTests.sdkFlags + ["--resume", UUID().uuidString.lowercased()], environment: RunTests.environment(daemon), cwd: project)
+            run.write(RunTests.userLine)
+            run.closeInput()
+            let (status, _, err) = run.finish()
+            #expect(status == 0, "\(err)")
+            let after = try await daemon.pool("c")
+            #expect(after.cold == 1 && after.universalHits == 0, "\(after)")
         }
     }
 }

@@ -221,6 +221,11 @@ public struct PoolConfig: Sendable, Equatable {
     /// let exit on its stdin's end (a resume spare: a resuming CLI that exits writes to its
     /// session's transcript). Set by the pool, not a configuration key.
     public var retireAtOnce = false
+    /// `universal_spares` (claude pools): CLIs parked with `--bg-spare` for turns no spare
+    /// serves; 0 when off, or when the CLI does not support the mode (`universalSupported`).
+    public var universalSpares = 0
+    /// Whether the CLI knows `--bg-spare` (found out when the pool starts).
+    public var universalSupported = true
 
     public enum Kind: String, Sendable, Equatable, CaseIterable {
         case command, claude
@@ -416,7 +421,8 @@ public struct PoolConfig: Sendable, Equatable {
             waitTimeout: waitTimeout,
             maxIdle: maxIdle,
             autoSizing: autoSizing,
-            resume: resumeSpares
+            resume: resumeSpares,
+            universalSpares: universalSupported ? universalSpares : 0
         )
     }
 }

@@ -332,6 +332,7 @@ public struct ConfigurationLoader: Sendable {
         claude.extraArguments = pool.args
         claude.initialize = try reader.bool("initialize") ?? true
         pool.resumeSpares = try Self.resumeSpares(&reader)
+        pool.universalSpares = try reader.int("universal_spares", range: 0...64) ?? 0
         if reader.has("base_args") {
             claude.baseArguments = try reader.stringArray("base_args")
         }

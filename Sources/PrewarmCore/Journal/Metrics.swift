@@ -130,6 +130,7 @@ public final class BrokerMetrics: Sendable {
             advance("resume_stale", "Resume spares discarded because their session's transcript changed.", to: pool.resumeStale, pool: pool.name)
             advance("resume_evicted", "Resume spares retired to make room (memory, spares, max_resume_spares).", to: pool.resumeEvicted, pool: pool.name)
             advance("resume_expired", "Resume spares retired unused after resume_spare_ttl_s.", to: pool.resumeExpired, pool: pool.name)
+            advance("universal_hits", "Turns that would have started cold, served by a universal spare (--bg-spare).", to: pool.universalHits, pool: pool.name)
         }
         gauge("memory_limit", "bytes", "The memory limit the budget is derived from (cgroup, configured or host).")
             .set(Double(memory.limit))

@@ -9,7 +9,10 @@ extension Pool {
         let config = self.config
         let prepared = await prepared(config)
         guard prepared != config else { return }
-        state.withLock { $0.config = prepared }
+        state.withLock { state in
+            state.config = prepared
+            state.machine.settings.universalSpares = prepared.machineSettings.universalSpares
+        }
     }
 
     /// `config` made ready to run: a claude pool's directories created, and, when its CLI does
@@ -22,6 +25,17 @@ extension Pool {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
                 logger.error("cannot create \(directory): \(error.localizedDescription)")
+            }
+        }
+        var config = config
+        if config.universalSpares > 0 {
+            let problem = await ClaudeProbe.bgSpareProblem(executable: config.executable, environment: config.childEnvironment(from: environment))
+            config.universalSupported = problem == nil
+            if let problem {
+                logger.warning(
+                    "the CLI does not support --bg-spare: no universal spares; turns no spare serves start cold",
+                    metadata: ["pool.command": "\(config.executable)", "reason": "\(problem)"]
+                )
             }
         }
         guard claude.claim else { return config }

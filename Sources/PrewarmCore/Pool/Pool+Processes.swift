@@ -64,6 +64,8 @@ extension Pool: ChildProcessDelegate {
         let (actions, emptyWaiters, life, turn) = mutate { state in
             let turn = state.processes[id]?.servedTurn
             state.resumeFiles[id] = nil
+            if let endpoint = state.universals.removeValue(forKey: id) { _ = PrivateDirectory.remove(endpoint.directory) }
+            state.universalRuns[id] = nil
             let life = state.lives.removeValue(forKey: id)
             state.processes[id] = nil
             state.measuredReady.remove(id)

@@ -44,7 +44,12 @@ extension Pool {
                 resumeMisses: machine.counters.resumeMisses,
                 resumeStale: machine.counters.resumeStale,
                 resumeEvicted: machine.counters.resumeEvicted,
-                resumeExpired: machine.counters.resumeExpired
+                resumeExpired: machine.counters.resumeExpired,
+                universal: state.config.claude.map { _ in
+                    !state.config.universalSupported ? "unsupported" : machine.settings.universalSpares > 0 ? "on" : state.config.universalSpares > 0 ? "unsupported" : "off"
+                },
+                universalIdle: machine.universalIdleCount,
+                universalHits: machine.counters.universalHits
             )
         }
     }

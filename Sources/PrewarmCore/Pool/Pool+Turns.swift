@@ -41,6 +41,16 @@ extension Pool {
                 abandon(spare)
                 continue
             }
+            if let (endpoint, config) = state.withLock({ state in state.universalRuns.removeValue(forKey: spare).map { (state.universals[spare]!, $0) } }) {
+                // A universal spare: its command line, directory and environment first.
+                if let failure = await claimUniversal(endpoint, config: config) {
+                    logger.warning(
+                        "a universal spare refused its claim; the pool keeps none from now on", metadata: ["process.spare": "\(spare)", "reason": "\(failure)"]
+                    )
+                    perform(mutate { $0.machine.universalClaimFailed(spare, now: .now) })
+                    continue
+                }
+            }
             if process.claim(turn) {
                 if turn.claim != nil {
                     // The client may leave while the CLI binds itself: the process is killed then,
@@ -116,11 +126,16 @@ extension Pool {
             case .spare:
                 (decision, actions) = state.machine.turnArrived(waiter, now: .now)
             case .cold(let config), .resume(_, cold: let config):
+                let universal = Self.universalServes(config, environment: environment)
                 if case .resume(let key, _) = launch {
                     let fresh = Self.resumeSpareFresh(&state, key: key)
-                    (decision, actions) = state.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, now: .now)
+                    (decision, actions) = state.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, universal: universal, now: .now)
                 } else {
-                    (decision, actions) = state.machine.coldTurnArrived(waiter, now: .now)
+                    (decision, actions) = state.machine.coldTurnArrived(waiter, universal: universal, now: .now)
+                }
+                // A universal spare handed to this turn is claimed with the turn's settings.
+                for case .deliver(let to, let spare, _) in actions where to == waiter && state.universals[spare] != nil {
+                    state.universalRuns[spare] = config
                 }
                 // The process started for this turn gets the turn's settings.
                 if case .wait = decision {

@@ -82,6 +82,10 @@ public final class Pool: Sendable {
         var staleNote: String?
         /// Resumed turns whose spare was stale, until their lease is made.
         var staleWaiters: Set<WaiterID> = []
+        /// Universal spares' sockets (Pool+Universal).
+        var universals: [SpareID: UniversalSpare.Endpoint] = [:]
+        /// The settings a universal spare handed to a turn is claimed with.
+        var universalRuns: [SpareID: PoolConfig] = [:]
         /// The settings of resume spares wanted, until they start.
         var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String, before: FileIdentity?)] = [:]
 
@@ -226,14 +230,20 @@ public final class Pool: Sendable {
         for action in actions {
             switch action {
             case .start(let spare):
-                let process = state.withLock { state -> (any PoolProcess)? in
+                let (process, failure) = state.withLock { state -> ((any PoolProcess)?, String?) in
                     let config: PoolConfig
                     if let launch = state.launches.removeValue(forKey: spare) {
                         config = launch
                     } else if state.machine.resumeKey(of: spare) != nil {
                         // A resume spare starts with its session's settings, or not at all.
-                        guard let resume = Self.takeResumeLaunch(&state, spare: spare) else { return nil }
+                        guard let resume = Self.takeResumeLaunch(&state, spare: spare) else { return (nil, "a resume spare's settings are gone") }
                         config = resume
+                    } else if state.machine.isUniversal(spare) {
+                        do throws(PrewarmError) {
+                            config = try Self.universalLaunch(&state, spare: spare)
+                        } catch {
+                            return (nil, error.message)
+                        }
                     } else {
                         config = state.config
                     }
@@ -243,10 +253,10 @@ public final class Pool: Sendable {
                     let process = makeProcess(spare, config, background ? StartupPriority.effectiveSpareNice(config.spareNice) : 0)
                     state.processes[spare] = process
                     state.lives[spare] = Life()
-                    return process
+                    return (process, nil)
                 }
                 guard let process else {
-                    perform(mutate { $0.machine.startFailed(spare, reason: "a resume spare's settings are gone", now: .now) })
+                    perform(mutate { $0.machine.startFailed(spare, reason: failure ?? "no settings", now: .now) })
                     continue
                 }
                 launch.yield(process)

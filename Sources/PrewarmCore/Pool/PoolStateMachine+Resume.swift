@@ -113,7 +113,9 @@ extension PoolStateMachine {
     /// A turn resuming a session arrived: its resume spare is handed over if there is one,
     /// ready, and `fresh` (the caller checked the session's transcript against the spare's
     /// readiness); else that spare is retired and the turn gets a cold start of its own.
-    public mutating func resumeTurnArrived(_ waiter: WaiterID? = nil, key: ResumeKey, fresh: Bool, now: Instant) -> (TurnDecision, [Action]) {
+    public mutating func resumeTurnArrived(
+        _ waiter: WaiterID? = nil, key: ResumeKey, fresh: Bool, universal: Bool = false, now: Instant
+    ) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
         // The session moves on with this turn: a spare still wanted for it, or held for it
         // with other settings, would load what this turn is about to change.
@@ -140,7 +142,7 @@ extension PoolStateMachine {
             retireHold(spare, wasReady: ready, into: &actions)
         }
         counters.resumeMisses += 1
-        let (decision, more) = coldTurnArrived(waiter, now: now)
+        let (decision, more) = coldTurnArrived(waiter, universal: universal, now: now)
         return (decision, actions + more)
     }
 
@@ -189,6 +191,9 @@ extension PoolStateMachine {
         while !roomToStart(count), let oldest = oldestHold() {
             evict(oldest, into: &actions)
         }
+        while !roomToStart(count), let parked = oldestUniversal() {
+            shed(parked, into: &actions)
+        }
     }
 
     /// A cold turn's room: resume spares give way to it.
@@ -217,6 +222,6 @@ extension PoolStateMachine {
         if let hold = resumes.filter({ $0.key != excluded }).min(by: { ($0.value.made, $0.key) < ($1.value.made, $1.key) })?.key {
             return hold
         }
-        return oldestIdle(excluding: excluded)
+        return oldestUniversal(excluding: excluded) ?? oldestIdle(excluding: excluded)
     }
 }

@@ -49,6 +49,9 @@ public struct PoolStateMachine: Sendable {
         public var autoSizing: AutoSizing?
         /// `resume_spares`: a session's next turn may find a spare resumed for it; nil: none.
         public var resume: ResumeSpareSettings?
+        /// `universal_spares`: CLIs parked before their command line (`--bg-spare`) kept for
+        /// turns no spare serves (PoolStateMachine+Universal); 0: none.
+        public var universalSpares = 0
 
         public init(
             spares: Int,
@@ -63,8 +66,10 @@ public struct PoolStateMachine: Sendable {
             failingAfter: Int = 3,
             costs: MemoryCosts? = nil,
             autoSizing: AutoSizing? = nil,
-            resume: ResumeSpareSettings? = nil
+            resume: ResumeSpareSettings? = nil,
+            universalSpares: Int = 0
         ) {
+            self.universalSpares = universalSpares
             self.resume = resume
             self.costs = costs
             self.autoSizing = autoSizing
@@ -141,6 +146,9 @@ public struct PoolStateMachine: Sendable {
         /// A resume spare (PoolStateMachine+Resume): started for the next turn of one
         /// session; `ready` nil while it starts. Never idle, never handed to another turn.
         case held(ready: Instant?)
+        /// A universal spare (PoolStateMachine+Universal): a CLI parked before its command
+        /// line, for a turn that would otherwise start cold; `ready` nil while it starts.
+        case parked(ready: Instant?)
     }
 
     struct Waiter: Sendable, Equatable {
@@ -148,7 +156,7 @@ public struct PoolStateMachine: Sendable {
         let deadline: Instant
     }
 
-    public private(set) var settings: Settings
+    public internal(set) var settings: Settings
     var processes: [SpareID: ProcessState] = [:]
     /// Turns waiting for the next spare, oldest first.
     private(set) var queue: [Waiter] = []
@@ -158,8 +166,11 @@ public struct PoolStateMachine: Sendable {
     var resumes: [SpareID: ResumeHold] = [:]
     /// Resume spares wanted and not started yet, oldest first (PoolStateMachine+Resume).
     var wantedResumes: [ResumeHold] = []
-    /// Resume spares retired and not gone yet: killed at once, so their room is as good as free.
+    /// Resume and universal spares retired and not gone yet: killed at once, so their room
+    /// is as good as free.
     var retiringHolds: Set<SpareID> = []
+    /// Universal spares' start-ups that failed in a row.
+    var universalFailures = 0
     private var nextSpare: UInt64 = 1
     private var nextWaiter: UInt64 = 1
     /// The name the caller chose for the turn being decided, if any.
@@ -169,7 +180,7 @@ public struct PoolStateMachine: Sendable {
     public private(set) var backoffUntil: Instant?
     /// Counts backoffs, so that the firing of an earlier one is ignored.
     private var backoffGeneration: UInt64 = 0
-    public private(set) var lastError: String?
+    public internal(set) var lastError: String?
     public private(set) var draining = false
     public internal(set) var counters = Counters()
     /// Bytes this pool may hold in all: the budget less what the other pools hold. nil: no limit.
@@ -199,6 +210,10 @@ public struct PoolStateMachine: Sendable {
         public var resumeEvicted = 0
         /// Resume spares retired unused after `resume_spare_ttl_s`.
         public var resumeExpired = 0
+        /// Turns that would have started cold, served by a universal spare (also counted `cold`).
+        public var universalHits = 0
+        /// Universal spares retired to make room.
+        public var universalShed = 0
     }
 
     public init(settings: Settings) {
@@ -238,7 +253,7 @@ public struct PoolStateMachine: Sendable {
         case .starting, .busy: costs.turn
         case .idle: costs.spare
         case .retiring(let wasIdle): wasIdle ? costs.spare : costs.turn
-        case .held(let ready): ready == nil ? costs.turn : costs.spare
+        case .held(let ready), .parked(let ready): ready == nil ? costs.turn : costs.spare
         }
     }
 
@@ -265,7 +280,7 @@ public struct PoolStateMachine: Sendable {
         for state in processes.values {
             switch state {
             // Resume spares give way to the pool's own spares: they are not counted against them.
-            case .idle, .starting(dedicatedTo: nil), .held: break
+            case .idle, .starting(dedicatedTo: nil), .held, .parked: break
             default: held += Self.charge(state, costs)
             }
         }
@@ -373,11 +388,18 @@ public struct PoolStateMachine: Sendable {
 
     /// A turn no spare can serve (its own session settings, a session to resume): a process
     /// is started for it alone, a cold start, if the pool's limits and memory allow.
-    public mutating func coldTurnArrived(_ waiter: WaiterID? = nil, now: Instant) -> (TurnDecision, [Action]) {
+    /// `universal`: the turn may take a universal spare (its command line and directory can
+    /// be sent in a claim line); it is then delivered at once, still counted `cold`.
+    public mutating func coldTurnArrived(_ waiter: WaiterID? = nil, universal: Bool = false, now: Instant) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
         pendingWaiterID = waiter
         defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
+        if universal, let parked = takeUniversalSpare(now: now, into: &actions) {
+            let waiter = makeWaiterID()
+            actions.append(.deliver(waiter, parked, .cold))
+            return (.wait(waiter), actions)
+        }
         makeRoomForTurn(into: &actions)
         guard totalCount - retiringHeldCount < settings.maxProcesses else {
             counters.rejected += 1
@@ -429,6 +451,10 @@ public struct PoolStateMachine: Sendable {
             resumeReady(spare, now: now, into: &actions)
             return actions
         }
+        if case .parked(ready: nil) = processes[spare] {
+            universalReady(spare, now: now, into: &actions)
+            return actions
+        }
         guard case .starting(let owner) = processes[spare] else { return actions }
         consecutiveFailures = 0
         backoffUntil = nil
@@ -456,6 +482,10 @@ public struct PoolStateMachine: Sendable {
     /// A start-up failed: it exited, timed out or could not be spawned.
     public mutating func startFailed(_ spare: SpareID, reason: String, now: Instant) -> [Action] {
         var actions: [Action] = []
+        if case .parked = processes[spare] {
+            universalFailed(spare, reason: reason, now: now, into: &actions)
+            return actions
+        }
         if case .held = processes[spare] {
             // A resume spare that could not start (its transcript gone...): the pool is fine.
             processes[spare] = nil
@@ -504,7 +534,7 @@ public struct PoolStateMachine: Sendable {
             actions.append(.retire(spare))
         case .busy:
             processes[spare] = .retiring(wasIdle: false)
-        case .held(let ready):
+        case .held(let ready), .parked(let ready):
             lastError = reason
             retireHold(spare, wasReady: ready != nil, into: &actions)
         default:
@@ -633,7 +663,7 @@ public struct PoolStateMachine: Sendable {
             case .starting(dedicatedTo: nil):
                 processes[spare] = .retiring(wasIdle: false)
                 actions.append(.retire(spare))
-            case .held(let ready):
+            case .held(let ready), .parked(let ready):
                 // Started with the command file or settings being replaced.
                 retireHold(spare, wasReady: ready != nil, into: &actions)
             default:
@@ -679,7 +709,7 @@ public struct PoolStateMachine: Sendable {
                 let wasIdle = if case .idle = state { true } else { false }
                 set(spare, .retiring(wasIdle: wasIdle), into: &actions)
                 actions.append(.retire(spare))
-            case .held(let ready):
+            case .held(let ready), .parked(let ready):
                 retireHold(spare, wasReady: ready != nil, into: &actions)
             case .busy, .retiring:
                 break
@@ -718,6 +748,7 @@ public struct PoolStateMachine: Sendable {
         // Those started together contend with each other from the start.
         for spare in started { sizingStarted(spare, concurrency: startingCount, now: now) }
         startWantedResumes(now: now, into: &actions)
+        startUniversalSpares(now: now, into: &actions)
     }
 
     func inBackoff(_ now: Instant) -> Bool {
@@ -738,6 +769,11 @@ public struct PoolStateMachine: Sendable {
     mutating func shed(_ spare: SpareID, into actions: inout [Action]) {
         if case .held(let ready) = processes[spare] {
             counters.resumeEvicted += 1
+            retireHold(spare, wasReady: ready != nil, into: &actions)
+            return
+        }
+        if case .parked(let ready) = processes[spare] {
+            counters.universalShed += 1
             retireHold(spare, wasReady: ready != nil, into: &actions)
             return
         }

@@ -61,6 +61,13 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var resumeEvicted = 0
     /// Resume spares retired unused after `resume_spare_ttl_s`.
     public var resumeExpired = 0
+    /// Claude pools: `on` (`universal_spares` kept), `off`, or `unsupported` (the CLI has no
+    /// `--bg-spare`, or it refused a claim); nil for other pools.
+    public var universal: String?
+    /// Universal spares parked now (not counted in `idle`).
+    public var universalIdle = 0
+    /// Turns that would have started cold, served by a universal spare (still counted `cold`).
+    public var universalHits = 0
 
     /// An auto pool's target and why.
     public struct AutoSizing: Sendable, Codable, Equatable {
@@ -125,6 +132,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case resumeStale = "resume_stale"
         case resumeEvicted = "resume_evicted"
         case resumeExpired = "resume_expired"
+        case universal
+        case universalIdle = "universal_idle"
+        case universalHits = "universal_hits"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -162,5 +172,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(resumeStale, forKey: .resumeStale)
         try container.encode(resumeEvicted, forKey: .resumeEvicted)
         try container.encode(resumeExpired, forKey: .resumeExpired)
+        try container.encode(universal, forKey: .universal)
+        try container.encode(universalIdle, forKey: .universalIdle)
+        try container.encode(universalHits, forKey: .universalHits)
     }
 }

@@ -1,0 +1,26 @@
+import Foundation
+import Testing
+
+@testable import PrewarmCore
+
+/// `--bg-spare` support, probed as a pool does: the SDK's bundled CLI has it, a CLI without it
+/// (the fake agent) does not.
+@Suite("Universal spares: the probe")
+struct UniversalSpareProbeTests {
+    @Test(.enabled(if: SDKEnvironment.available, "needs the claude-agent-sdk virtualenv (.ci/run makes it)"))
+    func theBundledCLIParks() async {
+        let environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
+        #expect(await ClaudeProbe.knowsBgSpare(executable: SDKEnvironment.cli!, environment: environment))
+    }
+
+    @Test func aCLIWithoutTheModeDoesNot() async {
+        #expect(await !ClaudeProbe.knowsBgSpare(executable: TestDaemon.fakeAgent, environment: ["PATH": "/usr/bin:/bin"]))
+    }
+
+    @Test func environmentsSentAsTheyAre() {
+        #expect(UniversalSpare.accepts(environment: ["PATH": "/bin", "_X1": "a b"]))
+        #expect(!UniversalSpare.accepts(environment: ["1X": "a"]))
+        #expect(!UniversalSpare.accepts(environment: ["A-B": "a"]))
+        #expect(!UniversalSpare.accepts(environment: ["A": "a\u{0}b"]))
+    }
+}
