@@ -138,6 +138,11 @@ struct Stats: AsyncParsableCommand {
             ])
         }
         print(Status.align(rows))
+        for s in stats {
+            guard let resumed = s.resumed else { continue }
+            let misses = (resumed["miss"] ?? 0) + (resumed["stale"] ?? 0)
+            print("\(s.pool) resumed turns: \(resumed["hit"] ?? 0) from resume spares, \(misses) cold (\(resumed["stale"] ?? 0) stale)")
+        }
     }
 }
 

@@ -233,6 +233,8 @@ struct ResumeAdviceTests {
         #expect(advice.missesBeyondTTL == 1 && advice.missesWithinTTL == 1)
         #expect(advice.gapSecondsP50 == 10 && advice.gapSecondsP90 == 900)
         #expect(advice.suggestedTTLSeconds == 1080)
+        // prewarm stats counts them too.
+        #expect(PoolStats(pool: "sdk", turns: turns, startups: []).resumed == ["hit": 2, "miss": 2, "stale": 1])
         // Off: every miss is one a resume spare could have caught; no resumed turn: no advice.
         #expect(ResumeAdvice.advise(turns: turns, ttl: nil)?.ttlSeconds == nil)
         #expect(ResumeAdvice.advise(turns: [Self.turn(0, "s1", resume: nil)], ttl: .seconds(600)) == nil)

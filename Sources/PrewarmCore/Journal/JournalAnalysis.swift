@@ -27,6 +27,8 @@ public struct PoolStats: Sendable, Codable, Equatable {
     public var durationMs: Percentiles
     public var first: Date?
     public var last: Date?
+    /// Resumed turns by how they were served (`hit`, `miss`, `stale`); nil when there were none.
+    public var resumed: [String: Int]?
 
     public struct Percentiles: Sendable, Codable, Equatable {
         public var p50: Double?
@@ -34,7 +36,7 @@ public struct PoolStats: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case pool, turns, served, warm, waited, cold, rejections, startups, first, last
+        case pool, turns, served, warm, waited, cold, rejections, startups, first, last, resumed
         case hitRatio = "hit_ratio"
         case meanRatePerSecond = "mean_rate_per_s"
         case peakRatePerSecond = "peak_rate_per_s"
@@ -72,6 +74,8 @@ public struct PoolStats: Sendable, Codable, Equatable {
         waitMs = Self.percentiles(served.map(\.waitMs))
         firstByteMs = Self.percentiles(served.compactMap(\.firstByteMs))
         durationMs = Self.percentiles(served.map(\.durationMs))
+        let resumes = served.compactMap(\.resume).reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+        resumed = resumes.isEmpty ? nil : resumes
     }
 
     /// The window of every arrival rate: a minute.
