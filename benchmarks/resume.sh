@@ -11,26 +11,11 @@ turns="${2:-3}"
 pause="${3:-5}"
 mode="${4:-resume}"
 source "$(dirname "$0")/sdk_common.sh" resume
-cat > "$work/prewarm.toml" <<TOML
-[journal]
-enabled = false
-[[pool]]
-name = "sdk"
-kind = "claude"
-command = "$cli"
-spares = 2
-max_processes = 32
-initialize = false
-base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
-config_dir = "$work/config"
-$( [ "$mode" = universal ] && printf 'universal_spares = 8\n' || printf 'resume_spares = true\nmax_resume_spares = 8\n' )
-env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:$port", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
-[pool.ready]
-timeout_s = 120
-TOML
+if [ "$mode" = universal ]; then
+    sdk_pool 2 "$(printf 'max_processes = 32\nuniversal_spares = 8')"
+else
+    sdk_pool 2 "$(printf 'max_processes = 32\nresume_spares = true\nmax_resume_spares = 8')"
+fi
 start_daemon
-cd "$work/project"
-env -i PATH=/usr/bin:/bin HOME="$work" PREWARM_SOCKET="$work/p.sock" PREWARM_CLAUDE_CLI="$cli" \
-    PREWARM_BENCH_DROP_IN="$bin/prewarm-claude" PREWARM_BENCH_CLI="$cli" \
-    "$python" "$OLDPWD/benchmarks/resume_bench.py" "http://127.0.0.1:$port" "$work/config" "$work/project" "$rounds" "$turns" "$pause"
+run_bench resume_bench.py "http://127.0.0.1:$port" "$work/config" "$work/project" "$rounds" "$turns" "$pause"
 curl -s --unix-socket "$work/p.sock" http://localhost/v1/pools/sdk | python3 -c 'import json,sys;p=json.load(sys.stdin);print({k:p[k] for k in ("served","warm","waited","cold","resume_hits","resume_misses","resume_stale","resume_evicted","resume_expired","universal","universal_hits")})'

@@ -65,10 +65,12 @@ extension Broker {
             let rank = { (c: (pool: Pool, plan: RunPlan, idle: Int)) in (c.idle > 0 ? 0 : 2) + (c.plan.claimed ? 1 : 0) }
             return (rank(a.element), a.offset) < (rank(b.element), b.offset)
         }
+        // A resume is one of the reasons to run cold: only then is the command line read for a key.
+        let resumeKey = shape.coldReasons.isEmpty ? nil : ResumeKey(run: run, executable: run.cli ?? "")
+        let resume = { (pool: Pool) in resumeKey.map { run.cli == nil ? $0.with(executable: pool.config.executable) : $0 } }
         if var best = ranked.first?.element {
-            let resume = { (pool: Pool) in ResumeKey(run: run, executable: run.cli ?? pool.config.executable) }
             // A resume goes where its session's resume spare is, if one of them holds it.
-            if resume(best.pool) != nil, let holder = ranked.first(where: { c in resume(c.element.pool).map(c.element.pool.holdsResumeSpare) ?? false }) {
+            if resumeKey != nil, let holder = ranked.first(where: { c in resume(c.element.pool).map(c.element.pool.holdsResumeSpare) ?? false }) {
                 best = holder.element
             }
             touch(best.pool.name)
@@ -85,7 +87,7 @@ extension Broker {
         }
         let pool = fingerprintPool(for: shape, env: run.env, executable: executable)
         let own = Self.coldConfig(pool.config, run: run, shape: shape)
-        if let key = ResumeKey(run: run, executable: run.cli ?? pool.config.executable) { return .resume(pool, key, cold: own) }
+        if let key = resume(pool) { return .resume(pool, key, cold: own) }
         return .cold(pool, own, reason: why)
     }
 

@@ -163,12 +163,13 @@ struct TurnResponder {
         /// session no spare serves).
         static func claude(session: SessionSettings, config: PoolConfig, turnID: String) -> Plan {
             var plan = claudeLaunch(session: session, config: config, turnID: turnID)
+            guard config.claude != nil, config.resumeSpares != nil else { return plan }
             // The next turn of the session resumes it with the same settings (a session with
             // a directory of its own: a resume finds its transcript by the directory).
             var next = session
             next.resume = nil
             let own = config.forSession(next)
-            if config.claude != nil, let cwd = own.cwd {
+            if let cwd = own.cwd {
                 plan.resume = ResumeSource(run: RunDescription(argv: own.args, cwd: cwd, env: own.env), config: own)
             }
             return plan

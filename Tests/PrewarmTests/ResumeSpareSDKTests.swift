@@ -93,19 +93,19 @@ extension LiveDaemons {
             let daemon = harness.daemon
             let first = try harness.queries("turn", ["Remember the word pear."])
             let session = try #require(first.first?["session_id"] as? String)
+            let transcript = try #require(SessionTranscript.path(sessionID: session, cwd: harness.project, env: ["CLAUDE_CONFIG_DIR": harness.configDirectory]))
+            let before = try #require(FileIdentity(path: transcript))
             try await waitUntil("the resume spare expires", timeout: .seconds(90)) {
                 let pool = try await daemon.pool("sdk")
                 return pool.resumeExpired == 1 && pool.resumeHeld == 0
             }
+            // The expired spare wrote nothing to the transcript (it only touched its mtime loading it).
+            let after = try #require(FileIdentity(path: transcript))
+            #expect(after.sameContents(as: before), "the expired spare appended to the transcript")
             let resumed = try harness.queries("turn", ["And now?", session])
             #expect(Self.turns(in: resumed[0]) == 2)
             let pool = try await daemon.pool("sdk")
             #expect(pool.resumeHits == 0 && pool.resumeMisses == 1 && pool.cold == 1, "\(pool)")
-            // Its transcript got no metadata from the expired spare (killed, not let exit):
-            // the resumed turn is the only writer after the first.
-            let transcript = try #require(SessionTranscript.path(sessionID: session, cwd: harness.project, env: ["CLAUDE_CONFIG_DIR": harness.configDirectory]))
-            let text = try String(contentsOfFile: transcript, encoding: .utf8)
-            #expect(text.components(separatedBy: "\"type\":\"user\"").count - 1 >= 2)
         }
 
         /// Garbage and departures: a resume of a session that does not exist runs cold and fails
@@ -141,6 +141,69 @@ extension LiveDaemons {
             try await waitUntil("its process is gone", timeout: .seconds(60)) { try await daemon.pool("sdk").busy == 0 }
             pool = try await daemon.pool("sdk")
             #expect(pool.resumeHits == 1 && pool.resumeHeld == 0, "a killed run leaves no spare: \(pool)")
+        }
+
+        /// Through the API (`session.resume`), with spares the pool initializes: a turn's
+        /// session gets a resume spare, the next turn takes it warm with the whole conversation;
+        /// one that expires leaves the session's transcript as it was (it is killed: a resuming
+        /// CLI let exit unused may append metadata, docs/claude-cli.md §7).
+        @Test func theAPIsResumedTurnsToo() async throws {
+            let outside = NSTemporaryDirectory() + "prewarm-outside-" + UUID().uuidString.prefix(8)
+            let model = try RealClaudeTests.FakeModel(outside: outside)
+            let directory = try TestDaemon.makeTemporaryDirectory()
+            let project = directory + "/project"
+            try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
+            func pool(_ name: String, ttl: Int) -> String {
+                """
+                [[pool]]
+                name = "\(name)"
+                kind = "claude"
+                command = "\(SDKEnvironment.cli!)"
+                spares = 1
+                config_dir = "\(directory)/claude-config"
+                resume_spares = true
+                resume_spare_ttl_s = \(ttl)
+                env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(model.port)", ANTHROPIC_API_KEY = "sk-fake" }
+                [pool.ready]
+                timeout_s = 120
+
+                """
+            }
+            let daemon = try await TestDaemon(pools: pool("api", ttl: 600) + pool("brief", ttl: 1), directory: directory)
+            func turn(_ pool: String, _ prompt: String, resume: String? = nil) async throws -> (start: String?, session: String?, turns: Int?) {
+                var session: [String: Any] = ["cwd": project]
+                if let resume { session["resume"] = resume }
+                let body = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "session": session])
+                let response = try await daemon.client.request(
+                    .POST, "/v1/pools/\(pool)/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(bytes: body)
+                )
+                #expect(response.status == 200, "\(response.bodyString)")
+                let result = response.bodyString.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                    .last { $0["type"] as? String == "result" }
+                let text = result?["result"] as? String ?? ""
+                let turns = text.range(of: #"\[user turns: (\d+)\]"#, options: .regularExpression).flatMap { Int(text[$0].dropFirst("[user turns: ".count).dropLast()) }
+                return (response.headers.first(name: "Prewarm-Start"), result?["session_id"] as? String, turns)
+            }
+            let first = try await turn("api", "Remember the word kiwi.")
+            let session = try #require(first.session)
+            try await waitUntil("a resume spare is ready", timeout: .seconds(90)) { try await daemon.pool("api").resumeReady == 1 }
+            let second = try await turn("api", "And the word?", resume: session)
+            #expect(second.start == "warm" && second.session == session && second.turns == 2, "\(second)")
+            #expect(try await daemon.pool("api").resumeHits == 1)
+
+            // The brief pool's spare expires: the transcript stays as it was.
+            let other = try await turn("brief", "Remember the word lime.")
+            let otherSession = try #require(other.session)
+            let transcript = try #require(SessionTranscript.path(sessionID: otherSession, cwd: project, env: ["CLAUDE_CONFIG_DIR": directory + "/claude-config"]))
+            // Its spare is asked for once the turn's process is gone (the transcript complete).
+            try await waitUntil("the brief pool's resume spare starts", timeout: .seconds(90)) { try await daemon.pool("brief").resumeHeld == 1 }
+            let before = try #require(FileIdentity(path: transcript))
+            try await waitUntil("the resume spare expires", timeout: .seconds(90)) {
+                let pool = try await daemon.pool("brief")
+                return pool.resumeExpired == 1 && pool.resumeHeld == 0
+            }
+            let after = try #require(FileIdentity(path: transcript))
+            #expect(after.sameContents(as: before), "the expired spare appended to the transcript")
         }
 
         /// Universal spares (`--bg-spare`, CLI 2.1.332): with no resume spare, a resumed turn

@@ -7,15 +7,16 @@ import Logging
 /// the process's life).
 extension Pool: ChildProcessDelegate {
     func processReady(_ id: SpareID, pid: pid_t, startup: Duration) {
+        let transcript = resumeTranscriptAtReadiness(id)
         perform(
             mutate { state in
                 _ = state.startupMillis.record(UInt64(max(0, startup.wholeMilliseconds)))
                 state.lives[id]?.pid = Int(pid)
                 state.lives[id]?.readyMs = startup.milliseconds
+                if let transcript { Self.recordResumeTranscript(&state, spare: id, now: transcript) }
                 return state.machine.processReady(id, now: .now)
             }
         )
-        resumeSpareReady(id)
         telemetry?.startupReady(pool: name, duration: startup)
         // The journal's reading at readiness, of the process itself (the memory sampler's
         // reading of its whole group replaces it if the spare stays idle long enough).

@@ -21,13 +21,12 @@ extension Pool {
     /// A turn's process is gone: if the turn ended in a session a resume spare can serve, one
     /// is started for that session's next turn (the machine decides whether it fits).
     func turnProcessGone(_ turn: Turn) {
-        guard let source = turn.resume, let session = turn.sessionID, Self.plausibleSession(session), let key = source.key(session: session) else { return }
-        let settings = state.withLock { $0.config.resumeSpares }
-        guard settings != nil else { return }
+        guard let source = turn.resume, source.config.resumeSpares != nil, let session = turn.sessionID, Self.plausibleSession(session) else { return }
         switch turn.peekResult?.outcome {
         case .completed?, .exited?: break
         default: return  // killed, timed out: no conversation to go on with
         }
+        guard let key = source.key(session: session) else { return }
         var config = source.config
         config.args = ResumeKey.spareArguments(from: source.run.argv, session: session)
         config.retireAtOnce = true
@@ -38,12 +37,11 @@ extension Pool {
         }
         guard let cwd = config.cwd,
             let transcript = SessionTranscript.path(sessionID: session, cwd: cwd, env: config.childEnvironment(from: environment)),
-            FileIdentity(path: transcript) != nil
+            let before = FileIdentity(path: transcript)
         else {
             logger.debug("no resume spare: the session's transcript is not where the CLI keeps it", metadata: ["session.id": "\(session)"])
             return
         }
-        let before = FileIdentity(path: transcript)
         let actions = mutate { state -> [PoolStateMachine.Action] in
             state.resumeLaunches[key] = (config, transcript, before)
             let actions = state.machine.resumeWanted(key, now: .now).1
@@ -76,30 +74,42 @@ extension Pool {
         }
     }
 
-    /// A resume spare is ready: its transcript's identity from now on is the one it serves.
-    func resumeSpareReady(_ id: SpareID) {
-        let transcript = state.withLock { $0.resumeFiles[id]?.transcript }
-        guard let transcript else { return }
-        let now = FileIdentity(path: transcript)
-        state.withLock { state in
-            guard let file = state.resumeFiles[id] else { return }
-            // Only its mtime may have changed since it was asked for (the CLI's own touch).
-            if let now, let before = file.before, now.sameContents(as: before) {
-                state.resumeFiles[id]?.identity = now
-            }
-        }
+    /// A resume spare about to be reported ready: its transcript now (read before the locked
+    /// step that reports it, so no turn ever sees it ready without it); nil for other processes.
+    func resumeTranscriptAtReadiness(_ id: SpareID) -> FileIdentity?? {
+        guard let transcript = state.withLock({ $0.resumeFiles[id]?.transcript }) else { return nil }
+        return .some(FileIdentity(path: transcript))
     }
 
-    /// Whether the spare resuming `key`'s session may serve it: its transcript is as it was
-    /// when the spare became ready. Called under the pool's lock.
-    static func resumeSpareFresh(_ state: inout State, key: ResumeKey) -> Bool {
-        guard let (spare, ready) = state.machine.resumeSpare(for: key), ready,
-            let file = state.resumeFiles[spare], let identity = file.identity
-        else { return false }
-        let now = FileIdentity(path: file.transcript)
-        if now != identity {
-            state.staleNote = "transcript \(file.transcript): \(identity) at readiness, \(now.map { "\($0)" } ?? "gone") now"
+    /// Records a ready resume spare's transcript: the identity it serves from now on, if only
+    /// its mtime changed since the spare was asked for (the CLI's own touch while loading).
+    static func recordResumeTranscript(_ state: inout State, spare: SpareID, now: FileIdentity?) {
+        guard let file = state.resumeFiles[spare], let now, let before = file.before, now.sameContents(as: before) else { return }
+        state.resumeFiles[spare]?.identity = now
+    }
+
+    /// What a resumed turn's arrival is told of its session's resume spare.
+    struct ResumeCheck {
+        let spare: SpareID
+        let fresh: Bool
+        /// Why it is stale, for the log; nil when fresh.
+        let staleNote: String?
+    }
+
+    /// The ready resume spare held for `key`, checked against its transcript; nil when none
+    /// is ready. The stat runs outside every lock; the locked step trusts it only for the
+    /// same spare.
+    func checkResumeSpare(_ key: ResumeKey) -> ResumeCheck? {
+        let held = state.withLock { state -> (SpareID, ResumeSpareFile)? in
+            guard let (spare, ready) = state.machine.resumeSpare(for: key), ready, let file = state.resumeFiles[spare] else { return nil }
+            return (spare, file)
         }
-        return now == identity
+        guard let (spare, file) = held else { return nil }
+        let now = FileIdentity(path: file.transcript)
+        guard let identity = file.identity, now == identity else {
+            let was = file.identity.map { "\($0)" } ?? "changed while it loaded"
+            return ResumeCheck(spare: spare, fresh: false, staleNote: "transcript \(file.transcript): \(was) at readiness, \(now.map { "\($0)" } ?? "gone") now")
+        }
+        return ResumeCheck(spare: spare, fresh: true, staleNote: nil)
     }
 }

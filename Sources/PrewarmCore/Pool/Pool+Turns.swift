@@ -41,7 +41,9 @@ extension Pool {
                 abandon(spare)
                 continue
             }
-            if let (endpoint, config) = state.withLock({ state in state.universalRuns.removeValue(forKey: spare).map { (state.universals[spare]!, $0) } }) {
+            if let (endpoint, config) = state.withLock({ state in
+                state.universalRuns.removeValue(forKey: spare).flatMap { config in state.universals[spare].map { ($0, config) } }
+            }) {
                 // A universal spare: its command line, directory and environment first.
                 if let failure = await claimUniversal(endpoint, config: config) {
                     logger.warning(
@@ -49,6 +51,12 @@ extension Pool {
                     )
                     perform(mutate { $0.machine.universalClaimFailed(spare, now: .now) })
                     continue
+                }
+                if Task.isCancelled {
+                    // The client left while the line was on its way: the process, now the
+                    // turn's, is killed unused (a universal spare is never let exit).
+                    abandon(spare)
+                    throw Self.cancelled
                 }
             }
             if process.claim(turn) {
@@ -79,19 +87,27 @@ extension Pool {
     /// `stale`: a resumed turn's spare was found stale (it runs cold).
     private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind, stale: Bool) {
         let waiter = makeWaiterID()
+        // What needs no lock is worked out before the locked step: a resumed turn's transcript
+        // (a stat), whether a universal spare may take the turn (its environment).
+        var check: ResumeCheck?
+        var universal = false
+        switch launch {
+        case .spare: break
+        case .cold(let config): universal = Self.universalServes(config, environment: environment)
+        case .resume(let key, let config):
+            check = checkResumeSpare(key)
+            universal = Self.universalServes(config, environment: environment)
+        }
+        if let note = check?.staleNote {
+            logger.info("resume spare stale: its session's transcript changed since it was ready; the turn runs cold", metadata: ["reason": "\(note)"])
+        }
+        let arrival = Arrival(launch: launch, resume: check, universal: universal)
         do {
             let (spare, kind) = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
-                    let (answer, actions, shortfall) = arrive(waiter, launch: launch, continuation: continuation)
+                    let (answer, actions, shortfall) = arrive(waiter, arrival, continuation: continuation)
                     perform(actions)
                     if let shortfall { governor?.requestRoom(shortfall, for: name) }
-                    if case .resume = launch, let note = state.withLock({ state in
-                        defer { state.staleNote = nil }
-                        if state.staleNote != nil { state.staleWaiters.insert(waiter) }
-                        return state.staleNote
-                    }) {
-                        logger.info("resume spare stale: its session's transcript changed since it was ready; the turn runs cold", metadata: ["reason": "\(note)"])
-                    }
                     switch answer {
                     case .none: break
                     case .take(let spare): continuation.resume(returning: (spare, .warm))
@@ -102,22 +118,30 @@ extension Pool {
             } onCancel: {
                 self.cancelWait(waiter)
             }
-            return (spare, kind, state.withLock { state in state.staleWaiters.remove(waiter) != nil })
+            return (spare, kind, check?.staleNote != nil && kind != .warm)
         } catch let error as PrewarmError {
-            state.withLock { state in _ = state.staleWaiters.remove(waiter) }
             throw error
         } catch {
-            state.withLock { state in _ = state.staleWaiters.remove(waiter) }
             throw Self.cancelled
         }
+    }
+
+    /// A turn's arrival: how it wants its process, and what was found out before the lock.
+    private struct Arrival {
+        let launch: Launch
+        /// A resumed turn's spare, checked against its transcript.
+        let resume: ResumeCheck?
+        /// A universal spare may take the turn.
+        let universal: Bool
     }
 
     /// The locked step of a turn's arrival: the machine's decision, and either an answer to
     /// give at once or the continuation stored for a later `deliver` or `reject`.
     private func arrive(
-        _ waiter: WaiterID, launch: Launch, continuation: CheckedContinuation<(SpareID, StartKind), any Error>
+        _ waiter: WaiterID, _ arrival: Arrival, continuation: CheckedContinuation<(SpareID, StartKind), any Error>
     ) -> (Answer?, [PoolStateMachine.Action], shortfall: Int?) {
-        mutate { state in
+        let launch = arrival.launch
+        return mutate { state in
             // Cancelled before it reached the machine: it never does. (Cancelled after this
             // step, `cancelWait` finds it under the same lock.)
             if Task.isCancelled { return (.cancelled, [], nil) }
@@ -126,12 +150,12 @@ extension Pool {
             case .spare:
                 (decision, actions) = state.machine.turnArrived(waiter, now: .now)
             case .cold(let config), .resume(_, cold: let config):
-                let universal = Self.universalServes(config, environment: environment)
                 if case .resume(let key, _) = launch {
-                    let fresh = Self.resumeSpareFresh(&state, key: key)
-                    (decision, actions) = state.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, universal: universal, now: .now)
+                    // Fresh only if the spare checked is the one still held for the key.
+                    let fresh = arrival.resume.map { $0.fresh && state.machine.resumeSpare(for: key)?.spare == $0.spare } ?? false
+                    (decision, actions) = state.machine.resumeTurnArrived(waiter, key: key, fresh: fresh, universal: arrival.universal, now: .now)
                 } else {
-                    (decision, actions) = state.machine.coldTurnArrived(waiter, universal: universal, now: .now)
+                    (decision, actions) = state.machine.coldTurnArrived(waiter, universal: arrival.universal, now: .now)
                 }
                 // A universal spare handed to this turn is claimed with the turn's settings.
                 for case .deliver(let to, let spare, _) in actions where to == waiter && state.universals[spare] != nil {

@@ -78,10 +78,6 @@ public final class Pool: Sendable {
         var runProfile: (config: PoolConfig, profile: RunProfile?)?
         /// Resume spares' transcripts (Pool+Resume).
         var resumeFiles: [SpareID: ResumeSpareFile] = [:]
-        /// Why the last resume spare was found stale (for the log).
-        var staleNote: String?
-        /// Resumed turns whose spare was stale, until their lease is made.
-        var staleWaiters: Set<WaiterID> = []
         /// Universal spares' sockets (Pool+Universal).
         var universals: [SpareID: UniversalSpare.Endpoint] = [:]
         /// The settings a universal spare handed to a turn is claimed with.

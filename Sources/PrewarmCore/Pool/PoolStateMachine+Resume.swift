@@ -212,16 +212,13 @@ extension PoolStateMachine {
         return charged + count * costs.turn <= room
     }
 
-    func oldestHold() -> SpareID? {
-        resumes.min { ($0.value.made, $0.key) < ($1.value.made, $1.key) }?.key
+    func oldestHold(excluding excluded: SpareID? = nil) -> SpareID? {
+        resumes.filter { $0.key != excluded }.min { ($0.value.made, $0.key) < ($1.value.made, $1.key) }?.key
     }
 
-    /// What is shed first to make room: resume spares (least recently made), then idle spares
-    /// (oldest first).
+    /// What is shed first to make room: resume spares (least recently made), then universal
+    /// spares, then idle spares (oldest first).
     func nextToShed(excluding excluded: SpareID? = nil) -> SpareID? {
-        if let hold = resumes.filter({ $0.key != excluded }).min(by: { ($0.value.made, $0.key) < ($1.value.made, $1.key) })?.key {
-            return hold
-        }
-        return oldestUniversal(excluding: excluded) ?? oldestIdle(excluding: excluded)
+        oldestHold(excluding: excluded) ?? oldestUniversal(excluding: excluded) ?? oldestIdle(excluding: excluded)
     }
 }

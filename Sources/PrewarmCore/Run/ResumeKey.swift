@@ -16,7 +16,14 @@ public struct ResumeKey: Sendable, Hashable {
     /// The options other than the resume itself, normalized, in a stable order.
     let options: [String]
     let environment: [String: String]
-    let executable: String
+    private(set) var executable: String
+
+    /// The same key for another CLI (the pool's, when the run names none).
+    public func with(executable: String) -> ResumeKey {
+        var key = self
+        key.executable = executable
+        return key
+    }
 
     /// Options a resume spare is started with whatever the caller gave (the resume is its own).
     static let resumeOptions: Set<String> = ["--resume"]
