@@ -29,7 +29,7 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "The configuration file (default: config/prewarm.toml if present, else the built-in defaults).")
     var config: String?
 
-    @Option(name: .long, help: "The daemon's Unix socket (default: $PREWARM_SOCKET, the config's socket, $XDG_RUNTIME_DIR/prewarm.sock, /tmp/prewarm-$UID.sock).")
+    @Option(name: .long, help: "The daemon's Unix socket (default: $PREWARM_SOCKET, the config's socket, $XDG_RUNTIME_DIR/prewarm.sock, /tmp/prewarm-$UID/prewarm.sock).")
     var socket: String?
 
     func loadConfiguration() throws -> Configuration {
@@ -117,7 +117,7 @@ enum ExitStatus {
 func makeLogger(level: String?) -> Logger {
     let chosen = level ?? ProcessInfo.processInfo.environment["PREWARM_LOG_LEVEL"] ?? "info"
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
+        var handler = QuotingLogHandler(StreamLogHandler.standardError(label: label))
         handler.logLevel = Logger.Level(rawValue: chosen) ?? .info
         return handler
     }

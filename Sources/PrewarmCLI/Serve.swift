@@ -27,6 +27,9 @@ struct Serve: AsyncParsableCommand {
         )
         do {
             try await daemon.run()
+        } catch let error as PrewarmError where error.code == .unsafePath {
+            // A directory another user could change: the configuration's to fix, like a bad file.
+            throw ExitStatus.fail(78, error.message)
         } catch let error as PrewarmError {
             throw ExitStatus.fail(ExitStatus.unavailable, error.message)
         }

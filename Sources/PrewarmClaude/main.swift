@@ -14,6 +14,11 @@ import Glibc
 // It asks the daemon for a run (`POST /v1/runs`, upgraded to a framed two-way stream; the
 // frames are described in the daemon's RunStream.swift) and reads nothing from its stdin
 // before the daemon has accepted the run, so a fallback exec loses no byte.
+//
+// The run carries the caller's credentials, so the daemon is checked before anything is
+// sent: the process listening on the socket (SO_PEERCRED) must be of this uid or root. And
+// only what the daemon reads to route and start the run is sent (the variables it names in
+// `GET /v1/runs/environment`), never the rest of the environment.
 
 // MARK: - The real CLI
 
@@ -42,6 +47,18 @@ struct FileKey: Equatable {
         device = UInt64(info.st_dev)
         inode = UInt64(info.st_ino)
     }
+}
+
+/// Whether `PREWARM_CLAUDE_DEBUG=1` asks why a run went to the real CLI.
+func debugging(_ environment: [String: String]) -> Bool {
+    guard let value = environment["PREWARM_CLAUDE_DEBUG"] else { return false }
+    return !value.isEmpty && value != "0"
+}
+
+/// The real CLI for this run, and why (one line on stderr with PREWARM_CLAUDE_DEBUG=1).
+func fallBack(_ environment: [String: String], arguments: [String], because reason: String) -> Never {
+    if debugging(environment) { writeAll(2, Array("prewarm-claude: running the real CLI: \(reason)\n".utf8)) }
+    execRealCLI(environment, arguments: arguments)
 }
 
 /// Replaces this process with the real CLI, same argv (argv[0] the CLI's path), same
@@ -76,11 +93,11 @@ func currentEnvironment() -> [String: String] {
 }
 
 /// Where the daemon listens: `PREWARM_SOCKET`, else `$XDG_RUNTIME_DIR/prewarm.sock`, else
-/// `/tmp/prewarm-$UID.sock` (the daemon's own default).
+/// `/tmp/prewarm-$UID/prewarm.sock` (the daemon's own default).
 func socketPath(_ environment: [String: String]) -> String {
     if let path = environment["PREWARM_SOCKET"], !path.isEmpty { return path }
     if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/prewarm.sock" }
-    return "/tmp/prewarm-\(getuid()).sock"
+    return "/tmp/prewarm-\(getuid())/prewarm.sock"
 }
 
 // MARK: - Bytes
@@ -144,6 +161,76 @@ func base64(_ bytes: [UInt8]) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
+/// What the daemon reads of the environment (`GET /v1/runs/environment`): variables by
+/// name, prefix and suffix.
+struct RunEnvironment {
+    var names: Set<String> = []
+    var prefixes: [String] = []
+    var suffixes: [String] = []
+
+    func sends(_ name: String) -> Bool {
+        names.contains(name) || prefixes.contains { name.hasPrefix($0) } || suffixes.contains { name.hasSuffix($0) }
+    }
+
+    /// Reads `{"names": [...], "prefixes": [...], "suffixes": [...]}` (arrays of strings;
+    /// whatever else is there is skipped). nil when it is not that.
+    init?(json: [UInt8]) {
+        var index = 0
+        var found = 0
+        func skipSpace() { while index < json.count, [9, 10, 13, 32].contains(json[index]) { index += 1 } }
+        func string() -> String? {
+            guard index < json.count, json[index] == UInt8(ascii: "\"") else { return nil }
+            index += 1
+            var bytes: [UInt8] = []
+            while index < json.count, json[index] != UInt8(ascii: "\"") {
+                if json[index] == UInt8(ascii: "\\") {
+                    index += 1
+                    guard index < json.count else { return nil }
+                    // Names are plain ASCII words: an escape other than \" or \\ is refused.
+                    guard json[index] == UInt8(ascii: "\"") || json[index] == UInt8(ascii: "\\") else { return nil }
+                }
+                bytes.append(json[index])
+                index += 1
+            }
+            guard index < json.count else { return nil }
+            index += 1
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        skipSpace()
+        guard index < json.count, json[index] == UInt8(ascii: "{") else { return nil }
+        index += 1
+        while true {
+            skipSpace()
+            if index < json.count, json[index] == UInt8(ascii: "}") { break }
+            guard let key = string() else { return nil }
+            skipSpace()
+            guard index < json.count, json[index] == UInt8(ascii: ":") else { return nil }
+            index += 1
+            skipSpace()
+            guard index < json.count, json[index] == UInt8(ascii: "[") else { return nil }
+            index += 1
+            var values: [String] = []
+            while true {
+                skipSpace()
+                if index < json.count, json[index] == UInt8(ascii: "]") { index += 1; break }
+                guard let value = string() else { return nil }
+                values.append(value)
+                skipSpace()
+                if index < json.count, json[index] == UInt8(ascii: ",") { index += 1 }
+            }
+            switch key {
+            case "names": names = Set(values); found += 1
+            case "prefixes": prefixes = values; found += 1
+            case "suffixes": suffixes = values; found += 1
+            default: break
+            }
+            skipSpace()
+            if index < json.count, json[index] == UInt8(ascii: ",") { index += 1 }
+        }
+        guard found == 3 else { return nil }
+    }
+}
+
 /// The run as the daemon reads it: `{"argv": [...], "cwd": "...", "env": {...}, "cli": "..."}`.
 func describeRun(arguments: [String], cwd: String, environment: [String: String], cli: String?) -> String {
     var json = "{\"argv\":[" + arguments.dropFirst().map(jsonString).joined(separator: ",") + "],"
@@ -161,16 +248,33 @@ func workingDirectory() -> String {
 
 // MARK: - The daemon
 
-/// A connected socket to the daemon, or nil when none listens there.
-func connectDaemon(_ path: String) -> Int32? {
+/// The process listening on the other end of a connected Unix socket (SO_PEERCRED):
+/// `struct ucred`, which Glibc's module does not export without _GNU_SOURCE.
+func peer(of fd: Int32) -> (pid: Int32, uid: UInt32)? {
+    var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
+    var length = socklen_t(MemoryLayout.size(ofValue: credentials))
+    guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else { return nil }
+    return (credentials.0, credentials.1)
+}
+
+enum Connection {
+    case connected(Int32)
+    /// Nothing listens there (or the path is unusable): why.
+    case absent(String)
+    /// Something of another user listens there: why (said on stderr, always).
+    case stranger(String)
+}
+
+/// A connected socket to a daemon of this uid or root.
+func connectDaemon(_ path: String) -> Connection {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { return nil }
+    guard fd >= 0 else { return .absent("socket(): \(String(cString: strerror(errno)))") }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(path.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
         close(fd)
-        return nil
+        return .absent("the socket path \(path) is too long")
     }
     withUnsafeMutableBytes(of: &address.sun_path) { raw in
         raw.copyBytes(from: bytes)
@@ -180,10 +284,66 @@ func connectDaemon(_ path: String) -> Int32? {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
     guard connected == 0 else {
+        let reason = String(cString: strerror(errno))
         close(fd)
-        return nil
+        return .absent("no daemon at \(path) (\(reason))")
     }
-    return fd
+    guard let peer = peer(of: fd) else {
+        close(fd)
+        return .stranger("cannot tell who listens on \(path) (SO_PEERCRED: \(String(cString: strerror(errno)))); nothing was sent")
+    }
+    guard peer.uid == getuid() || peer.uid == 0 else {
+        close(fd)
+        return .stranger(
+            "\(path) is served by pid \(peer.pid) of uid \(peer.uid), not by a daemon of uid \(getuid()) or root; nothing was sent to it. Remove it, or set PREWARM_SOCKET to your daemon's socket"
+        )
+    }
+    return .connected(fd)
+}
+
+/// Sends all of `bytes` on the socket; false when it fails.
+func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var rest = bytes[...]
+    while !rest.isEmpty {
+        let sent = rest.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if sent < 0 && errno == EINTR { continue }
+        guard sent > 0 else { return false }
+        rest = rest.dropFirst(sent)
+    }
+    return true
+}
+
+/// `GET /v1/runs/environment` on its own connection (a run's upgrade must be its
+/// connection's first request): which variables the daemon reads. Returns why not otherwise.
+func runEnvironment(_ fd: Int32) -> Result<RunEnvironment, Failure> {
+    defer { close(fd) }
+    guard sendAll(fd, Array("GET /v1/runs/environment HTTP/1.1\r\nHost: prewarm\r\nConnection: close\r\n\r\n".utf8)) else {
+        return .failure(Failure("the daemon closed the connection"))
+    }
+    var received: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 16_384)
+    while received.count < 1 << 20 {
+        let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count < 0 && errno == EINTR { continue }
+        guard count > 0 else { break }
+        received += chunk[0..<count]
+    }
+    guard let end = headEnd(received), received.count >= 12, let status = Int(String(decoding: received[9..<12], as: UTF8.self)) else {
+        return .failure(Failure("the daemon's answer to GET /v1/runs/environment is not HTTP"))
+    }
+    guard status == 200 else {
+        let why = status == 404 ? "the daemon is older than this prewarm-claude (no /v1/runs/environment)" : "the daemon answered \(status): \(errorMessage(-1, after: Array(received[(end + 4)...])))"
+        return .failure(Failure(why))
+    }
+    guard let environment = RunEnvironment(json: Array(received[(end + 4)...])) else {
+        return .failure(Failure("the daemon's /v1/runs/environment is not {\"names\", \"prefixes\", \"suffixes\"}"))
+    }
+    return .success(environment)
+}
+
+struct Failure: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
 }
 
 /// The answer's status and body start, and the bytes after its head (the first frames).
@@ -198,13 +358,7 @@ struct Answer {
 func requestRun(_ fd: Int32, description: String) -> Answer? {
     let request = "POST /v1/runs HTTP/1.1\r\nHost: prewarm\r\nConnection: Upgrade\r\nUpgrade: prewarm-stream\r\n"
         + "Prewarm-Run: \(base64(Array(description.utf8)))\r\nContent-Length: 0\r\n\r\n"
-    var bytes = Array(request.utf8)[...]
-    while !bytes.isEmpty {
-        let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if sent < 0 && errno == EINTR { continue }
-        guard sent > 0 else { return nil }
-        bytes = bytes.dropFirst(sent)
-    }
+    guard sendAll(fd, Array(request.utf8)) else { return nil }
     var received: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 16_384)
     while true {
@@ -235,8 +389,8 @@ func errorMessage(_ fd: Int32, after rest: [UInt8]) -> String {
     var body = rest
     var chunk = [UInt8](repeating: 0, count: 4096)
     var timeout = timeval(tv_sec: 1, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    while body.count < 16_384 {
+    if fd >= 0 { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) }
+    while fd >= 0 && body.count < 16_384 {
         let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         guard count > 0 else { break }
         body += chunk[0..<count]
@@ -384,14 +538,34 @@ let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-
     && arguments.dropFirst().contains { $0 != "--verbose" }
 if asksVersion { execRealCLI(environment, arguments: arguments) }
 
-guard let daemon = connectDaemon(socketPath(environment)) else {
-    // No daemon: the real CLI, as if Prewarm were not there.
-    execRealCLI(environment, arguments: arguments)
+/// A connection to the daemon, checked; else the real CLI (a stranger's socket is said on
+/// stderr whatever PREWARM_CLAUDE_DEBUG says: someone may be trying to catch credentials).
+func checkedConnection(_ path: String) -> Int32 {
+    switch connectDaemon(path) {
+    case .connected(let fd):
+        return fd
+    case .absent(let reason):
+        // No daemon: the real CLI, as if Prewarm were not there.
+        fallBack(environment, arguments: arguments, because: reason)
+    case .stranger(let reason):
+        writeAll(2, Array("prewarm-claude: \(reason)\n".utf8))
+        execRealCLI(environment, arguments: arguments)
+    }
 }
-let description = describeRun(arguments: arguments, cwd: workingDirectory(), environment: environment, cli: realCLI(environment))
+
+let path = socketPath(environment)
+let sent: RunEnvironment
+switch runEnvironment(checkedConnection(path)) {
+case .success(let names): sent = names
+case .failure(let failure): fallBack(environment, arguments: arguments, because: failure.reason)
+}
+let daemon = checkedConnection(path)
+let description = describeRun(
+    arguments: arguments, cwd: workingDirectory(), environment: environment.filter { sent.sends($0.key) }, cli: realCLI(environment)
+)
 guard let answer = requestRun(daemon, description: description) else {
     close(daemon)
-    execRealCLI(environment, arguments: arguments)
+    fallBack(environment, arguments: arguments, because: "the daemon closed the connection before it answered the run")
 }
 switch answer.status {
 case 101:
@@ -402,6 +576,7 @@ case 429:
 default:
     // A daemon that cannot serve the run (draining, failing, another uid, a directory it
     // cannot see, an older daemon): the real CLI, as if Prewarm were not there.
+    let why = debugging(environment) ? errorMessage(daemon, after: answer.rest) : ""
     close(daemon)
-    execRealCLI(environment, arguments: arguments)
+    fallBack(environment, arguments: arguments, because: "the daemon answered \(answer.status): \(why)")
 }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -29,11 +30,14 @@ public struct UnixHTTPClient: Sendable {
 
     public enum ClientError: Error, CustomStringConvertible {
         case unreachable(path: String, reason: String)
+        /// Something else than the daemon the caller expects listens on the socket.
+        case untrusted(String)
         case closedEarly
 
         public var description: String {
             switch self {
             case .unreachable(let path, let reason): "cannot reach the daemon at \(path): \(reason); is `prewarm serve` running?"
+            case .untrusted(let problem): problem
             case .closedEarly: "the daemon closed the connection before the response was complete"
             }
         }
@@ -72,6 +76,10 @@ public struct UnixHTTPClient: Sendable {
                 }
         } catch {
             throw ClientError.unreachable(path: socketPath, reason: Self.describe(error))
+        }
+        if let problem = await DaemonPeer.problem(channel: channel.channel, path: socketPath, environment: ProcessInfo.processInfo.environment) {
+            try? await channel.channel.close()
+            throw ClientError.untrusted(problem)
         }
         return try await channel.executeThenClose { inbound, outbound in
             var requestHead = HTTPRequestHead(version: .http1_1, method: method, uri: path)

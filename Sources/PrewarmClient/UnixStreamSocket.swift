@@ -33,6 +33,10 @@ public final class UnixStreamSocket: @unchecked Sendable {
             close(fd)
             throw UnixHTTPClient.ClientError.unreachable(path: path, reason: reason)
         }
+        if let problem = DaemonPeer.problem(fd: fd, path: path, environment: ProcessInfo.processInfo.environment) {
+            close(fd)
+            throw UnixHTTPClient.ClientError.untrusted(problem)
+        }
     }
 
     deinit { close(fd) }

@@ -40,6 +40,18 @@ public enum RunRoute: Sendable {
 }
 
 extension Broker {
+    /// What a run description must carry of its caller's environment: the host variables and
+    /// every name the claude pools' `env` and `pass_env` give.
+    public var runEnvironment: RunEnvironment {
+        let extra = allPools.reduce(into: Set<String>()) { names, pool in
+            let config = pool.config
+            guard config.kind == .claude else { return }
+            names.formUnion(config.env.keys)
+            names.formUnion(config.passEnv)
+        }
+        return HostEnvironment.routing(extra: extra)
+    }
+
     /// Where a drop-in run goes: a spare of the pool that serves its command line and
     /// environment (unclaimed spares of its exact session first, then claimed ones), else a
     /// cold start in its fingerprint pool (made now if need be, so the next such run is warm).
@@ -170,6 +182,7 @@ extension Broker {
         config.claude = claude
         config.cwd = claude.parkingDirectory
         config.privateDirectories = PoolConfig.PrivateDirectories(root: state + "/turns")
+        config.universalRoot = UniversalSpare.root(stateDirectory: stateDirectory)
         config.maxStarting = settings.maxStarting
         config.dropInTimeout = settings.dropInTimeout
         config.resumeSpares = settings.resumeSpares

@@ -21,6 +21,8 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
             case headersTooLarge = "headers_too_large"
             case clientGone = "client_gone"
             case runNotServed = "run_not_served"
+            case tooManyConnections = "too_many_connections"
+            case unsafePath = "unsafe_path"
             case `internal`
         }
 
@@ -62,6 +64,12 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
         /// 503: the daemon does not serve this drop-in run (another uid, a directory it cannot
         /// see, no CLI to run): `prewarm-claude` runs the real CLI itself.
         public static let runNotServed = Code(.runNotServed)
+        /// 429: the peer's uid holds `max_connections_per_uid` connections already (the
+        /// connection is closed before any request is read).
+        public static let tooManyConnections = Code(.tooManyConnections)
+        /// 500: a directory that would hold a socket or a spare's files is not safe (another
+        /// user owns it or can write to it, or it is a link); the daemon does not start.
+        public static let unsafePath = Code(.unsafePath)
         /// 500: a bug or an operating-system failure.
         public static let `internal` = Code(.internal)
 

@@ -11,11 +11,14 @@ public struct API: Sendable {
     let broker: Broker
     let streams: StreamAdmission
     let runs: RunAdmission
-    /// The peer of each connection, read once per connection.
-    let connections = Connections()
+    /// The peer of each connection, read and decided once, at accept.
+    let connections: Connections
 
     public init(broker: Broker) {
         self.broker = broker
+        self.connections = Connections(
+            allowedUIDs: broker.configuration.allowedUIDs, maxPerUID: broker.configuration.maxConnectionsPerUID
+        )
         self.streams = StreamAdmission(broker: broker, connections: connections)
         self.runs = RunAdmission(broker: broker, connections: connections)
     }
@@ -37,28 +40,39 @@ public struct API: Sendable {
     /// its end, so nothing is looked up in the registry before a hand-off.
     public func makeRouter(httpMetrics: Bool = false) -> Router<PrewarmRequestContext> {
         let router = Router(context: PrewarmRequestContext.self)
-        router.middlewares.add(ErrorMiddleware())
-        if !broker.configuration.allowedUIDs.isEmpty {
-            router.middlewares.add(PeerAuthorizationMiddleware(allowedUIDs: broker.configuration.allowedUIDs, connections: connections))
-        }
+        // Who may use the socket is decided at accept (Connections.admit); the error
+        // middleware hides CLIs' stderr tails from the peers that may not read them.
+        router.middlewares.add(ErrorMiddleware(connections: connections))
         let operated = router.group()
         if httpMetrics { operated.add(middleware: MetricsMiddleware()) }
         operated.get("/healthz") { _, _ in
-            var response = try Self.encoded(Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid()), keeper: broker.keeperStatus))
+            var response = try Self.encoded(
+                Health(status: broker.draining ? "draining" : "ok", pid: Int(getpid()), keeper: broker.keeperStatus, descriptors: DescriptorLimit.current())
+            )
             if broker.draining { response.status = .serviceUnavailable }
             return response
         }
         operated.get("/metrics") { _, _ in
             Self.metrics(broker)
         }
-        operated.get("/v1/pools") { _, _ in
-            try Self.encoded(PoolList(pools: broker.allPools.map { $0.status() }))
+        let connections = self.connections
+        /// A pool's status as this peer may see it: a CLI's stderr tail only for the daemon's uid and root.
+        let visible = { @Sendable (status: PoolStatus, context: PrewarmRequestContext) async -> PoolStatus in
+            guard !StderrTail.mayRead(uid: await connections.of(context.channel)?.uid) else { return status }
+            var status = status
+            status.lastError = status.lastError.map(StderrTail.redacted)
+            return status
+        }
+        operated.get("/v1/pools") { _, context in
+            var pools: [PoolStatus] = []
+            for pool in broker.allPools { pools.append(await visible(pool.status(), context)) }
+            return try Self.encoded(PoolList(pools: pools))
         }
         operated.get("/v1/memory") { _, _ in
             try Self.encoded(broker.memory.status())
         }
         operated.get("/v1/pools/:name") { _, context in
-            try Self.encoded(try pool(context).status())
+            try Self.encoded(await visible(try pool(context).status(), context))
         }
         operated.patch("/v1/pools/:name") { request, context in
             let pool = try pool(context)
@@ -83,12 +97,12 @@ public struct API: Sendable {
                     "\"spares\" must be an integer from 0 to 10000, or \"auto\" (a pool configured with spares = \"auto\" back to its min_spares)"
                 )
             }
-            return try Self.encoded(Resized(pool: pool.status(), note: note))
+            return try Self.encoded(Resized(pool: await visible(pool.status(), context), note: note))
         }
         operated.post("/v1/pools/:name/recycle") { _, context in
             let pool = try pool(context)
             let recycled = pool.recycle(reason: "asked through the API")
-            return try Self.encoded(Recycled(recycled: recycled, pool: pool.status()))
+            return try Self.encoded(Recycled(recycled: recycled, pool: await visible(pool.status(), context)))
         }
         router.post("/v1/pools/:name/turns") { request, context in
             if request.headers[.upgrade]?.lowercased().contains("prewarm-stream") == true {
@@ -99,6 +113,11 @@ public struct API: Sendable {
                 return try await streams.admit(request, pool: try pool(context), context: context, into: slot)
             }
             return try await TurnResponder(broker: broker, connections: connections).respond(to: request, pool: try pool(context), context: context)
+        }
+        router.get("/v1/runs/environment") { _, context in
+            // What prewarm-claude sends of its caller's environment; asked by the same uid as the runs.
+            try await runs.authorize(context.channel)
+            return try Self.encoded(broker.runEnvironment)
         }
         router.post("/v1/runs") { request, context in
             // Routed by the upgrader: a drop-in run (prewarm-claude).
@@ -176,6 +195,8 @@ public struct Health: Codable, Sendable {
     /// The keeper process that kills every child if the daemon dies: its pid, and how
     /// often it was started again after dying.
     public var keeper: ProcessGroupKeeper.Status?
+    /// File descriptors open against the soft limit (raised to the hard one at start).
+    public var descriptors: DescriptorLimit?
 }
 
 /// `PATCH /v1/pools/{name}`'s body: `{"spares": N}` or `{"spares": "auto"}`.

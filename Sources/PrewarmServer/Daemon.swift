@@ -45,8 +45,21 @@ public struct Daemon: Sendable {
 
     public func run() async throws {
         signal(SIGPIPE, SIG_IGN)  // children get default dispositions back at spawn
-        try SocketFile.prepare(path: socketPath)
         let logger = self.logger
+        let shared = configuration.socketGroup != nil || !configuration.allowedUIDs.isEmpty
+        try SocketFile.prepare(path: socketPath, shared: shared)
+        try configuration.prepareTrustedDirectories()
+        let descriptors = DescriptorLimit.raise()
+        logger.debug("file descriptors", metadata: ["descriptors.limit": "\(descriptors)"])
+        if getuid() == 0 && shared {
+            logger.warning(
+                "the daemon runs as root and socket_group/allowed_uids let other users reach it: they can run CLIs as root; run it as a dedicated user (config/systemd/prewarm.service)",
+                metadata: ["socket.group": "\(configuration.socketGroup ?? "-")", "allowed_uids": "\(configuration.allowedUIDs.map(String.init).joined(separator: ","))"]
+            )
+        }
+        // Bound under a name nobody knows, given its mode and group, then linked into place:
+        // the socket never accepts at its path with the umask's mode.
+        let bindPath = SocketFile.temporaryPath(for: socketPath)
         let keeper = keeperExecutable.map { ProcessGroupKeeper(executable: $0, logger: logger) }
         let registry = PrometheusCollectorRegistry()
         if bootstrapMetrics {
@@ -66,13 +79,15 @@ public struct Daemon: Sendable {
         let app = Application(
             router: router,
             server: api.server(router: router),
-            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
+            configuration: .init(address: .unixDomainSocket(path: bindPath), serverName: nil),
             onServerRunning: { _ in
                 do {
-                    try SocketFile.applyPermissions(path: socketPath, group: configuration.socketGroup, open: !configuration.allowedUIDs.isEmpty)
+                    try SocketFile.applyPermissions(path: bindPath, group: configuration.socketGroup, open: !configuration.allowedUIDs.isEmpty)
+                    try SocketFile.publish(bindPath, at: socketPath)
                     logger.info("serving", metadata: ["socket.path": "\(socketPath)", "pools": "\(configuration.pools.map(\.name).joined(separator: ","))"])
                 } catch {
-                    logger.error("cannot set the socket's permissions", metadata: ["error": "\(error)"])
+                    logger.critical("the socket cannot be put in place; stopping", metadata: ["error": "\(error)"])
+                    kill(getpid(), SIGTERM)
                 }
             },
             logger: logger
@@ -103,7 +118,10 @@ public struct Daemon: Sendable {
                 logger: logger
             )
         )
-        defer { SocketFile.remove(path: socketPath) }
+        defer {
+            SocketFile.remove(path: bindPath)
+            SocketFile.remove(path: socketPath)
+        }
         try await group.run()
         logger.info("stopped")
     }
@@ -111,12 +129,18 @@ public struct Daemon: Sendable {
 
 /// The socket file: stale ones replaced, live ones refused, permissions set.
 enum SocketFile {
-    /// Refuses a socket a live daemon answers on; removes a stale one.
-    static func prepare(path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty {
-            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    /// Makes and checks the socket's directory (TrustedDirectory: 0700, or 0711 when `shared`
+    /// lets other users reach the socket); refuses a socket a live daemon answers on; removes a
+    /// stale one.
+    static func prepare(path: String, shared: Bool) throws {
+        guard path.hasPrefix("/") else {
+            throw PrewarmError(.unsafePath, "the socket path must be absolute, not \"\(path)\"; give --socket an absolute path")
         }
+        let directory = (path as NSString).deletingLastPathComponent
+        try TrustedDirectory.prepare(
+            directory.isEmpty ? "/" : directory, mode: shared ? 0o711 : 0o700,
+            purpose: "the daemon's socket (--socket, $PREWARM_SOCKET, socket, $XDG_RUNTIME_DIR)"
+        )
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
@@ -126,6 +150,24 @@ enum SocketFile {
             throw PrewarmError(.internal, "another daemon is serving on \(path); stop it first, or give this one another --socket")
         }
         unlink(path)
+    }
+
+    /// Where the daemon binds before it publishes the socket: a random name in the same
+    /// directory, no longer than the socket's path where it can be (sun_path's 108 bytes).
+    static func temporaryPath(for path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        let random = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        return directory + "/.prewarm-" + random.prefix(max(8, path.utf8.count - directory.utf8.count - 10))
+    }
+
+    /// Puts the bound socket at `path`: a hard link (never replacing what another daemon put
+    /// there since `prepare`), then the temporary name goes.
+    static func publish(_ bound: String, at path: String) throws {
+        guard link(bound, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            throw PrewarmError(.internal, "cannot put the socket at \(path): \(reason); another daemon may have started there")
+        }
+        unlink(bound)
     }
 
     /// True when something accepts connections on the socket.
@@ -180,13 +222,20 @@ enum SocketFile {
 }
 
 /// Where the socket is: `--socket`, else `$PREWARM_SOCKET`, else `socket` in the
-/// configuration, else `$XDG_RUNTIME_DIR/prewarm.sock`, else `/tmp/prewarm-$UID.sock`.
+/// configuration, else `$XDG_RUNTIME_DIR/prewarm.sock`, else `/tmp/prewarm-$UID/prewarm.sock`
+/// (in a directory the daemon makes and checks: a socket straight in /tmp could be made
+/// first by anyone).
 public enum SocketPath {
     public static func resolve(flag: String?, environment: [String: String], configured: String?) -> String {
         if let flag, !flag.isEmpty { return flag }
         if let value = environment["PREWARM_SOCKET"], !value.isEmpty { return value }
         if let configured, !configured.isEmpty { return configured }
+        return defaultPath(environment: environment)
+    }
+
+    /// `$XDG_RUNTIME_DIR/prewarm.sock`, else `/tmp/prewarm-$UID/prewarm.sock`.
+    public static func defaultPath(environment: [String: String], uid: uid_t = getuid()) -> String {
         if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/prewarm.sock" }
-        return "/tmp/prewarm-\(getuid()).sock"
+        return "/tmp/prewarm-\(uid)/prewarm.sock"
     }
 }

@@ -18,7 +18,7 @@ public struct PeerCredentials: Sendable, Equatable {
     }
 
     /// The kernel's answer, as a future (completed at once on the channel's event loop).
-    fileprivate static func read(_ channel: any Channel) -> EventLoopFuture<PeerCredentials>? {
+    static func read(_ channel: any Channel) -> EventLoopFuture<PeerCredentials>? {
         guard let provider = channel as? any SocketOptionProvider else { return nil }
         let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
             level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET),
@@ -28,9 +28,14 @@ public struct PeerCredentials: Sendable, Equatable {
     }
 }
 
-/// Every open connection of the API: its peer, read once when the connection is set up (a
+/// Every open connection of the API: its peer, read once when the connection is accepted (a
 /// connection's SO_PEERCRED never changes, so a turn finds its caller with a lookup instead
 /// of a trip through the channel's event loop), and the turns watching for its close.
+///
+/// Who may connect is decided here, at accept, before a byte of a request is read: with
+/// `allowed_uids`, only the daemon's uid, root and those uids; and a uid other than the
+/// daemon's and root holds at most `max_connections_per_uid` connections at once, so nobody
+/// who can reach the socket can use up the daemon's descriptors.
 ///
 /// One close callback per connection, registered when it is set up; a turn subscribes for
 /// as long as it runs (`watch`) and leaves (`leave`), so a keep-alive connection that serves
@@ -41,8 +46,21 @@ final class Connections: Sendable {
         var watchers: [UInt64: @Sendable () -> Void] = [:]
     }
 
-    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    private struct State {
+        var entries: [ObjectIdentifier: Entry] = [:]
+        var perUID: [UInt32: Int] = [:]
+    }
+
+    private let state = Mutex(State())
     private let nextToken = Atomic<UInt64>(1)
+    /// nil: every uid the socket's mode lets in.
+    let allowed: Set<UInt32>?
+    let maxPerUID: Int
+
+    init(allowedUIDs: [UInt32] = [], maxPerUID: Int = 256) {
+        self.allowed = allowedUIDs.isEmpty ? nil : Set(allowedUIDs).union([getuid(), 0])
+        self.maxPerUID = maxPerUID
+    }
 
     /// A subscription to a connection's close.
     struct Watch: Sendable {
@@ -50,21 +68,49 @@ final class Connections: Sendable {
         fileprivate let token: UInt64
     }
 
-    /// Registers a new connection (called on its event loop): reads its peer, and at close
-    /// tells every turn watching it, then forgets it.
-    func remember(_ channel: any Channel) {
+    /// Decides a new connection (called on its event loop, when it is accepted): nil when it
+    /// is served, and then it is registered (at close it tells every turn watching it, then is
+    /// forgotten); else the refusal to answer before closing it.
+    func admit(_ channel: any Channel, peer: PeerCredentials?) -> PrewarmError? {
+        guard let peer else {
+            return PrewarmError(.forbidden, "the peer's credentials cannot be read (SO_PEERCRED); connect through the Unix socket")
+        }
+        if let allowed, !allowed.contains(peer.uid) {
+            return PrewarmError(.forbidden, "uid \(peer.uid) is not allowed to use this daemon; add it to allowed_uids in the configuration")
+        }
         let key = ObjectIdentifier(channel)
-        entries.withLock { $0[key] = Entry() }
-        PeerCredentials.read(channel)?.whenSuccess { peer in self.entries.withLock { $0[key]?.peer = peer } }
+        let counted = peer.uid != 0 && peer.uid != getuid()
+        let admitted = state.withLock { state -> Bool in
+            if counted {
+                guard state.perUID[peer.uid, default: 0] < maxPerUID else { return false }
+                state.perUID[peer.uid, default: 0] += 1
+            }
+            state.entries[key] = Entry(peer: peer)
+            return true
+        }
+        guard admitted else {
+            return PrewarmError(
+                .tooManyConnections,
+                "uid \(peer.uid) holds \(maxPerUID) connections to this daemon already (max_connections_per_uid); close some, or raise the limit",
+                retryAfter: 1
+            )
+        }
         channel.closeFuture.whenComplete { _ in
-            let watchers = self.entries.withLock { $0.removeValue(forKey: key)?.watchers.values }
+            let watchers = self.state.withLock { state in
+                if counted {
+                    state.perUID[peer.uid, default: 1] -= 1
+                    if state.perUID[peer.uid] == 0 { state.perUID[peer.uid] = nil }
+                }
+                return state.entries.removeValue(forKey: key)?.watchers.values
+            }
             for watcher in watchers.map(Array.init) ?? [] { watcher() }
         }
+        return nil
     }
 
     /// The connection's peer; read from the kernel if it was not remembered.
     func of(_ channel: any Channel) async -> PeerCredentials? {
-        if let known = entries.withLock({ $0[ObjectIdentifier(channel)]?.peer }) { return known }
+        if let known = state.withLock({ $0.entries[ObjectIdentifier(channel)]?.peer }) { return known }
         return await PeerCredentials.of(channel)
     }
 
@@ -73,14 +119,14 @@ final class Connections: Sendable {
     func watch(_ channel: any Channel, onClose: @escaping @Sendable () -> Void) -> Watch {
         let key = ObjectIdentifier(channel)
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
-        let registered = entries.withLock { entries -> Bool in
-            guard entries[key] != nil else { return false }
-            entries[key]?.watchers[token] = onClose
+        let registered = state.withLock { state -> Bool in
+            guard state.entries[key] != nil else { return false }
+            state.entries[key]?.watchers[token] = onClose
             return true
         }
         if !registered {
             if channel.isActive {
-                // Not set up through `remember` (cannot happen on the API's channels).
+                // Not set up through `admit` (cannot happen on the API's channels).
                 channel.closeFuture.whenComplete { _ in onClose() }
             } else {
                 onClose()
@@ -91,7 +137,7 @@ final class Connections: Sendable {
 
     /// Ends a subscription; its closure is released.
     func leave(_ watch: Watch) {
-        entries.withLock { _ = $0[watch.key]?.watchers.removeValue(forKey: watch.token) }
+        state.withLock { _ = $0.entries[watch.key]?.watchers.removeValue(forKey: watch.token) }
     }
 }
 
@@ -101,32 +147,4 @@ private struct UCred {
     var pid: Int32 = 0
     var uid: UInt32 = 0
     var gid: UInt32 = 0
-}
-
-/// With `allowed_uids` set, only the daemon's own uid, root and those uids are served;
-/// others get 403 `forbidden`.
-struct PeerAuthorizationMiddleware: RouterMiddleware {
-    typealias Context = PrewarmRequestContext
-    let allowed: Set<UInt32>
-    let connections: Connections
-
-    init(allowedUIDs: [UInt32], connections: Connections) {
-        self.allowed = Set(allowedUIDs).union([getuid(), 0])
-        self.connections = connections
-    }
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        try await authorize(context.channel)
-        return try await next(request, context)
-    }
-
-    /// Refuses a peer whose uid is not allowed (also used for two-way turns' upgrades).
-    func authorize(_ channel: any Channel) async throws(PrewarmError) {
-        guard let peer = await connections.of(channel) else {
-            throw PrewarmError(.forbidden, "the peer's credentials cannot be read (SO_PEERCRED); connect through the Unix socket")
-        }
-        guard allowed.contains(peer.uid) else {
-            throw PrewarmError(.forbidden, "uid \(peer.uid) is not allowed to use this daemon; add it to allowed_uids in the configuration")
-        }
-    }
 }

@@ -16,7 +16,7 @@ extension PrewarmError: HTTPResponseError {
         case .claimRefused: .conflict
         case .bodyTooLarge: .contentTooLarge
         case .forbidden: .forbidden
-        case .noCapacity, .waitTimeout, .memoryExhausted, .rateLimited: .tooManyRequests
+        case .noCapacity, .waitTimeout, .memoryExhausted, .rateLimited, .tooManyConnections: .tooManyRequests
         case .poolFailing, .draining, .startFailed, .runNotServed: .serviceUnavailable
         default: .internalServerError
         }
@@ -40,12 +40,17 @@ extension PrewarmError: HTTPResponseError {
     }
 }
 
-/// Turns every error that leaves a handler into the API's JSON error shape.
-struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Turns every error that leaves a handler into the API's JSON error shape; a CLI's stderr
+/// tail in it only for the daemon's uid and root.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = PrewarmRequestContext
+    let connections: Connections
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as PrewarmError {
+        } catch var error as PrewarmError {
+            if !StderrTail.mayRead(uid: await connections.of(context.channel)?.uid) { error.message = StderrTail.redacted(error.message) }
             return try error.response(from: request, context: context)
         } catch let error as HTTPError where error.status == .notFound {
             return try PrewarmError(.routeNotFound, "no endpoint \(request.method) \(request.uri.path); see README.md for the API")

@@ -100,18 +100,25 @@ final class RunAdmission: Sendable {
 
     static let runHeader = HTTPField.Name("Prewarm-Run")!
 
-    func admit(_ request: Request, context: PrewarmRequestContext, into slot: StreamSlot) async throws(PrewarmError) -> Response {
-        let arrived = ContinuousClock.now
-        let arrivedAt = Date()
-        let channel = context.channel
+    /// Runs are the daemon's own uid's only: its CLI would run as the daemon's user, with the
+    /// daemon's rights, on the caller's files.
+    @discardableResult
+    func authorize(_ channel: any Channel) async throws(PrewarmError) -> UInt32? {
         let caller = await connections.of(channel)?.uid
         if broker.draining {
             throw PrewarmError(.draining, "the daemon is shutting down; run the CLI yourself or retry after the restart")
         }
         guard caller == getuid() else {
-            // Its CLI would run as the daemon's user, with the daemon's rights, on the caller's files.
             throw PrewarmError(.runNotServed, "the daemon serves drop-in runs of its own uid (\(getuid())) only, not uid \(caller.map(String.init) ?? "unknown")")
         }
+        return caller
+    }
+
+    func admit(_ request: Request, context: PrewarmRequestContext, into slot: StreamSlot) async throws(PrewarmError) -> Response {
+        let arrived = ContinuousClock.now
+        let arrivedAt = Date()
+        let channel = context.channel
+        let caller = try await authorize(channel)
         guard let header = request.headers[Self.runHeader] else {
             throw PrewarmError(.badRequest, "POST /v1/runs needs the run in Prewarm-Run: base64 JSON {\"argv\", \"cwd\", \"env\"}")
         }
@@ -150,7 +157,7 @@ final class RunAdmission: Sendable {
         // What a resume spare of the run's session would copy, once the run is over.
         let resume = ResumeSource(run: run, config: route.ownConfig)
         let config = pool.config
-        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
+        let turnID = RequestID.accepted(request.headers[.xRequestID]) ?? TurnResponder.makeTurnID()
         let input = AsyncChannel<ByteBuffer>()
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt, caller: caller, twoWay: true, logger: context.logger

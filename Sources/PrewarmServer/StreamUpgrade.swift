@@ -48,7 +48,34 @@ struct PrewarmChannel: HTTPChannelHandler {
     let admission: StreamAdmission
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        admission.connections.remember(channel)
+        // The peer is decided before any handler reads a byte (on the channel's event loop,
+        // SO_PEERCRED is read at once): refused, it gets its answer and the connection closes.
+        let peer = PeerCredentials.read(channel).map { $0.map(Optional.some).recover { _ in nil } } ?? channel.eventLoop.makeSucceededFuture(nil)
+        return peer.flatMap { peer in
+            if let refusal = admission.connections.admit(channel, peer: peer) { return refuse(channel, refusal, peer: peer, logger: logger) }
+            return configure(channel, logger: logger)
+        }
+    }
+
+    /// Answers a refused peer with its error (written straight to the socket: no handler is
+    /// set up yet) and closes the connection; what the server gets is a connection that ended
+    /// before its first request.
+    private func refuse(_ channel: any Channel, _ error: PrewarmError, peer: PeerCredentials?, logger: Logger) -> EventLoopFuture<Value> {
+        let body = error.jsonBody
+        var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\nContent-Type: application/json\r\n"
+        if let retryAfter = error.retryAfter { head += "Retry-After: \(retryAfter)\r\n" }
+        head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        var bytes = ByteBuffer(string: head)
+        bytes.writeBytes(body)
+        logger.debug("connection refused at accept", metadata: ["peer.uid": "\(peer.map { String($0.uid) } ?? "unknown")", "error": "\(error.code)"])
+        channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+        let upgrader = StreamUpgrader(admission: admission, upgrades: upgrades, logger: logger)
+        return channel.eventLoop.makeSucceededFuture(
+            Value(negotiated: channel.eventLoop.makeFailedFuture(error), channel: channel, upgrader: upgrader)
+        )
+    }
+
+    private func configure(_ channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let idleTimeout = admission.broker.configuration.idleTimeout
         return channel.eventLoop.makeCompletedFuture {
             let upgrader = StreamUpgrader(admission: admission, upgrades: upgrades, logger: logger)
@@ -261,7 +288,7 @@ final class StreamAdmission: Sendable {
         let arrived = ContinuousClock.now
         let arrivedAt = Date()
         let config = pool.config
-        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? TurnResponder.makeTurnID()
+        let turnID = RequestID.accepted(request.headers[.xRequestID]) ?? TurnResponder.makeTurnID()
         let input = AsyncChannel<ByteBuffer>()
         // The pool's session: a two-way turn's client speaks stream-json itself.
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()

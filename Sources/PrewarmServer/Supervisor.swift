@@ -58,6 +58,7 @@ struct Supervisor: Service {
         let configuration: Configuration
         do {
             configuration = try reload()
+            try configuration.prepareTrustedDirectories()
         } catch {
             logger.error("reload refused: the configuration does not load; the running one is kept", metadata: ["error": "\(error)"])
             return

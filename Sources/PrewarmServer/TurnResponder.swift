@@ -21,7 +21,7 @@ struct TurnResponder {
         let config = pool.config
         var request = request
         var body = try await API.collect(&request, limit: config.maxRequestBytes)
-        let turnID = request.headers[.xRequestID].map { String($0.prefix(128)) } ?? Self.makeTurnID()
+        let turnID = RequestID.accepted(request.headers[.xRequestID]) ?? Self.makeTurnID()
         let plan = try Self.plan(body: &body, contentType: request.headers[.contentType], config: config, turnID: turnID)
         if body.readableBytesView.last != UInt8(ascii: "\n") {
             body.writeString("\n")

@@ -8,13 +8,19 @@ import Testing
 @Suite("Universal spares: the probe")
 struct UniversalSpareProbeTests {
     @Test(.enabled(if: SDKEnvironment.available, "needs the claude-agent-sdk virtualenv (.ci/run makes it)"))
-    func theBundledCLIParks() async {
-        let environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
-        #expect(await ClaudeProbe.knowsBgSpare(executable: SDKEnvironment.cli!, environment: environment))
+    func theBundledCLIParks() async throws {
+        // A HOME and a root of its own: nothing shared with the suite's other CLIs.
+        let directory = try TestDaemon.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let environment = ["PATH": "/usr/bin:/bin", "HOME": directory]
+        let problem = await ClaudeProbe.bgSpareProblem(executable: SDKEnvironment.cli!, environment: environment, root: directory + "/bg")
+        #expect(problem == nil, "\(problem ?? "")")
     }
 
-    @Test func aCLIWithoutTheModeDoesNot() async {
-        #expect(await !ClaudeProbe.knowsBgSpare(executable: TestDaemon.fakeAgent, environment: ["PATH": "/usr/bin:/bin"]))
+    @Test func aCLIWithoutTheModeDoesNot() async throws {
+        let directory = try TestDaemon.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(await !ClaudeProbe.knowsBgSpare(executable: TestDaemon.fakeAgent, environment: ["PATH": "/usr/bin:/bin"], root: directory + "/bg"))
     }
 
     @Test func environmentsSentAsTheyAre() {

@@ -6,6 +6,9 @@ public struct Configuration: Sendable, Equatable {
     public var socketGroup: String?
     /// With entries, the socket is 0666 and peers are checked by SO_PEERCRED.
     public var allowedUIDs: [UInt32]
+    /// `max_connections_per_uid`: connections one uid other than the daemon's and root may
+    /// hold at once (a stranger cannot use up the daemon's descriptors).
+    public var maxConnectionsPerUID = 256
     /// How long busy turns may run on after SIGTERM.
     public var drainTimeout: Duration
     /// `idle_timeout_s`: a connection idle between requests, or stuck in an incomplete one,
@@ -226,6 +229,8 @@ public struct PoolConfig: Sendable, Equatable {
     public var universalSpares = 0
     /// Whether the CLI knows `--bg-spare` (found out when the pool starts).
     public var universalSupported = true
+    /// Where universal spares' sockets go (`UniversalSpare.root`, in the state directory).
+    public var universalRoot = "/var/lib/prewarm/bg"
 
     public enum Kind: String, Sendable, Equatable, CaseIterable {
         case command, claude
@@ -424,5 +429,31 @@ public struct PoolConfig: Sendable, Equatable {
             resume: resumeSpares,
             universalSpares: universalSupported ? universalSpares : 0
         )
+    }
+}
+
+extension Configuration {
+    /// The directories that hold the daemon's secrets or its spares' files, each with what it
+    /// is for: the state directory, and each claude pool's configuration, parking and turn
+    /// directories and its universal spares' root. Checked (and made) before the daemon
+    /// serves, and again before a reload is taken (TrustedDirectory).
+    public var trustedDirectories: [(path: String, purpose: String)] {
+        var result: [(String, String)] = [(stateDirectory, "the state directory ($XDG_STATE_HOME/prewarm, /var/lib/prewarm for root)")]
+        for pool in pools {
+            guard let claude = pool.claude else { continue }
+            result.append((claude.configDirectory, "pool \(pool.name)'s CLAUDE_CONFIG_DIR (config_dir)"))
+            if claude.claim { result.append((claude.parkingDirectory, "pool \(pool.name)'s parking directory (parking_dir)")) }
+            if let root = pool.privateDirectories?.root { result.append((root, "pool \(pool.name)'s turn directories (turn_dirs)")) }
+            if pool.universalSpares > 0 { result.append((pool.universalRoot, "pool \(pool.name)'s universal spares' sockets")) }
+        }
+        var seen = Set<String>()
+        return result.filter { seen.insert($0.0).inserted }
+    }
+
+    /// Makes and checks every trusted directory; the first that fails is the error.
+    public func prepareTrustedDirectories() throws(PrewarmError) {
+        for (path, purpose) in trustedDirectories {
+            try TrustedDirectory.prepare(path, purpose: purpose)
+        }
     }
 }

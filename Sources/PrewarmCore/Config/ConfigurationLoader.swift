@@ -69,6 +69,7 @@ public struct ConfigurationLoader: Sendable {
         config.socket = try reader.string("socket").map { Self.absolute($0, base: baseDirectory) }
         config.socketGroup = try reader.string("socket_group")
         config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
+        config.maxConnectionsPerUID = try reader.int("max_connections_per_uid", range: 1...1_000_000) ?? 256
         config.drainTimeout = try reader.seconds("drain_timeout_s", range: 0...86_400) ?? .seconds(30)
         let idle = try reader.seconds("idle_timeout_s", range: 0...86_400) ?? .seconds(60)
         config.idleTimeout = idle == .zero ? nil : idle
@@ -333,6 +334,7 @@ public struct ConfigurationLoader: Sendable {
         claude.initialize = try reader.bool("initialize") ?? true
         pool.resumeSpares = try Self.resumeSpares(&reader)
         pool.universalSpares = try reader.int("universal_spares", range: 0...64) ?? 0
+        pool.universalRoot = UniversalSpare.root(stateDirectory: stateDirectory)
         if reader.has("base_args") {
             claude.baseArguments = try reader.stringArray("base_args")
         }

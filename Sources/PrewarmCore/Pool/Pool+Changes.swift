@@ -20,16 +20,22 @@ extension Pool {
     /// turns that share it).
     func prepared(_ config: PoolConfig) async -> PoolConfig {
         guard let claude = config.claude else { return config }
-        for directory in [claude.configDirectory, claude.parkingDirectory] + [config.privateDirectories?.root].compactMap({ $0 }) {
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        // Made and checked (the daemon checked the file's pools before it served; a fingerprint
+        // pool's are made here, in the checked state directory).
+        var directories = [claude.configDirectory, claude.parkingDirectory] + [config.privateDirectories?.root].compactMap({ $0 })
+        if config.universalSpares > 0 { directories.append(config.universalRoot) }
+        for directory in directories {
+            do throws(PrewarmError) {
+                try TrustedDirectory.prepare(directory, purpose: "pool \(config.name)'s files")
             } catch {
-                logger.error("cannot create \(directory): \(error.localizedDescription)")
+                logger.error("a pool's directory is not safe to use", metadata: ["pool.name": "\(config.name)", "error": "\(error.message)"])
             }
         }
         var config = config
         if config.universalSpares > 0 {
-            let problem = await ClaudeProbe.bgSpareProblem(executable: config.executable, environment: config.childEnvironment(from: environment))
+            let problem = await ClaudeProbe.bgSpareProblem(
+                executable: config.executable, environment: config.childEnvironment(from: environment), root: config.universalRoot
+            )
             config.universalSupported = problem == nil
             if let problem {
                 logger.warning(

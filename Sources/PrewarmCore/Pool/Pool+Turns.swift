@@ -45,7 +45,7 @@ extension Pool {
                 state.universalRuns.removeValue(forKey: spare).flatMap { config in state.universals[spare].map { ($0, config) } }
             }) {
                 // A universal spare: its command line, directory and environment first.
-                if let failure = await claimUniversal(endpoint, config: config) {
+                if let failure = await claimUniversal(endpoint, pid: process.pid ?? -1, config: config) {
                     logger.warning(
                         "a universal spare refused its claim; the pool keeps none from now on", metadata: ["process.spare": "\(spare)", "reason": "\(failure)"]
                     )

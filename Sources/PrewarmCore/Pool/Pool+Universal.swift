@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOPosix
 
 /// Universal spares at run time (the decisions are PoolStateMachine+Universal's): each one's
@@ -7,7 +10,7 @@ extension Pool {
     /// its socket, its token in the environment, in its socket's 0700 directory, killed when
     /// retired unused.
     static func universalLaunch(_ state: inout State, spare: SpareID) throws(PrewarmError) -> PoolConfig {
-        let endpoint = try UniversalSpare.makeEndpoint()
+        let endpoint = try UniversalSpare.makeEndpoint(root: state.config.universalRoot)
         state.universals[spare] = endpoint
         var config = state.config
         config.args = ["--bg-spare", endpoint.socket]
@@ -27,11 +30,11 @@ extension Pool {
 
     /// Sends a universal spare the turn's command line, directory and environment (what a
     /// process started for the turn would get); nil when it took them.
-    func claimUniversal(_ endpoint: UniversalSpare.Endpoint, config: PoolConfig) async -> String? {
+    func claimUniversal(_ endpoint: UniversalSpare.Endpoint, pid: pid_t, config: PoolConfig) async -> String? {
         let env = config.childEnvironment(from: environment)
         let work: @Sendable () -> String? = {
             do throws(UniversalSpare.ClaimFailure) {
-                try UniversalSpare.claim(endpoint, cwd: config.cwd ?? "/", env: env, argv: config.args)
+                try UniversalSpare.claim(endpoint, pid: pid, cwd: config.cwd ?? "/", env: env, argv: config.args)
                 return nil
             } catch {
                 return error.description

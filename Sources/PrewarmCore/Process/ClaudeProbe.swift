@@ -43,10 +43,10 @@ extension ClaudeProbe {
     /// directory, with a claim token) within 10 s. A CLI without the mode exits at once with
     /// an unknown option. The parked process is killed and its directory removed. Returns nil
     /// when it does, else why not.
-    static func bgSpareProblem(executable: String, environment: [String: String]) async -> String? {
+    static func bgSpareProblem(executable: String, environment: [String: String], root: String) async -> String? {
         let directory: String
         do throws(PrewarmError) {
-            directory = try PrivateDirectory.make(under: UniversalSpare.socketRoot, prefix: "probe")
+            directory = try PrivateDirectory.make(under: root, prefix: "probe")
         } catch {
             return error.message
         }
@@ -70,6 +70,9 @@ extension ClaudeProbe {
                     if UniversalSpare.hasExited(pid) { return "it exited at once (no such mode)" }
                     try? await Task.sleep(for: .milliseconds(20))
                 }
+                // This task may have been woken long after the CLI listened (the cooperative
+                // pool's threads busy with blocking work): one last look before saying no.
+                if UniversalSpare.isListening(socket) { return nil }
                 return "it did not listen on its socket within 10 s"
             }.closureResult
         } catch {
@@ -77,7 +80,7 @@ extension ClaudeProbe {
         }
     }
 
-    static func knowsBgSpare(executable: String, environment: [String: String]) async -> Bool {
-        await bgSpareProblem(executable: executable, environment: environment) == nil
+    static func knowsBgSpare(executable: String, environment: [String: String], root: String) async -> Bool {
+        await bgSpareProblem(executable: executable, environment: environment, root: root) == nil
     }
 }

@@ -8,17 +8,17 @@ import Foundation
 /// name no directory never share one: what one tenant's tools write there is never the
 /// next tenant's.
 public enum PrivateDirectory {
-    /// Makes `root/PREFIX-XXXXXX` (and `root` itself, 0700, if it is missing: the pool makes
-    /// it when it starts, so a turn's path costs one mkdtemp).
+    /// Makes `root/PREFIX-XXXXXX` (and `root` itself, made and checked by TrustedDirectory, if
+    /// it is missing: the daemon makes and checks it before it serves, so a turn's path costs
+    /// one mkdtemp). `root` is one no other user can change (TrustedDirectory), so the paths
+    /// below it are the daemon's alone.
     public static func make(under root: String, prefix: String) throws(PrewarmError) -> String {
         var template = Array((root + "/" + prefix + "-XXXXXX").utf8CString)
         var made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
         if !made, errno == ENOENT {
-            do {
-                try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw PrewarmError(.internal, "cannot create \(root) for the turns' own directories: \(error.localizedDescription); check turn_dirs and its permissions")
-            }
+            try TrustedDirectory.prepare(root, purpose: "the turns' and spares' own directories (turn_dirs)")
+            // The failed call may have written into the template: a fresh one.
+            template = Array((root + "/" + prefix + "-XXXXXX").utf8CString)
             made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
         }
         guard made else {

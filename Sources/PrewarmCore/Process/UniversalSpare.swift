@@ -16,8 +16,10 @@ public enum UniversalSpare {
     /// though the CLI binds them.
     static let maxSocketPath = 107
 
-    /// Where the spares' 0700 directories go: a short path, so the socket's fits.
-    static var socketRoot: String { "/tmp/prewarm-bg-\(getuid())" }
+    /// Where a daemon's spares' 0700 directories go: `bg` in its state directory (checked
+    /// like every directory that holds a secret, TrustedDirectory), a short path so the
+    /// socket's fits.
+    public static func root(stateDirectory: String) -> String { stateDirectory + "/bg" }
 
     /// Where a spare listens: `socket` in a fresh 0700 directory of its own, and its token.
     public struct Endpoint: Sendable, Equatable {
@@ -26,8 +28,8 @@ public enum UniversalSpare {
         public let token: String
     }
 
-    static func makeEndpoint() throws(PrewarmError) -> Endpoint {
-        let directory = try PrivateDirectory.make(under: socketRoot, prefix: "u")
+    static func makeEndpoint(root: String) throws(PrewarmError) -> Endpoint {
+        let directory = try PrivateDirectory.make(under: root, prefix: "u")
         let socket = directory + "/s"
         guard socket.utf8.count <= maxSocketPath else {
             _ = PrivateDirectory.remove(directory)
@@ -70,13 +72,26 @@ public enum UniversalSpare {
     /// Sends the claim line (`cwd`, `env`, `argv`, `auth`) and waits for the spare to take it:
     /// it removes its socket when it does (there is no answer on the connection). Waits for the
     /// socket to appear first (it listens about 0.1 s after its spawn).
-    static func claim(_ endpoint: Endpoint, cwd: String, env: [String: String], argv: [String], timeout: Duration = .seconds(5)) throws(ClaimFailure) {
+    ///
+    /// The line carries the turn's credentials: it is written only once SO_PEERCRED on the
+    /// connection shows the listener is the spare itself (`pid`) and of the daemon's uid.
+    static func claim(
+        _ endpoint: Endpoint, pid: pid_t, cwd: String, env: [String: String], argv: [String], timeout: Duration = .seconds(5)
+    ) throws(ClaimFailure) {
         let object: [String: Any] = ["cwd": cwd, "env": env, "argv": argv, "auth": endpoint.token]
         guard var line = try? JSONSerialization.data(withJSONObject: object) else { throw ClaimFailure(description: "the claim line cannot be encoded") }
         line.append(UInt8(ascii: "\n"))
         let deadline = ContinuousClock.now.advanced(by: timeout)
         let fd = try connect(endpoint.socket, until: deadline)
         defer { close(fd) }
+        guard let peer = SocketPeer.of(fd) else {
+            throw ClaimFailure(description: "the spare's socket's peer cannot be read (SO_PEERCRED): \(String(cString: strerror(errno)))")
+        }
+        guard peer.pid == pid, peer.uid == getuid() else {
+            throw ClaimFailure(
+                description: "\(endpoint.socket) is served by pid \(peer.pid) of uid \(peer.uid), not by the spare (pid \(pid), uid \(getuid())); nothing was sent"
+            )
+        }
         var offset = 0
         while offset < line.count {
             let written = line.withUnsafeBytes { write(fd, $0.baseAddress! + offset, line.count - offset) }

@@ -205,8 +205,33 @@ public enum HostEnvironment {
         return result
     }
 
+    /// What of a caller's environment the daemon reads to route and start a run: the host
+    /// variables (by prefix, suffix or name), the claimable ones, the SDKs' markers, `HOME`
+    /// (an unset `CLAUDE_CONFIG_DIR` is `$HOME/.claude`) and `extra` (the pools' own `env`
+    /// and `pass_env` names). `prewarm-claude` sends only these (`GET /v1/runs/environment`):
+    /// the rest of the caller's environment never leaves its process.
+    public static func routing(extra: Set<String>) -> RunEnvironment {
+        RunEnvironment(
+            names: names.union(claimable).union(ignored).union(extra).union(["HOME"]).subtracting(["NOTIFY_SOCKET"]).sorted(),
+            prefixes: prefixes, suffixes: ["_PROXY", "_proxy"]
+        )
+    }
+
     /// Whether the caller's environment asks for session-state frames.
     static func wantsSessionState(_ env: [String: String]) -> Bool {
         env.contains { $0.key.uppercased() == readsSessionState && !$0.value.isEmpty && $0.value != "0" }
+    }
+}
+
+/// `GET /v1/runs/environment`: the variables a run description carries, by name, prefix or
+/// suffix (HostEnvironment.routing).
+public struct RunEnvironment: Codable, Sendable, Equatable {
+    public var names: [String]
+    public var prefixes: [String]
+    public var suffixes: [String]
+
+    /// Whether a variable of this name is sent.
+    public func sends(_ name: String) -> Bool {
+        names.contains(name) || prefixes.contains { name.hasPrefix($0) } || suffixes.contains { name.hasSuffix($0) }
     }
 }
