@@ -49,6 +49,9 @@ struct Status: AsyncParsableCommand {
                 "keeper: " + (keeper.pid.map { "pid \($0)" } ?? "NONE (being restarted)") + ", \(keeper.groups) process groups"
                     + (keeper.restarts > 0 ? ", restarted \(keeper.restarts) time(s)" : "")
             )
+            if let descriptors = figures.descriptors {
+                print("descriptors: \(descriptors.open) open of \(descriptors.limit)")
+            }
         }
     }
 

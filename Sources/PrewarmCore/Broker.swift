@@ -157,6 +157,8 @@ public final class Broker: Service, Sendable {
         if old.socket != new.socket { report.needsRestart.append("socket") }
         if old.socketGroup != new.socketGroup { report.needsRestart.append("socket_group") }
         if old.allowedUIDs != new.allowedUIDs { report.needsRestart.append("allowed_uids") }
+        if old.maxConnectionsPerUID != new.maxConnectionsPerUID { report.needsRestart.append("max_connections_per_uid") }
+        if old.strictModes != new.strictModes { report.needsRestart.append("strict_modes") }
         if old.idleTimeout != new.idleTimeout { report.needsRestart.append("idle_timeout_s") }
         if old.memory != new.memory { report.needsRestart.append("memory") }
         if old.journal != new.journal { report.needsRestart.append("journal") }

@@ -47,6 +47,10 @@ public struct Daemon: Sendable {
         signal(SIGPIPE, SIG_IGN)  // children get default dispositions back at spawn
         let logger = self.logger
         let shared = configuration.socketGroup != nil || !configuration.allowedUIDs.isEmpty
+        TrustedDirectory.strictModes.store(configuration.strictModes, ordering: .relaxed)
+        if !configuration.strictModes {
+            logger.warning("strict_modes = false: the owners and modes of the socket's and the spares' directories are not checked")
+        }
         try SocketFile.prepare(path: socketPath, shared: shared)
         try configuration.prepareTrustedDirectories()
         let descriptors = DescriptorLimit.raise()

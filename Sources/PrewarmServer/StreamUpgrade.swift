@@ -57,9 +57,9 @@ struct PrewarmChannel: HTTPChannelHandler {
         }
     }
 
-    /// Answers a refused peer with its error (written straight to the socket: no handler is
-    /// set up yet) and closes the connection; what the server gets is a connection that ended
-    /// before its first request.
+    /// Answers a refused peer with its error and closes the connection (RefusedConnection: no
+    /// HTTP handler is set up, nothing it sends is parsed); what the server gets is a
+    /// connection that ended before its first request.
     private func refuse(_ channel: any Channel, _ error: PrewarmError, peer: PeerCredentials?, logger: Logger) -> EventLoopFuture<Value> {
         let body = error.jsonBody
         var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\nContent-Type: application/json\r\n"
@@ -68,7 +68,11 @@ struct PrewarmChannel: HTTPChannelHandler {
         var bytes = ByteBuffer(string: head)
         bytes.writeBytes(body)
         logger.debug("connection refused at accept", metadata: ["peer.uid": "\(peer.map { String($0.uid) } ?? "unknown")", "error": "\(error.code)"])
-        channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
+        do {
+            try channel.pipeline.syncOperations.addHandler(RefusedConnection(answer: bytes))
+        } catch {
+            channel.close(promise: nil)
+        }
         let upgrader = StreamUpgrader(admission: admission, upgrades: upgrades, logger: logger)
         return channel.eventLoop.makeSucceededFuture(
             Value(negotiated: channel.eventLoop.makeFailedFuture(error), channel: channel, upgrader: upgrader)

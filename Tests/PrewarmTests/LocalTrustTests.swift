@@ -520,7 +520,10 @@ extension LiveDaemons {
                 end_type = "result"
                 """
             let daemon = try await TestDaemon(pools: pools, top: "allowed_uids = [\(Stranger.uid)]", waitForIdle: false)
-            try await waitUntil("the pool has failed once", timeout: .seconds(20)) { (try await daemon.pool("f").lastError) != nil }
+            // Exits before or after the daemon read its stderr: the reasons with a tail come soon.
+            try await waitUntil("a failure reason with the CLI's stderr", timeout: .seconds(30)) {
+                (try await daemon.pool("f").lastError)?.contains("; stderr: ") == true
+            }
             let own = try #require(try await daemon.pool("f").lastError)
             #expect(own.contains("SECRET-TAIL"), "\(own)")
             let curl = try runCommand(

@@ -207,7 +207,8 @@ extension LiveDaemons {
             var environment = Self.environment(daemon)
             environment["PREWARM_CLAUDE_CLI"] = cli
             environment["PREWARM_TEST_MARK"] = "m"
-            environment["PREWARM_TEST_BIG"] = String(repeating: "x", count: 100_000)
+            // A variable the daemon routes by (a host one), too big for the request head.
+            environment["ANTHROPIC_TEST_BIG"] = String(repeating: "x", count: 100_000)
             let (status, out, err) = try DropInTests.run(Self.sdkFlags, environment: environment, stdin: "in\n")
             #expect(status == 7, "\(err)")
             #expect(out.hasSuffix("env:m\nin\n"), "the real CLI ran with the caller's environment: \(out)")

@@ -40,7 +40,7 @@ enum SDKEnvironment {
         process.environment = environment
         let output = Pipe()
         let errorPath = NSTemporaryDirectory() + "prewarm-sdk-stderr-" + UUID().uuidString.prefix(8)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errorPath) }
         process.standardOutput = output
         process.standardError = FileHandle(forWritingAtPath: errorPath)

@@ -9,6 +9,10 @@ public struct Configuration: Sendable, Equatable {
     /// `max_connections_per_uid`: connections one uid other than the daemon's and root may
     /// hold at once (a stranger cannot use up the daemon's descriptors).
     public var maxConnectionsPerUID = 256
+    /// `strict_modes`: the directories that hold the socket and the spares' files are checked
+    /// like OpenSSH's StrictModes (TrustedDirectory); false only where every user of them is
+    /// trusted (a pod's shared emptyDir).
+    public var strictModes = true
     /// How long busy turns may run on after SIGTERM.
     public var drainTimeout: Duration
     /// `idle_timeout_s`: a connection idle between requests, or stuck in an incomplete one,

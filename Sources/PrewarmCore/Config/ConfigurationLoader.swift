@@ -70,6 +70,7 @@ public struct ConfigurationLoader: Sendable {
         config.socketGroup = try reader.string("socket_group")
         config.allowedUIDs = try reader.intArray("allowed_uids", range: 0...Int(UInt32.max)).map { UInt32($0) }
         config.maxConnectionsPerUID = try reader.int("max_connections_per_uid", range: 1...1_000_000) ?? 256
+        config.strictModes = try reader.bool("strict_modes") ?? true
         config.drainTimeout = try reader.seconds("drain_timeout_s", range: 0...86_400) ?? .seconds(30)
         let idle = try reader.seconds("idle_timeout_s", range: 0...86_400) ?? .seconds(60)
         config.idleTimeout = idle == .zero ? nil : idle

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// A directory that decides who gets a secret (the socket's, the state directory, the
 /// universal spares' root, a pool's turn directories), checked the way OpenSSH's StrictModes
@@ -17,6 +18,11 @@ import Glibc
 /// Written by hand: swift-system's `FileDescriptor` opens files but has no `openat`/
 /// `mkdirat`, and Foundation's `createDirectory` follows links and trusts what exists.
 public enum TrustedDirectory {
+    /// `strict_modes` (default true): false skips the owner and mode checks, for a container
+    /// whose volumes are writable by all by design (Kubernetes' emptyDirs are 0777, shared by
+    /// the pod's containers alone). Links are never followed either way. Set once, at start.
+    public static let strictModes = Atomic<Bool>(true)
+
     /// Makes what is missing of `path` and checks all of it. `mode` is the directory's own
     /// when it is made (its parents made on the way get 0700); an existing directory of ours
     /// is given the search bits of `mode` it lacks (a socket's directory that others must
@@ -98,15 +104,17 @@ public enum TrustedDirectory {
     }
 
     private static func verify(_ fd: Int32, path: String, isTarget: Bool, purpose: String, target: String) throws(PrewarmError) {
+        guard strictModes.load(ordering: .relaxed) else { return }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             throw PrewarmError(.unsafePath, "cannot stat \(path): \(String(cString: strerror(errno)))")
         }
         guard let problem = problem(owner: info.st_uid, mode: info.st_mode, isTarget: isTarget) else { return }
         let fix =
-            isTarget
-            ? "another user could have made it to catch what the daemon puts there; remove it (check what it is first) or choose another path"
-            : "a parent directory another user can change could swap the path; fix its owner or mode, or choose a path outside it"
+            (isTarget
+                ? "another user could have made it to catch what the daemon puts there; remove it (check what it is first) or choose another path"
+                : "a parent directory another user can change could swap the path; fix its owner or mode, or choose a path outside it")
+            + " (in a container whose volumes are shared on purpose: strict_modes = false)"
         throw PrewarmError(.unsafePath, "\(path) \(problem), so it cannot hold \(purpose)\(path == target ? "" : " \(target)"): \(fix)")
     }
 }
