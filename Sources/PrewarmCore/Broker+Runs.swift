@@ -119,15 +119,21 @@ extension Broker {
     /// when `max_pools` are there). With `[fingerprint_pools] enabled = false` it keeps no
     /// spares: it only counts and governs the cold runs.
     func fingerprintPool(for shape: RunShape, env: [String: String], executable: String) -> Pool {
-        let fingerprint = RunMatcher.fingerprint(shape, env: env, executable: executable)
-        let name = RunMatcher.poolName(fingerprint: fingerprint)
+        let key = RunMatcher.fingerprintKey(RunMatcher.fingerprint(shape, env: env, executable: executable))
         let settings = configuration.fingerprintPools
         var evicted: Pool?
         let (pool, made) = state.withLock { state -> (Pool, Bool) in
-            if var existing = state.fingerprints[name] {
+            if var existing = state.fingerprints[key] {
                 existing.lastUsed = .now
-                state.fingerprints[name] = existing
+                state.fingerprints[key] = existing
                 return (existing.pool, false)
+            }
+            // Unique among the pools (a suffix in the unlikely case 128 bits collide).
+            var name = RunMatcher.poolName(key: key)
+            var suffix = 2
+            while state.pools[name] != nil || state.fingerprintPool(named: name) != nil {
+                name = RunMatcher.poolName(key: key) + "-\(suffix)"
+                suffix += 1
             }
             if state.fingerprints.count >= settings.maxPools,
                 let oldest = state.fingerprints.min(by: { $0.value.lastUsed < $1.value.lastUsed })
@@ -139,7 +145,7 @@ extension Broker {
                 name: name, shape: shape, env: env, executable: executable, settings: settings, stateDirectory: state.configuration.stateDirectory
             )
             let pool = Pool(config: config, keeper: keeper, governor: memory, telemetry: telemetry, environment: environment, logger: logger)
-            state.fingerprints[name] = FingerprintPool(pool: pool, lastUsed: .now)
+            state.fingerprints[key] = FingerprintPool(pool: pool, lastUsed: .now)
             return (pool, true)
         }
         if made {
@@ -147,7 +153,7 @@ extension Broker {
             added.yield(pool)
             logger.info(
                 "fingerprint pool made for drop-in runs",
-                metadata: ["pool.name": "\(name)", "pool.fingerprint": "\((pool.config.fingerprint ?? []).joined(separator: " "))"]
+                metadata: ["pool.name": "\(pool.name)", "pool.fingerprint": "\((pool.config.fingerprint ?? []).joined(separator: " "))"]
             )
         }
         if let evicted { remove(evicted, why: "max_pools reached; unused the longest") }
@@ -192,7 +198,10 @@ extension Broker {
 
     /// Marks a fingerprint pool used now.
     func touch(_ name: String) {
-        state.withLock { state in state.fingerprints[name]?.lastUsed = .now }
+        state.withLock { state in
+            guard let key = state.fingerprints.first(where: { $0.value.pool.name == name })?.key else { return }
+            state.fingerprints[key]?.lastUsed = .now
+        }
     }
 
     /// Removes fingerprint pools no run used for `idle_ttl_s` (their busy runs finish first).
@@ -206,7 +215,7 @@ extension Broker {
             let quiet = Set(candidates.filter { let status = $0.value.pool.status(); return status.busy == 0 && status.waiting == 0 }.keys)
             let idle = state.withLock { state in
                 let stale = state.fingerprints.filter { quiet.contains($0.key) && $0.value.lastUsed.duration(to: .now) > ttl }
-                for name in stale.keys { state.fingerprints[name] = nil }
+                for key in stale.keys { state.fingerprints[key] = nil }
                 return stale.values.map(\.pool)
             }
             for pool in idle { remove(pool, why: "no run for idle_ttl_s (\(ttl.components.seconds) s)") }

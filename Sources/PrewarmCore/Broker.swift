@@ -27,8 +27,13 @@ public final class Broker: Service, Sendable {
         var configuration: Configuration
         /// The pools of the configuration.
         var pools: [String: Pool]
-        /// Pools made for drop-in runs, by name (`Broker+Runs`).
+        /// Pools made for drop-in runs, by their fingerprint's SHA-256 (`Broker+Runs`): the key
+        /// runs are routed by; a pool's name is only shown.
         var fingerprints: [String: FingerprintPool] = [:]
+
+        func fingerprintPool(named name: String) -> Pool? {
+            fingerprints.values.first { $0.pool.name == name }?.pool
+        }
     }
 
     /// How often the pools' command files are checked for a change.
@@ -67,13 +72,13 @@ public final class Broker: Service, Sendable {
     /// The keeper's pid and restarts; nil when the daemon runs without one.
     public var keeperStatus: ProcessGroupKeeper.Status? { keeper?.status }
 
-    public func pool(named name: String) -> Pool? { state.withLock { $0.pools[name] ?? $0.fingerprints[name]?.pool } }
+    public func pool(named name: String) -> Pool? { state.withLock { $0.pools[name] ?? $0.fingerprintPool(named: name) } }
 
     /// The pools in configuration order, then the fingerprint pools by name.
     public var allPools: [Pool] {
         state.withLock { state in
             state.configuration.pools.compactMap { state.pools[$0.name] }
-                + state.fingerprints.keys.sorted().compactMap { state.fingerprints[$0]?.pool }
+                + state.fingerprints.values.map(\.pool).sorted { $0.name < $1.name }
         }
     }
 

@@ -49,6 +49,20 @@ struct ResumeKeyTests {
         #expect(ResumeKey(run: Self.run(["-p", "hello", "--resume=S"]), executable: "/cli") == nil)
     }
 
+    /// A resume spare holds the token of the run it was started after: a run with another
+    /// token (or none) is never served by it; the key holds a digest, never the token.
+    @Test func anotherTokenIsAnotherKey() throws {
+        var a = Self.env
+        a["CLAUDE_CODE_OAUTH_TOKEN"] = "token-A"
+        let spare = try #require(ResumeKey(after: Self.run(Self.sdk, env: a), session: "S", executable: "/cli"))
+        #expect(ResumeKey(run: Self.run(Self.sdk + ["-r", "S"], env: a), executable: "/cli") == spare)
+        var b = Self.env
+        b["CLAUDE_CODE_OAUTH_TOKEN"] = "token-B"
+        #expect(ResumeKey(run: Self.run(Self.sdk + ["-r", "S"], env: b), executable: "/cli") != spare)
+        #expect(ResumeKey(run: Self.run(Self.sdk + ["-r", "S"]), executable: "/cli") != spare)
+        #expect(!"\(spare)".contains("token-A"))
+    }
+
     @Test func theSpareStartsWithTheRunsOwnCommandLine() {
         #expect(
             ResumeKey.spareArguments(from: Self.sdk + ["-r", "OLD", "--model", "m"], session: "S")

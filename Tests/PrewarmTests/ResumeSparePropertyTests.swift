@@ -213,6 +213,23 @@ struct ResumeSparePropertyTests {
         #expect(m.counters.resumeMisses == 1 && m.resumeHeldCount == 0)
     }
 
+    /// A fork of the session (`--fork-session`) leaves the session's transcript as it was:
+    /// the spare stays, so a run that merely names the session cannot destroy it.
+    @Test func aForkOfTheSessionLeavesItsSpare() throws {
+        let now = ContinuousClock.now
+        var m = Self.ready(now: now)
+        let spare = try #require(m.resumeWanted(Self.key(0).key, now: now).0)
+        _ = m.processReady(spare, now: now)
+        let fork = try #require(
+            ResumeKey(run: RunDescription(argv: ["--output-format", "stream-json", "--resume", "s0", "--fork-session"], cwd: "/w", env: [:]), executable: "/claude")
+        )
+        #expect(!fork.continuesSession && Self.key(0).key.continuesSession)
+        let (decision, actions) = m.resumeTurnArrived(WaiterID(1), key: fork, fresh: true, now: now)
+        #expect(decision == .wait(WaiterID(1)) && !actions.contains(.retire(spare)))
+        #expect(m.resumeHeldCount == 1)
+        #expect(m.resumeTurnArrived(WaiterID(2), key: Self.key(0).key, fresh: true, now: now).0 == .take(spare))
+    }
+
     @Test func aStaleSpareIsDiscardedAndTheTurnRunsCold() throws {
         let now = ContinuousClock.now
         var m = Self.ready(now: now)

@@ -117,8 +117,11 @@ struct RunMatchingTests {
         #expect(fa == RunMatcher.fingerprint(b, env: Self.env, executable: "/cli"))
         #expect(fa != RunMatcher.fingerprint(c, env: Self.env, executable: "/cli"))
         #expect(fa != RunMatcher.fingerprint(a, env: Self.env, executable: "/other"))
-        let name = RunMatcher.poolName(fingerprint: fa)
-        #expect(name.range(of: "^fp-[0-9a-f]{12}$", options: .regularExpression) != nil)
+        let key = RunMatcher.fingerprintKey(fa)
+        #expect(key.range(of: "^[0-9a-f]{64}$", options: .regularExpression) != nil)
+        #expect(key != RunMatcher.fingerprintKey(RunMatcher.fingerprint(c, env: Self.env, executable: "/cli")))
+        let name = RunMatcher.poolName(key: key)
+        #expect(name.range(of: "^fp-[0-9a-f]{32}$", options: .regularExpression) != nil)
         #expect(!c.hostSummary.joined().contains("3"), "names, never values")
     }
 

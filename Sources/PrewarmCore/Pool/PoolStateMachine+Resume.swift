@@ -118,10 +118,14 @@ extension PoolStateMachine {
     ) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
         // The session moves on with this turn: a spare still wanted for it, or held for it
-        // with other settings, would load what this turn is about to change.
-        wantedResumes.removeAll { $0.key.session == key.session }
-        for (spare, hold) in resumes where hold.key.session == key.session && hold.key != key {
-            if case .held(let ready) = processes[spare] { retireHold(spare, wasReady: ready != nil, into: &actions) }
+        // with other settings, would load what this turn is about to change. A fork leaves
+        // the session as it was: its spares stay (whoever knows a session id cannot destroy
+        // its spares by naming it with another command line).
+        if key.continuesSession {
+            wantedResumes.removeAll { $0.key.session == key.session }
+            for (spare, hold) in resumes where hold.key.session == key.session && hold.key != key {
+                if case .held(let ready) = processes[spare] { retireHold(spare, wasReady: ready != nil, into: &actions) }
+            }
         }
         if let (spare, ready) = resumeSpare(for: key) {
             if ready, fresh, !draining {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// What a resume spare is for: a run that resumes session S with a given command line,
@@ -16,7 +17,16 @@ public struct ResumeKey: Sendable, Hashable {
     /// The options other than the resume itself, normalized, in a stable order.
     let options: [String]
     let environment: [String: String]
+    /// The claimable variables the spare starts with (`CLAUDE_CODE_OAUTH_TOKEN`...), by the
+    /// SHA-256 of their values: a run with another token is never served by a process that
+    /// holds this one, and the key never holds a token itself.
+    let credentials: [String: String]
     private(set) var executable: String
+
+    /// Whether a run of this key writes on in its session's transcript: not with
+    /// `--fork-session` (the fork is a new session; S's transcript stays as it was). Only such
+    /// a run makes the session's other resume spares stale.
+    public var continuesSession: Bool { !options.contains { $0.hasPrefix("--fork-session\u{1}") } }
 
     /// The same key for another CLI (the pool's, when the run names none).
     public func with(executable: String) -> ResumeKey {
@@ -57,6 +67,9 @@ public struct ResumeKey: Sendable, Hashable {
         self.cwd = cwd
         self.executable = executable
         environment = HostEnvironment.of(env)
+        credentials = env.filter { HostEnvironment.claimable.contains($0.key) }.mapValues {
+            SHA256.hash(data: Array($0.utf8)).map { String(format: "%02x", $0) }.joined()
+        }
         var options: [String] = []
         for option in line.options where !Self.resumeOptions.contains(option.name) {
             options.append(option.name + "\u{1}" + RunShape.normalized(option).joined(separator: "\u{1}"))

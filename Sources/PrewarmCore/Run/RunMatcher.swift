@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// What a claude pool's spares are, as far as serving a drop-in run goes: their host part
@@ -123,26 +124,26 @@ public enum RunMatcher {
         public var reason: String
     }
 
-    /// The fingerprint of a run's host part: equal for runs one spare could serve.
+    /// The fingerprint of a run's host part: equal for runs one spare could serve. Every part
+    /// is length-prefixed, so no value can pass for another part's boundary.
     public static func fingerprint(_ shape: RunShape, env: [String: String], executable: String) -> String {
-        var parts = ["exe=\(executable)"]
-        for (name, values) in shape.host.sorted(by: { $0.key < $1.key }) { parts.append("\(name)=\(values.joined(separator: "\u{1}"))") }
+        var parts = ["exe", executable]
+        for (name, values) in shape.host.sorted(by: { $0.key < $1.key }) { parts += ["opt", name, String(values.count)] + values }
         if shape.partialMessages { parts.append("partial") }
-        for (name, value) in HostEnvironment.of(env).sorted(by: { $0.key < $1.key }) { parts.append("env:\(name)=\(value)") }
+        for (name, value) in HostEnvironment.of(env).sorted(by: { $0.key < $1.key }) { parts += ["env", name, value] }
         if HostEnvironment.wantsSessionState(env) { parts.append("session-state") }
-        return parts.joined(separator: "\u{0}")
+        return parts.map { "\($0.utf8.count):\($0)" }.joined()
     }
 
-    /// A pool name for a fingerprint: `fp-` and 12 hex digits of its FNV-1a hash (a name,
-    /// not a secret: the values it covers never show).
-    public static func poolName(fingerprint: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in fingerprint.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        let hex = String(hash, radix: 16)
-        let padded = String(repeating: "0", count: max(0, 16 - hex.count)) + hex
-        return "fp-" + padded.prefix(12)
+    /// The key runs are routed by: the fingerprint's SHA-256 (64 hex digits). Two host parts
+    /// share a pool only if they are equal, not if a shorter hash of theirs collides.
+    public static func fingerprintKey(_ fingerprint: String) -> String {
+        SHA256.hash(data: Array(fingerprint.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A pool name for a fingerprint's key: `fp-` and its first 32 hex digits (a name shown in
+    /// the API, metrics and the journal, never used to route; the values it covers never show).
+    public static func poolName(key: String) -> String {
+        "fp-" + key.prefix(32)
     }
 }
