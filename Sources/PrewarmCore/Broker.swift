@@ -12,6 +12,8 @@ public final class Broker: Service, Sendable {
     public let memory: MemoryGovernor
     /// Metrics and the journal.
     public let telemetry: Telemetry
+    /// Which uid's turns made each session: callers of another uid resume only their own.
+    public let sessionOwners = SessionOwners()
     let keeper: ProcessGroupKeeper?
     let environment: [String: String]
     let logger: Logger

@@ -82,12 +82,15 @@ public struct PrewarmError: Error, Sendable, CustomStringConvertible {
     public var retryAfter: Int?
     /// A machine-readable reason next to the message (a refused claim's reason token).
     public var reason: String?
+    /// The request's field that was refused (`session.env.LD_PRELOAD`), for a 403.
+    public var field: String?
 
-    public init(_ code: Code, _ message: String, retryAfter: Int? = nil, reason: String? = nil) {
+    public init(_ code: Code, _ message: String, retryAfter: Int? = nil, reason: String? = nil, field: String? = nil) {
         self.code = code
         self.message = message
         self.retryAfter = retryAfter
         self.reason = reason
+        self.field = field
     }
 
     public var description: String { "\(code): \(message)" }

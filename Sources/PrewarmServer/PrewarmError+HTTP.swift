@@ -35,6 +35,7 @@ extension PrewarmError: HTTPResponseError {
     var jsonBody: Data {
         var error = ["code": code.description, "message": message]
         if let reason { error["reason"] = reason }
+        if let field { error["field"] = field }
         let body = ["error": error]
         return (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
     }

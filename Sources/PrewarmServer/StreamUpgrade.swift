@@ -269,6 +269,9 @@ final class StreamAdmission: Sendable {
         let outcomeLine: Bool
         let headers: [(String, String)]
         let record: TurnContext
+        /// A claude turn of a caller of another uid: its `control_request` lines never reach
+        /// the process (ControlLineFilter).
+        var controlFiltered = false
         /// A drop-in run (framed after the 101), with what of its output its caller must not see.
         var run: RunOutputFilter.Rules? = nil
 
@@ -296,9 +299,10 @@ final class StreamAdmission: Sendable {
         let input = AsyncChannel<ByteBuffer>()
         // The pool's session: a two-way turn's client speaks stream-json itself.
         let plan = config.claude.map { TurnResponder.Plan.claude(session: $0.session, config: config, turnID: turnID) } ?? TurnResponder.Plan()
+        let caller = await connections.of(channel)?.uid
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await connections.of(channel)?.uid, twoWay: true, logger: logger
+            caller: caller, twoWay: true, logger: logger
         )
         let turn: Turn
         let lease: Lease
@@ -317,7 +321,8 @@ final class StreamAdmission: Sendable {
         }
         return Admitted(
             pool: pool.name, turn: turn, lease: lease, input: input,
-            outcomeLine: request.headers[.prewarmOutcomeLine] == "1", headers: Admitted.headers(turnID: turnID, lease: lease), record: record
+            outcomeLine: request.headers[.prewarmOutcomeLine] == "1", headers: Admitted.headers(turnID: turnID, lease: lease), record: record,
+            controlFiltered: config.claude != nil && CallerPolicy.applies(to: caller)
         )
     }
 }
@@ -369,15 +374,22 @@ struct StreamTurn {
                 group.addTask {
                     // The client's bytes, as they come; its half-close closes stdin.
                     var count = 0
+                    var filter = admitted.controlFiltered ? ControlLineFilter() : nil
                     do {
                         for try await chunk in inbound {
                             count += chunk.readableBytes
                             // Waits until the process has taken the previous chunk: the
                             // socket is not read meanwhile.
-                            await input.send(chunk)
+                            if filter != nil {
+                                let lines = filter!.forward(chunk.readableBytesView)
+                                if !lines.isEmpty { await input.send(ByteBuffer(bytes: lines)) }
+                            } else {
+                                await input.send(chunk)
+                            }
                             if Task.isCancelled { break }
                         }
                     } catch {}
+                    if let last = filter?.finish(), !last.isEmpty { await input.send(ByteBuffer(bytes: last)) }
                     input.finish()
                     return count
                 }

@@ -22,7 +22,10 @@ struct TurnResponder {
         var request = request
         var body = try await API.collect(&request, limit: config.maxRequestBytes)
         let turnID = RequestID.accepted(request.headers[.xRequestID]) ?? Self.makeTurnID()
-        let plan = try Self.plan(body: &body, contentType: request.headers[.contentType], config: config, turnID: turnID)
+        let caller = await connections.of(context.channel)?.uid
+        let plan = try Self.plan(
+            body: &body, contentType: request.headers[.contentType], config: config, turnID: turnID, caller: caller, owners: broker.sessionOwners
+        )
         if body.readableBytesView.last != UInt8(ascii: "\n") {
             body.writeString("\n")
         }
@@ -32,7 +35,7 @@ struct TurnResponder {
         let channel = context.channel
         let record = TurnContext(
             broker: broker, pool: pool, turnID: turnID, arrived: arrived, arrivedAt: arrivedAt,
-            caller: await connections.of(channel)?.uid, twoWay: false, logger: context.logger
+            caller: caller, twoWay: false, logger: context.logger
         )
         let (turn, lease) = try await Self.acquire(record, plan: plan, channel: channel, connections: connections) { claim, directory in
             Turn(
@@ -215,17 +218,30 @@ struct TurnResponder {
 
     /// Checks the body, and for a claude pool plans the turn with its session. A JSON body
     /// (`{"prompt": ..., "session": {...}}`) becomes the user message; any other body is
-    /// written as it is (with the pool's session).
-    static func plan(body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String) throws -> Plan {
+    /// written as it is (with the pool's session). A caller of another uid is held to the
+    /// pool's CallerPolicy: a JSON body only, its session checked field by field.
+    static func plan(
+        body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String, caller: UInt32? = nil, owners: SessionOwners? = nil
+    ) throws -> Plan {
         guard let claude = config.claude else {
             try check(body, format: config.turn.input)
             return Plan()
         }
         var session = claude.session
+        let policed = CallerPolicy.applies(to: caller)
         if contentType?.lowercased().hasPrefix("application/json") == true {
             let request = try ClaudeTurnRequest.parse(Data(buffer: body))
+            if policed, let asked = request.session {
+                try config.callerPolicy.check(asked, caller: caller, owners: owners ?? SessionOwners())
+            }
             session = (request.session ?? SessionSettings()).over(claude.session)
             body = ByteBuffer(string: SessionSettings.userLine(prompt: request.prompt))
+        } else if policed {
+            throw PrewarmError(
+                .forbidden,
+                "a caller of another uid sends {\"prompt\": ..., \"session\": {...}} with Content-Type: application/json, not stream-json lines",
+                field: "body"
+            )
         } else {
             try check(body, format: config.turn.input)
         }
@@ -284,6 +300,7 @@ struct TurnContext: Sendable {
             uniquingKeysWith: { $1 }
         )
         logger.info("turn", metadata: metadata)
+        if let session = lease.sessionID { broker.sessionOwners.record(session, uid: caller) }
         broker.telemetry.turn(
             TurnRecord(
                 time: arrivedAt, pool: pool.name, turnID: turnID, start: lease.startKind.rawValue, outcome: result.outcome.rawValue,

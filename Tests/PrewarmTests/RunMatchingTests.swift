@@ -27,11 +27,32 @@ struct RunMatchingTests {
 
     @Test func theSameMeaningIsTheSameHost() {
         let a = RunShape(arguments: ["--allowedTools", "Read,Bash", "--permission-prompt-tool", "stdio", "--verbose"], cwd: "/p", env: [:])
-        let b = RunShape(arguments: ["--verbose", "--permission-prompt-tool=stdio", "--allowed-tools", "Bash", "--allowedTools", "Read"], cwd: "/q", env: [:])
+        let b = RunShape(arguments: ["--verbose", "--permission-prompt-tool=stdio", "--allowed-tools", "Read", "--allowedTools", "Bash"], cwd: "/q", env: [:])
         #expect(a.host == b.host)
-        let c = RunShape(arguments: ["--mcp-config", #"{"mcpServers": {"x": {"type": "stdio", "command": "a"}}}"#], cwd: nil, env: [:])
+        let c = RunShape(arguments: ["--mcp-config", #"{"mcpServers": {"x": {"type": "stdio", "command": "a b"}}}"#], cwd: nil, env: [:])
+        let d = RunShape(arguments: ["--mcp-config", #" {"mcpServers":{"x":{"type":"stdio","command":"a b"}}}"#], cwd: nil, env: [:])
+        #expect(c.host == d.host, "JSON compared without the white space between tokens")
+    }
+
+    /// Rules are split as the CLI splits them (commas and spaces outside parentheses), their
+    /// text kept, in their order; JSON keys in their order (the CLI's merge and temporary
+    /// files follow it). (Before: every comma and space split and the rules were sorted, so
+    /// two different deny lists were one fingerprint.)
+    @Test func rulesAreReadAsTheCLIReadsThem() {
+        #expect(RunShape.toolList("Bash(git push:*),Read") == ["Bash(git push:*)", "Read"])
+        #expect(RunShape.toolList(" Bash(a,b) Edit ,, ") == ["Bash(a,b)", "Edit"])
+        #expect(RunShape.toolList("Bash(echo (a) b)") == ["Bash(echo (a)", "b)"], "a flag, not a depth: the CLI's own quirk")
+        #expect(RunShape.toolList("Read\tWrite") == ["Read\tWrite"], "only U+0020 splits")
+        let a = RunShape(arguments: ["--disallowedTools", "Bash(rm push:*),Bash(git -rf:*)"], cwd: nil, env: [:])
+        let b = RunShape(arguments: ["--disallowedTools", "Bash(rm -rf:*),Bash(git push:*)"], cwd: nil, env: [:])
+        #expect(a.host != b.host)
+        let sorted = RunShape(arguments: ["--allowedTools", "Bash,Read"], cwd: nil, env: [:])
+        #expect(sorted.host != RunShape(arguments: ["--allowedTools", "Read,Bash"], cwd: nil, env: [:]).host)
+        let c = RunShape(arguments: ["--mcp-config", #"{"mcpServers":{"x":{"type":"stdio","command":"a"}}}"#], cwd: nil, env: [:])
         let d = RunShape(arguments: ["--mcp-config", #"{"mcpServers":{"x":{"command":"a","type":"stdio"}}}"#], cwd: nil, env: [:])
-        #expect(c.host == d.host, "JSON compared by meaning")
+        #expect(c.host != d.host)
+        #expect(RunShape(arguments: ["--betas", "a,b"], cwd: nil, env: [:]).host["--betas"] == ["a,b"], "a beta header is one word")
+        #expect(RunShape.compactJSON("not json") == nil)
     }
 
     @Test func sessionPartsAndColdReasons() {

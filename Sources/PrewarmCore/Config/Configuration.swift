@@ -224,6 +224,9 @@ public struct PoolConfig: Sendable, Equatable {
     /// `resume_spares` (claude pools): when a turn of a session ends, a process resuming it
     /// is started for its next turn, kept `resume_spare_ttl_s`, at most `max_resume_spares`.
     public var resumeSpares: ResumeSpareSettings?
+    /// `caller_env`, `caller_roots`, `caller_permission_modes` (claude pools): what callers of
+    /// another uid may ask of a turn's session (CallerPolicy).
+    public var callerPolicy = CallerPolicy()
     /// A process started with these settings is killed at once when retired unused, not
     /// let exit on its stdin's end (a resume spare: a resuming CLI that exits writes to its
     /// session's transcript). Set by the pool, not a configuration key.

@@ -334,6 +334,7 @@ public struct ConfigurationLoader: Sendable {
         claude.extraArguments = pool.args
         claude.initialize = try reader.bool("initialize") ?? true
         pool.resumeSpares = try Self.resumeSpares(&reader)
+        pool.callerPolicy = try Self.callerPolicy(&reader, baseDirectory: baseDirectory)
         pool.universalSpares = try reader.int("universal_spares", range: 0...64) ?? 0
         pool.universalRoot = UniversalSpare.root(stateDirectory: stateDirectory)
         if reader.has("base_args") {
@@ -358,6 +359,21 @@ public struct ConfigurationLoader: Sendable {
         // run: the pool's directory, else one of their own.
         pool.cwd = claude.claim ? claude.parkingDirectory : claude.defaultCwd
         pool.claude = claude
+    }
+
+    /// `caller_env`, `caller_roots`, `caller_permission_modes`: what callers of another uid may
+    /// ask of a turn (CallerPolicy); names of the fixed deny list are refused here too.
+    private static func callerPolicy(_ reader: inout TableReader, baseDirectory: String) throws(ConfigError) -> CallerPolicy {
+        let env = try reader.stringArray("caller_env")
+        if let denied = env.first(where: CallerPolicy.isDenied) {
+            throw reader.error("caller_env", "\(denied) is never set by callers of another uid (LD_*, BUN_*, PATH, HOME, NODE_OPTIONS, CLAUDE_CONFIG_DIR, ANTHROPIC_BASE_URL, *_PROXY, NODE_EXTRA_CA_CERTS, SSL_CERT_*); remove it")
+        }
+        let modes = try reader.stringArray("caller_permission_modes")
+        if let unknown = modes.first(where: { !SessionSettings.permissionModes.contains($0) }) {
+            throw reader.error("caller_permission_modes", "\(unknown) is not a permission mode (\(SessionSettings.permissionModes.sorted().joined(separator: ", ")))")
+        }
+        let roots = try reader.stringArray("caller_roots").map { absolute($0, base: baseDirectory) }
+        return CallerPolicy(env: Set(env), roots: roots, permissionModes: Set(modes))
     }
 
     /// Where pools keep their state (a claude pool's CLAUDE_CONFIG_DIR and parking
@@ -425,7 +441,7 @@ private struct TableReader {
         self.origin = origin
     }
 
-    private func error(_ key: String, _ message: String) -> ConfigError {
+    func error(_ key: String, _ message: String) -> ConfigError {
         ConfigError(file: origin, key: path + key, message: message)
     }
 

@@ -26,7 +26,8 @@ public struct ResumeKey: Sendable, Hashable {
     /// Whether a run of this key writes on in its session's transcript: not with
     /// `--fork-session` (the fork is a new session; S's transcript stays as it was). Only such
     /// a run makes the session's other resume spares stale.
-    public var continuesSession: Bool { !options.contains { $0.hasPrefix("--fork-session\u{1}") } }
+    public var continuesSession: Bool { !forks }
+    private let forks: Bool
 
     /// The same key for another CLI (the pool's, when the run names none).
     public func with(executable: String) -> ResumeKey {
@@ -67,14 +68,21 @@ public struct ResumeKey: Sendable, Hashable {
         self.cwd = cwd
         self.executable = executable
         environment = HostEnvironment.of(env)
+        forks = line.has("--fork-session")
         credentials = env.filter { HostEnvironment.claimable.contains($0.key) }.mapValues {
             SHA256.hash(data: Array($0.utf8)).map { String(format: "%02x", $0) }.joined()
         }
-        var options: [String] = []
+        // By name, each name's values in the order given (a list's order is meaning: a rule
+        // quoted in a message, a server merged last), the names in a stable order.
+        var byName: [String: [String]] = [:]
         for option in line.options where !Self.resumeOptions.contains(option.name) {
-            options.append(option.name + "\u{1}" + RunShape.normalized(option).joined(separator: "\u{1}"))
+            byName[option.name, default: []] += RunShape.normalized(option)
         }
-        self.options = options.sorted()
+        self.options = byName.keys.sorted().map { name in
+            // A boolean given twice is given (as in RunShape's host part).
+            let values = ClaudeCommandLine.kinds[name] == .boolean || byName[name]!.allSatisfy(\.isEmpty) ? [""] : byName[name]!
+            return ([name] + values).map { "\($0.utf8.count):\($0)" }.joined()
+        }
     }
 
     /// The arguments a resume spare starts with: the run's own, its resume (if any) replaced

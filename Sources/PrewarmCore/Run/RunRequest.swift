@@ -78,8 +78,11 @@ public struct RunShape: Sendable, Equatable {
         "--from-pr": "--from-pr", "--worktree": "--worktree", "--cloud": "--cloud", "--help": "--help", "--version": "--version",
         "--bg-spare": "--bg-spare", "--preload": "--preload", "--init-only": "--init-only", "--maintenance": "--maintenance",
     ]
-    /// Options whose values are lists a caller may spell as one comma-joined word or many.
-    static let listOptions: Set<String> = ["--allowedTools", "--disallowedTools", "--tools", "--betas"]
+    /// Options whose values are tool lists a caller may spell as one comma-joined word or many
+    /// (split by `toolList`, the CLI's own rule). `--betas` is not one: each word is a header.
+    static let listOptions: Set<String> = ["--allowedTools", "--disallowedTools", "--tools"]
+    /// Options whose values the CLI reads as JSON (when they parse: else a path).
+    static let jsonOptions: Set<String> = ["--mcp-config", "--settings", "--json-schema", "--agents"]
 
     public init() {}
 
@@ -119,9 +122,6 @@ public struct RunShape: Sendable, Equatable {
             hostWords += option.words
             host[option.name, default: []] += Self.normalized(option)
         }
-        for name in Self.listOptions where host[name] != nil {
-            host[name] = Array(Set(host[name]!)).sorted()
-        }
         for (name, values) in host where ClaudeCommandLine.kinds[name] == .boolean || values.allSatisfy(\.isEmpty) {
             host[name] = [""]  // a boolean given twice is given
         }
@@ -134,19 +134,83 @@ public struct RunShape: Sendable, Equatable {
         session.env = claimable.isEmpty ? nil : claimable
     }
 
-    /// The values of one option, normalized for comparison.
+    /// The values of one option, as the CLI reads them: two spellings normalize alike only
+    /// where the CLI reads them alike (docs/claude-cli.md §9).
+    ///
+    /// - Tool lists: split by the CLI's rule (`toolList`), each rule's text kept, in order.
+    /// - JSON values: the same text without the white space between tokens (the CLI parses
+    ///   them; key order is kept: `--settings`' temporary file and `--mcp-config`'s merge
+    ///   follow it). A value that is not JSON (a path) is kept as it is.
+    /// - Everything else, as written.
     static func normalized(_ option: ClaudeCommandLine.Option) -> [String] {
         guard let value = option.value else { return [""] }
-        if listOptions.contains(option.name) {
-            return value.split(whereSeparator: { $0 == "," || $0 == " " }).map(String.init)
-        }
-        if option.name == "--mcp-config" || option.name == "--settings" || option.name == "--json-schema" || option.name == "--agents",
-            let object = try? JSONSerialization.jsonObject(with: Data(value.utf8)),
-            let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        {
-            return [String(decoding: data, as: UTF8.self)]
-        }
+        if listOptions.contains(option.name) { return toolList(value) }
+        if jsonOptions.contains(option.name), let compact = compactJSON(value) { return [compact] }
         return [value]
+    }
+
+    /// The CLI's split of a tool-list word (its `Qf`, 2.1.332): a comma or a space (U+0020
+    /// only) ends a rule unless inside parentheses (a flag, not a depth: `(` sets it, `)`
+    /// clears it, escapes are not looked at); each rule trimmed; empty ones dropped; order
+    /// and duplicates kept.
+    public static func toolList(_ word: String) -> [String] {
+        var rules: [String] = []
+        var current = ""
+        var inside = false
+        func end() {
+            let rule = current.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !rule.isEmpty { rules.append(rule) }
+            current = ""
+        }
+        for character in word {
+            switch character {
+            case "(":
+                inside = true
+                current.append(character)
+            case ")":
+                inside = false
+                current.append(character)
+            case ",", " ":
+                if inside { current.append(character) } else { end() }
+            default:
+                // Leading white space of a rule is dropped (as the CLI's `r||s.trim()`).
+                if !current.isEmpty || !character.isWhitespace { current.append(character) }
+            }
+        }
+        end()
+        return rules
+    }
+
+    /// `text` without white space between JSON tokens (strings untouched), if it is JSON;
+    /// nil if it is not (the CLI then reads a path).
+    public static func compactJSON(_ text: String) -> String? {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])) != nil else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(trimmed.utf8.count)
+        var inString = false
+        var escaped = false
+        for byte in trimmed.utf8 {
+            if inString {
+                out.append(byte)
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"): continue
+            case UInt8(ascii: "\""):
+                inString = true
+                out.append(byte)
+            default: out.append(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The server names of an `--mcp-config` that holds only the SDK's in-process servers
