@@ -118,7 +118,7 @@ extension Options {
         case "--permission-mode": .some(\.permissionMode)
         case "--resume": .some(\.resume)
         case "--output-format", "--input-format", "--permission-prompt-tool", "--system-prompt", "--append-system-prompt", "--add-dir", "--model",
-            "--max-turns":
+            "--max-turns", "--allowedTools", "--disallowedTools":
             .some(nil)
         default: nil
         }

@@ -135,6 +135,28 @@ extension LiveDaemons {
             #expect(try await daemon.pool("c").served == 0, "the configured pool's spares do not take --max-turns")
         }
 
+        /// Two deny lists made of the same words in other rules never share a spare: each makes
+        /// a fingerprint pool of its own, and neither run is served by the other's process.
+        /// (Before: the list was split on every space and sorted, so B was served warm by a
+        /// process started with A's rules.)
+        @Test func otherPermissionRulesNeverShareASpare() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let project = try TestDaemon.makeTemporaryDirectory()
+            var pools: [String] = []
+            for rules in ["Bash(rm push:*),Bash(git -rf:*)", "Bash(rm -rf:*),Bash(git push:*)"] {
+                let run = try DropIn(Self.sdkFlags + ["--disallowedTools", rules], environment: Self.environment(daemon), cwd: project)
+                run.write(Self.userLine)
+                run.closeInput()
+                let (status, _, err) = run.finish()
+                #expect(status == 0, "\(err)")
+                let made = try await daemon.pools().filter { $0.fingerprint != nil }
+                #expect(made.allSatisfy { $0.warm == 0 }, "a run was served by a spare of other rules: \(made)")
+                pools = made.map(\.name)
+                #expect(pools.allSatisfy { $0.range(of: "^fp-[0-9a-f]{32}$", options: .regularExpression) != nil }, "\(pools)")
+            }
+            #expect(pools.count == 2, "\(pools)")
+        }
+
         /// Options the CLI does not know (the fake agent's own) make a run no spare can serve:
         /// it runs cold in the pool of its host part; its exit status is the caller's.
         @Test func exitStatusAndSignalsAreTheProcesss() async throws {
