@@ -77,6 +77,20 @@ enum Stranger {
         }
     }
 
+    /// The stranger's squatter listening on `STICKY/sq/prewarm.sock`, in a directory of its
+    /// own made first in a /tmp-like one; returns the paths and the process, ready.
+    static func squat() throws -> (sticky: String, scripts: String, squatted: String, process: Process) {
+        let sticky = try stickyDirectory()
+        let scripts = try sharedDirectory()
+        let squatted = sticky + "/sq"
+        let (process, output) = try start(squatter, in: scripts, arguments: [squatted, "prewarm.sock"])
+        guard waitForLine(output, "ready") else {
+            kill(process.processIdentifier, SIGKILL)
+            throw TimeoutError(what: "the squatter listens")
+        }
+        return (sticky, scripts, squatted, process)
+    }
+
     /// Makes DIR (mode 0777, the stranger's), listens on DIR/NAME, says "ready", accepts one
     /// connection and writes how many bytes it got before EOF to DIR/received.
     static let squatter = """
@@ -143,12 +157,8 @@ extension LiveDaemons {
         /// inside the other user's directory.)
         @Test(.enabled(if: Stranger.available, "\(Stranger.missing)"))
         func aSquattedSocketDirectoryStopsTheDaemon() throws {
-            let sticky = try Stranger.stickyDirectory()
-            let scripts = try Stranger.sharedDirectory()
-            let squatted = sticky + "/sq"
-            let (squatter, output) = try Stranger.start(Stranger.squatter, in: scripts, arguments: [squatted, "prewarm.sock"])
+            let (sticky, _, squatted, squatter) = try Stranger.squat()
             defer { kill(squatter.processIdentifier, SIGKILL) }
-            #expect(Stranger.waitForLine(output, "ready"))
 
             let squattedRun = try Self.serve(["--socket", squatted + "/prewarm.sock"], config: Self.pool)
             #expect(squattedRun.status == 78, "\(squattedRun)")
@@ -204,12 +214,8 @@ extension LiveDaemons {
         /// the caller's whole environment, API keys included, then fell back silently.)
         @Test(.enabled(if: Stranger.available, "\(Stranger.missing)"))
         func prewarmClaudeSendsNothingToAStranger() throws {
-            let sticky = try Stranger.stickyDirectory()
-            let scripts = try Stranger.sharedDirectory()
-            let squatted = sticky + "/sq"
-            let (squatter, output) = try Stranger.start(Stranger.squatter, in: scripts, arguments: [squatted, "prewarm.sock"])
+            let (_, scripts, squatted, squatter) = try Stranger.squat()
             defer { kill(squatter.processIdentifier, SIGKILL) }
-            #expect(Stranger.waitForLine(output, "ready"))
             let cli = try DropInTests.fakeCLI(in: scripts)
             let (status, out, err) = try DropInTests.run(
                 ["-p", "hello"],
@@ -520,15 +526,16 @@ extension LiveDaemons {
                 end_type = "result"
                 """
             let daemon = try await TestDaemon(pools: pools, top: "allowed_uids = [\(Stranger.uid)]", waitForIdle: false)
-            // Exits before or after the daemon read its stderr: the reasons with a tail come soon.
-            try await waitUntil("a failure reason with the CLI's stderr", timeout: .seconds(30)) {
-                (try await daemon.pool("f").lastError)?.contains("; stderr: ") == true
-            }
-            let own = try #require(try await daemon.pool("f").lastError)
+            // Exits before or after the daemon read its stderr: the reasons with a tail come soon
+            // (each failure replaces the last: the one read is the one checked).
+            let own = try await poll(timeout: .seconds(30)) { try await daemon.pool("f").lastError ?? "" } until: { $0.contains("; stderr: ") }
             #expect(own.contains("SECRET-TAIL"), "\(own)")
-            let curl = try runCommand(
-                Stranger.setpriv!, Stranger.command([ExternalTool.onPath("curl")!, "-s", "--unix-socket", daemon.socket, "http://localhost/v1/pools/f"])
-            )
+            // Read as the other uid until a reason that had a tail is the last one.
+            let curl = try await poll(timeout: .seconds(30)) {
+                try runCommand(
+                    Stranger.setpriv!, Stranger.command([ExternalTool.onPath("curl")!, "-s", "--unix-socket", daemon.socket, "http://localhost/v1/pools/f"])
+                )
+            } until: { $0.out.contains("; stderr: ") }
             #expect(curl.status == 0, "\(curl)")
             #expect(curl.out.contains("\"last_error\""), "\(curl)")
             #expect(!curl.out.contains("SECRET-TAIL"), "\(curl)")
