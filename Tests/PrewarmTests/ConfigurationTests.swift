@@ -48,6 +48,39 @@ struct ConfigurationTests {
         #expect(config.memory == MemoryConfig(reserve: 256 << 20, highWatermark: 0.9, lowWatermark: 0.8, limit: nil, enforce: true))
     }
 
+    /// The trust keys: their defaults, their values, and a caller_env name of the fixed deny
+    /// list or an unknown permission mode refused at load with the key.
+    @Test func trustSettings() throws {
+        let claude = """
+            [[pool]]
+            name = "c"
+            kind = "claude"
+            command = "/bin/claude"
+            """
+        let defaults = try parse(claude)
+        #expect(defaults.maxConnectionsPerUID == 256 && defaults.strictModes)
+        #expect(defaults.pools[0].callerPolicy == CallerPolicy())
+        #expect(defaults.pools[0].universalRoot == defaults.stateDirectory + "/bg")
+        let set = try parse(
+            "max_connections_per_uid = 8\nstrict_modes = false\n" + claude
+                + "\ncaller_env = [\"CLAUDE_CODE_OAUTH_TOKEN\"]\ncaller_roots = [\"work\"]\ncaller_permission_modes = [\"plan\"]\n"
+        )
+        #expect(set.maxConnectionsPerUID == 8 && !set.strictModes)
+        #expect(set.pools[0].callerPolicy == CallerPolicy(env: ["CLAUDE_CODE_OAUTH_TOKEN"], roots: ["/etc/work"], permissionModes: ["plan"]))
+        for (line, key) in [
+            ("caller_env = [\"LD_PRELOAD\"]", "caller_env"), ("caller_env = [\"HTTPS_PROXY\"]", "caller_env"),
+            ("caller_permission_modes = [\"yolo\"]", "caller_permission_modes"),
+        ] {
+            #expect(throws: ConfigError.self) { try parse(claude + "\n" + line + "\n") }
+            do {
+                _ = try parse(claude + "\n" + line + "\n")
+            } catch {
+                #expect("\(error)".contains(key), "\(error)")
+            }
+        }
+        #expect(throws: ConfigError.self) { try parse("max_connections_per_uid = 0\n" + claude) }
+    }
+
     /// `[memory]` and the per-pool estimates; max_starting defaults to half the CPUs.
     @Test func memorySettings() throws {
         let eightCPUs = ConfigurationLoader(executableDirectory: nil, environment: [:], cpus: 8)
