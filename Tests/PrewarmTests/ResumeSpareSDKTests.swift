@@ -42,6 +42,27 @@ extension LiveDaemons {
             try await waitUntil("a resume spare is ready", timeout: .seconds(90)) { try await daemon.pool("sdk").resumeReady == 1 }
         }
 
+        /// A resume spare holds the claimable variables of the run it was started after: a
+        /// resume of the same session by a caller with another (CLAUDE_CODE_HOST_SESSION_ID
+        /// here, a token's kin) is not served by it, and still sees the whole conversation;
+        /// the same caller's next resume is. (Before: B was served warm by a process holding A's.)
+        @Test func anotherCallersResumeIsNotServedByTheSpare() async throws {
+            let harness = try await Self.harness()
+            let daemon = harness.daemon
+            let first = try harness.queries("turn", ["Remember the word pear."], env: ["PREWARM_TEST_HOST_SESSION": "caller-a"])
+            let session = try #require(first.first?["session_id"] as? String)
+            try await Self.resumeSpareReady(daemon)
+            let other = try harness.queries("turn", ["Turn 2: what was the word?", session], env: ["PREWARM_TEST_HOST_SESSION": "caller-b"])
+            #expect(Self.turns(in: other[0]) == 2, "\(other)")
+            var pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHits == 0 && pool.resumeMisses == 1, "\(pool)")
+            try await Self.resumeSpareReady(daemon)
+            let same = try harness.queries("turn", ["Turn 3: what was the word?", session], env: ["PREWARM_TEST_HOST_SESSION": "caller-b"])
+            #expect(Self.turns(in: same[0]) == 3, "\(same)")
+            pool = try await daemon.pool("sdk")
+            #expect(pool.resumeHits == 1, "\(pool)")
+        }
+
         /// One fresh query, then resumed ones: each resumed turn is a resume hit and sees every
         /// earlier turn; a turn continued behind the daemon's back (the CLI run directly, as
         /// another host would) makes the spare stale: that turn runs cold with the whole

@@ -157,6 +157,33 @@ extension LiveDaemons {
             #expect(pools.count == 2, "\(pools)")
         }
 
+        /// Two host parts whose old 48-bit FNV-1a pool names collide (values found by brute
+        /// force for this exact fingerprint: the CLI at /tmp/prewarm-fnv/claude, the SDK's flags,
+        /// this CLAUDE_CONFIG_DIR) get two pools: runs are routed by the SHA-256 of the whole
+        /// fingerprint, never by a name. (Before: B's run went to A's pool, whose spares hold
+        /// A's variables.)
+        @Test func collidingNamesNeverShareAPool() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool())
+            let fixed = "/tmp/prewarm-fnv"
+            try FileManager.default.createDirectory(atPath: fixed + "/config", withIntermediateDirectories: true)
+            try? FileManager.default.removeItem(atPath: fixed + "/claude")
+            try FileManager.default.createSymbolicLink(atPath: fixed + "/claude", withDestinationPath: TestDaemon.fakeAgent)
+            let project = try TestDaemon.makeTemporaryDirectory()
+            for value in ["t4QjcdzX38r5", "P6p9Ub31YqTi"] {
+                let environment = [
+                    "PATH": "/usr/bin:/bin", "PREWARM_SOCKET": daemon.socket, "PREWARM_CLAUDE_CLI": fixed + "/claude",
+                    "CLAUDE_CONFIG_DIR": fixed + "/config", "VERTEX_COLLIDE": value,
+                ]
+                let run = try DropIn(Self.sdkFlags, environment: environment, cwd: project)
+                run.write(Self.userLine)
+                run.closeInput()
+                let (status, _, err) = run.finish()
+                #expect(status == 0, "\(err)")
+            }
+            let made = try await daemon.pools().filter { $0.fingerprint != nil }
+            #expect(made.count == 2 && made.allSatisfy { $0.warm == 0 && $0.cold == 1 }, "\(made.map { ($0.name, $0.warm, $0.cold) })")
+        }
+
         /// Options the CLI does not know (the fake agent's own) make a run no spare can serve:
         /// it runs cold in the pool of its host part; its exit status is the caller's.
         @Test func exitStatusAndSignalsAreTheProcesss() async throws {

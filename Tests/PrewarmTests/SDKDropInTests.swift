@@ -75,8 +75,8 @@ extension LiveDaemons {
                 ]
             }
 
-            func queries(_ scenario: String, _ arguments: [String] = [], socket: String? = nil) throws -> [[String: Any]] {
-                let environment = environment(socket: socket ?? daemon.socket)
+            func queries(_ scenario: String, _ arguments: [String] = [], socket: String? = nil, env: [String: String] = [:]) throws -> [[String: Any]] {
+                let environment = environment(socket: socket ?? daemon.socket).merging(env) { _, new in new }
                 let (status, out, err) = try SDKEnvironment.run(SDKEnvironment.python!, [SDKEnvironment.driver, scenario] + arguments, environment: environment)
                 #expect(status == 0, "the driver failed: \(out) \(err.suffix(2000))")
                 let lines = out.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }

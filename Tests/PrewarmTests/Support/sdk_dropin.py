@@ -31,6 +31,9 @@ SESSION_ENV = {
     "ANTHROPIC_API_KEY": "sk-fake",
     "CLAUDE_CONFIG_DIR": os.environ["PREWARM_TEST_CONFIG_DIR"],
 }
+# A claimable variable of the caller's (a host session id), when the test gives one.
+if os.environ.get("PREWARM_TEST_HOST_SESSION"):
+    SESSION_ENV["CLAUDE_CODE_HOST_SESSION_ID"] = os.environ["PREWARM_TEST_HOST_SESSION"]
 
 
 def options(**extra):
