@@ -6,15 +6,13 @@ Usage: python dropin_bench.py MODEL_URL CONFIG_DIR PROJECT SOCKET ROUNDS
 """
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import anyio
 from claude_agent_sdk import AssistantMessage, ClaudeAgentOptions, query
+from dropin_overhead import drop_in_overhead
 
 MODEL_URL, CONFIG_DIR, PROJECT, SOCKET, ROUNDS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 DROP_IN = os.environ["PREWARM_BENCH_DROP_IN"]
@@ -44,30 +42,6 @@ async def burst(cli_path, size):
     return results
 
 
-def drop_in_overhead(samples=30):
-    """From spawning prewarm-claude to its whole request on a listening socket (a stand-in
-    daemon that answers nothing), in ms."""
-    path = tempfile.mktemp(prefix="prewarm-bench-", suffix=".sock")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    server.listen(16)
-    times = []
-    env = {"PATH": "/usr/bin:/bin", "PREWARM_SOCKET": path, "PREWARM_CLAUDE_CLI": "/bin/true", **ENV}
-    for _ in range(samples):
-        started = time.monotonic()
-        child = subprocess.Popen([DROP_IN, "--output-format", "stream-json", "--verbose", "--input-format", "stream-json"], env=env, stdin=subprocess.PIPE)
-        connection, _ = server.accept()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += connection.recv(65536)
-        times.append((time.monotonic() - started) * 1000)
-        connection.close()  # no answer: it runs /bin/true instead
-        child.wait()
-    server.close()
-    os.unlink(path)
-    return times
-
-
 def summary(values):
     values = sorted(v for v in values if v is not None)
     return {"n": len(values), "p50": round(statistics.median(values), 3), "max": round(values[-1], 3)}
@@ -86,7 +60,8 @@ async def main():
     report = {name: {size: summary(values) for size, values in sizes.items()} for name, sizes in results.items()}
     for size in (1, 8):
         report[f"ratio_p50_{size}"] = round(report["bundled"][size]["p50"] / report["prewarm"][size]["p50"], 2)
-    report["drop_in_ms"] = summary(drop_in_overhead())
+    # Spawn to the run's whole request (after its GET /v1/runs/environment), in ms.
+    report["drop_in_ms"] = summary([run for _, run in drop_in_overhead(DROP_IN, ENV)])
     print(json.dumps(report, indent=1))
 
 
