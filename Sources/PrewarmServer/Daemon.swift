@@ -231,8 +231,10 @@ enum SocketFile {
 /// first by anyone).
 public enum SocketPath {
     public static func resolve(flag: String?, environment: [String: String], configured: String?) -> String {
-        if let flag, !flag.isEmpty { return flag }
-        if let value = environment["PREWARM_SOCKET"], !value.isEmpty { return value }
+        // A relative path is the working directory's (its directory is checked like any).
+        let absolute = { (path: String) in path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path }
+        if let flag, !flag.isEmpty { return absolute(flag) }
+        if let value = environment["PREWARM_SOCKET"], !value.isEmpty { return absolute(value) }
         if let configured, !configured.isEmpty { return configured }
         return defaultPath(environment: environment)
     }

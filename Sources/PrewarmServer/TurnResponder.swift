@@ -221,7 +221,7 @@ struct TurnResponder {
     /// written as it is (with the pool's session). A caller of another uid is held to the
     /// pool's CallerPolicy: a JSON body only, its session checked field by field.
     static func plan(
-        body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String, caller: UInt32? = nil, owners: SessionOwners? = nil
+        body: inout ByteBuffer, contentType: String?, config: PoolConfig, turnID: String, caller: UInt32?, owners: SessionOwners
     ) throws -> Plan {
         guard let claude = config.claude else {
             try check(body, format: config.turn.input)
@@ -232,7 +232,7 @@ struct TurnResponder {
         if contentType?.lowercased().hasPrefix("application/json") == true {
             let request = try ClaudeTurnRequest.parse(Data(buffer: body))
             if policed, let asked = request.session {
-                try config.callerPolicy.check(asked, caller: caller, owners: owners ?? SessionOwners())
+                try config.callerPolicy.check(asked, caller: caller, owners: owners)
             }
             session = (request.session ?? SessionSettings()).over(claude.session)
             body = ByteBuffer(string: SessionSettings.userLine(prompt: request.prompt))
