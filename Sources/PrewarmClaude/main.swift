@@ -22,10 +22,17 @@ import Glibc
 
 // MARK: - The real CLI
 
-/// The real CLI: `PREWARM_CLAUDE_CLI`, else `claude` on PATH that is not this executable.
+/// The real CLI: `PREWARM_CLAUDE_CLI`, else `claude.real` beside the path this was started
+/// as (an SDK's bundled CLI that `prewarm sdk install` moved aside: `_bundled/claude` is then
+/// this executable, `_bundled/claude.real` the CLI), else `claude` on PATH that is not this
+/// executable.
 func realCLI(_ environment: [String: String]) -> String? {
     if let path = environment["PREWARM_CLAUDE_CLI"], !path.isEmpty { return path }
     let me = FileKey(path: "/proc/self/exe")
+    if let started = CommandLine.arguments.first, let slash = started.lastIndex(of: "/") {
+        let beside = String(started[..<slash]) + "/claude.real"
+        if access(beside, X_OK) == 0, let key = FileKey(path: beside), key != me { return beside }
+    }
     for directory in (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
         let candidate = String(directory) + "/claude"
         guard access(candidate, X_OK) == 0, let key = FileKey(path: candidate) else { continue }

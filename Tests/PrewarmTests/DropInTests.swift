@@ -23,9 +23,9 @@ struct DropInTests {
         return path
     }
 
-    static func run(_ arguments: [String], environment: [String: String], stdin: String) throws -> (Int32, String, String) {
+    static func run(_ arguments: [String], environment: [String: String], stdin: String, as executable: String = dropIn) throws -> (Int32, String, String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: dropIn)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
         let input = Pipe()
@@ -74,6 +74,24 @@ struct DropInTests {
         )
         #expect(status == 7)
         #expect(out.hasPrefix("arg:\(cli)\narg:-p\narg:x\n"))
+    }
+
+    /// Started as an SDK's bundled CLI moved aside (`_bundled/claude` a link to prewarm-claude,
+    /// the CLI at `_bundled/claude.real`), it runs `claude.real` with no PREWARM_CLAUDE_CLI;
+    /// an explicit PREWARM_CLAUDE_CLI still wins.
+    @Test func aMovedAsideBundledCLIIsTheRealOne() throws {
+        let directory = try TestDaemon.makeTemporaryDirectory()
+        let bundled = directory + "/_bundled"
+        try FileManager.default.createDirectory(atPath: bundled, withIntermediateDirectories: true)
+        #expect(symlink(Self.dropIn, bundled + "/claude") == 0)
+        let real = try Self.fakeCLI(in: bundled, name: "claude.real")
+        let environment = ["PATH": "/usr/bin:/bin", "PREWARM_SOCKET": directory + "/nothing.sock"]
+        let (status, out, err) = try Self.run(["-p", "x"], environment: environment, stdin: "", as: bundled + "/claude")
+        #expect(status == 7, "\(err)")
+        #expect(out.hasPrefix("arg:\(real)\narg:-p\narg:x\n"), "\(out)")
+        let explicit = try Self.fakeCLI(in: directory, name: "explicit")
+        let (_, chosen, _) = try Self.run(["-p", "x"], environment: environment.merging(["PREWARM_CLAUDE_CLI": explicit]) { $1 }, stdin: "", as: bundled + "/claude")
+        #expect(chosen.hasPrefix("arg:\(explicit)\n"), "\(chosen)")
     }
 
     /// With no CLI to fall back to, a clear error and exit 127.
