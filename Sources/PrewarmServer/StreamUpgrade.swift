@@ -270,8 +270,8 @@ final class StreamAdmission: Sendable {
         let headers: [(String, String)]
         let record: TurnContext
         /// A claude turn of a caller of another uid: its `control_request` lines never reach
-        /// the process (ControlLineFilter).
-        var controlFiltered = false
+        /// the process; a line is held at most the pool's `max_request_bytes`.
+        var controlFilter: ControlLineFilter? = nil
         /// A drop-in run (framed after the 101), with what of its output its caller must not see.
         var run: RunOutputFilter.Rules? = nil
 
@@ -322,7 +322,7 @@ final class StreamAdmission: Sendable {
         return Admitted(
             pool: pool.name, turn: turn, lease: lease, input: input,
             outcomeLine: request.headers[.prewarmOutcomeLine] == "1", headers: Admitted.headers(turnID: turnID, lease: lease), record: record,
-            controlFiltered: config.claude != nil && CallerPolicy.applies(to: caller)
+            controlFilter: config.claude != nil && CallerPolicy.applies(to: caller) ? ControlLineFilter(maxLine: config.maxRequestBytes) : nil
         )
     }
 }
@@ -374,14 +374,15 @@ struct StreamTurn {
                 group.addTask {
                     // The client's bytes, as they come; its half-close closes stdin.
                     var count = 0
-                    var filter = admitted.controlFiltered ? ControlLineFilter() : nil
+                    var filter = admitted.controlFilter
                     do {
                         for try await chunk in inbound {
                             count += chunk.readableBytes
                             // Waits until the process has taken the previous chunk: the
                             // socket is not read meanwhile.
                             if filter != nil {
-                                let lines = filter!.forward(chunk.readableBytesView)
+                                // Mutated in place (optional chaining): the held line is not copied.
+                                let lines = filter?.forward(chunk.readableBytesView) ?? []
                                 if !lines.isEmpty { await input.send(ByteBuffer(bytes: lines)) }
                             } else {
                                 await input.send(chunk)

@@ -137,6 +137,42 @@ extension LiveDaemons {
             #expect(unrestricted.status == 200)
         }
 
+        /// Through the socket: in another uid's two-way turn a `control_request` line (here
+        /// `set_permission_mode`, which the fake agent answers with an error naming its id)
+        /// never reaches the process, while its user message does; the daemon's own uid's does.
+        @Test(.enabled(if: Stranger.available, "\(Stranger.missing)"))
+        func anotherUIDsControlRequestsNeverReachTheProcess() async throws {
+            let roots = try TestDaemon.makeTemporaryDirectory()
+            let daemon = try await TestDaemon(pools: Self.pool(roots: roots), top: "allowed_uids = [\(Stranger.uid)]")
+            let script = """
+                import socket, sys
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sys.argv[1])
+                s.settimeout(30)
+                s.sendall(b"POST /v1/pools/c/turns HTTP/1.1\\r\\nHost: x\\r\\nConnection: Upgrade\\r\\nUpgrade: prewarm-stream\\r\\nContent-Length: 0\\r\\n\\r\\n")
+                data = b""
+                while b"\\r\\n\\r\\n" not in data:
+                    data += s.recv(65536)
+                head, _, rest = data.partition(b"\\r\\n\\r\\n")
+                request = b'{"type":"control_request","request_id":"evil-1","request":{"subtype":"set_permission_mode","mode":"bypassPermissions"}}\\n'
+                user = b'{"type":"user","message":{"role":"user","content":"hi"},"parent_tool_use_id":null,"session_id":"default"}\\n'
+                s.sendall(request + user)
+                s.shutdown(socket.SHUT_WR)
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+                print(head.split(b"\\r\\n")[0].decode(), b"evil-1" in rest, b'"type":"result"' in rest.replace(b" ", b""))
+                """
+            let scripts = try Stranger.sharedDirectory()
+            let stranger = try Stranger.run(script, in: scripts, arguments: [daemon.socket])
+            #expect(stranger.out.trimmingCharacters(in: .whitespacesAndNewlines) == "HTTP/1.1 101 Switching Protocols False True", "\(stranger)")
+            // The same stream from the daemon's own uid: the request reaches the process.
+            let own = try runCommand("/usr/bin/python3", ["-c", script, daemon.socket])
+            #expect(own.out.trimmingCharacters(in: .whitespacesAndNewlines) == "HTTP/1.1 101 Switching Protocols True True", "\(own)")
+        }
+
         /// A two-way turn of another uid: its control_request lines never reach the process;
         /// user messages and control_response lines do, byte for byte. (The filter's rules.)
         @Test func controlRequestsOfAnotherUIDAreHeldBack() {

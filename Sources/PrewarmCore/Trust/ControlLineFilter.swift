@@ -15,7 +15,7 @@ public struct ControlLineFilter: Sendable {
     /// Lines dropped so far.
     public private(set) var dropped = 0
 
-    public init(maxLine: Int = 8 << 20) {
+    public init(maxLine: Int = 1 << 20) {
         self.maxLine = maxLine
     }
 
