@@ -56,17 +56,15 @@ public struct API: Sendable {
             Self.metrics(broker)
         }
         let connections = self.connections
-        /// A pool's status as this peer may see it: a CLI's stderr tail only for the daemon's uid and root.
+        /// Whether this request's peer may see CLIs' stderr tails (the daemon's uid and root).
+        let mayRead = { @Sendable (context: PrewarmRequestContext) async in StderrTail.mayRead(uid: await connections.of(context.channel)?.uid) }
+        /// A pool's status as this peer may see it.
         let visible = { @Sendable (status: PoolStatus, context: PrewarmRequestContext) async -> PoolStatus in
-            guard !StderrTail.mayRead(uid: await connections.of(context.channel)?.uid) else { return status }
-            var status = status
-            status.lastError = status.lastError.map(StderrTail.redacted)
-            return status
+            await mayRead(context) ? status : Self.withoutStderr(status)
         }
         operated.get("/v1/pools") { _, context in
-            var pools: [PoolStatus] = []
-            for pool in broker.allPools { pools.append(await visible(pool.status(), context)) }
-            return try Self.encoded(PoolList(pools: pools))
+            let statuses = broker.allPools.map { $0.status() }
+            return try Self.encoded(PoolList(pools: await mayRead(context) ? statuses : statuses.map(Self.withoutStderr)))
         }
         operated.get("/v1/memory") { _, _ in
             try Self.encoded(broker.memory.status())
@@ -143,6 +141,13 @@ public struct API: Sendable {
             throw PrewarmError(.poolNotFound, "no pool named \"\(name)\"; pools: \(known)")
         }
         return pool
+    }
+
+    /// A status without its CLI's stderr tail.
+    static func withoutStderr(_ status: PoolStatus) -> PoolStatus {
+        var status = status
+        status.lastError = status.lastError.map(StderrTail.redacted)
+        return status
     }
 
     /// `GET /metrics`: Prometheus text exposition format 0.0.4.

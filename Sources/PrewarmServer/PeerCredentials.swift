@@ -6,25 +6,20 @@ import NIOCore
 import PrewarmCore
 import Synchronization
 
-/// The uid, gid and pid of the process at the other end of a Unix socket (SO_PEERCRED).
-public struct PeerCredentials: Sendable, Equatable {
-    public var pid: Int32
-    public var uid: UInt32
-    public var gid: UInt32
+/// The uid, gid and pid of the process at the other end of a connection (SO_PEERCRED).
+typealias PeerCredentials = SocketPeer
 
+extension SocketPeer {
     /// Reads the peer's credentials from the kernel; nil when the channel is not a Unix socket.
-    static func of(_ channel: any Channel) async -> PeerCredentials? {
+    static func of(_ channel: any Channel) async -> SocketPeer? {
         try? await read(channel)?.get()
     }
 
-    /// The kernel's answer, as a future (completed at once on the channel's event loop).
-    static func read(_ channel: any Channel) -> EventLoopFuture<PeerCredentials>? {
+    /// The kernel's answer, as a future (completed at once on the channel's event loop). The
+    /// value is `struct ucred` itself: SocketPeer has its layout (pid, uid, gid, 32 bits each).
+    static func read(_ channel: any Channel) -> EventLoopFuture<SocketPeer>? {
         guard let provider = channel as? any SocketOptionProvider else { return nil }
-        let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
-            level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET),
-            name: NIOBSDSocket.Option(rawValue: SO_PEERCRED)
-        )
-        return credentials.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
+        return provider.unsafeGetSocketOption(level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
     }
 }
 
@@ -139,12 +134,4 @@ final class Connections: Sendable {
     func leave(_ watch: Watch) {
         state.withLock { _ = $0.entries[watch.key]?.watchers.removeValue(forKey: watch.token) }
     }
-}
-
-/// `struct ucred` of <sys/socket.h>, which Glibc's Swift module does not export
-/// (it needs _GNU_SOURCE): pid, uid, gid, 32 bits each.
-private struct UCred {
-    var pid: Int32 = 0
-    var uid: UInt32 = 0
-    var gid: UInt32 = 0
 }

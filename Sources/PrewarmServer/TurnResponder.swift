@@ -231,10 +231,12 @@ struct TurnResponder {
         let policed = CallerPolicy.applies(to: caller)
         if contentType?.lowercased().hasPrefix("application/json") == true {
             let request = try ClaudeTurnRequest.parse(Data(buffer: body))
-            if policed, let asked = request.session {
-                try config.callerPolicy.check(asked, caller: caller, owners: owners)
+            var asked = request.session
+            if policed, let given = asked {
+                // Checked, and from here on its directories are the real paths checked.
+                asked = try config.callerPolicy.check(given, caller: caller, owners: owners)
             }
-            session = (request.session ?? SessionSettings()).over(claude.session)
+            session = (asked ?? SessionSettings()).over(claude.session)
             body = ByteBuffer(string: SessionSettings.userLine(prompt: request.prompt))
         } else if policed {
             throw PrewarmError(

@@ -32,21 +32,24 @@ extension LiveDaemons {
                     data += chunk
                 head, _, rest = data.partition(b"\\r\\n\\r\\n")
                 status = int(head.split(b" ")[1])
-                field, session = None, None
+                field, session, cwd = None, None, None
                 if status == 200:
                     for line in rest.split(b"\\n"):
-                        if b'"type":"result"' in line.replace(b" ", b""):
-                            start = line.find(b"{")
-                            try:
-                                session = json.loads(line[start:]).get("session_id")
-                            except ValueError:
-                                pass
+                        start = line.find(b"{")
+                        try:
+                            message = json.loads(line[start:])
+                        except ValueError:
+                            continue
+                        if message.get("type") == "result":
+                            session = message.get("session_id")
+                        if message.get("subtype") == "init":
+                            cwd = message.get("cwd")
                 else:
                     try:
                         field = json.loads(rest).get("error", {}).get("field")
                     except ValueError:
                         field = rest.decode(errors="replace")
-                print(json.dumps({"name": r["name"], "status": status, "field": field, "session": session}), flush=True)
+                print(json.dumps({"name": r["name"], "status": status, "field": field, "session": session, "cwd": cwd}), flush=True)
             """
 
         static func pool(roots: String) -> String {
@@ -98,6 +101,7 @@ extension LiveDaemons {
             let private0700 = try TestDaemon.makeTemporaryDirectory()
             chmod(private0700, 0o700)
             try FileManager.default.createSymbolicLink(atPath: roots + "/escape", withDestinationPath: private0700)
+            try FileManager.default.createSymbolicLink(atPath: roots + "/inside", withDestinationPath: allowed)
             let daemon = try await TestDaemon(pools: Self.pool(roots: roots), top: "allowed_uids = [\(Stranger.uid)]")
 
             // The daemon's own uid makes a session.
@@ -116,6 +120,7 @@ extension LiveDaemons {
                 Self.turn("resume_other", session: ["cwd": allowed, "resume": ownSession]),
                 ["name": "raw", "type": "application/x-ndjson", "body": TestDaemon.userLine + "\n"],
                 Self.turn("allowed", session: ["cwd": allowed, "env": ["PREWARM_TEST_CLAIMABLE": "of-the-caller"], "permission_mode": "acceptEdits"]),
+                Self.turn("via_link", session: ["cwd": roots + "/inside"]),
             ])
             let expected: [(String, String)] = [
                 ("ld_preload", "session.env.LD_PRELOAD"), ("base_url", "session.env.ANTHROPIC_BASE_URL"), ("not_listed", "session.env.OTHER"),
@@ -127,6 +132,9 @@ extension LiveDaemons {
                 #expect(answers[name]?["field"] as? String == field, "\(name): \(answers[name] ?? [:])")
             }
             #expect(answers["allowed"]?["status"] as? Int == 200, "\(answers["allowed"] ?? [:])")
+            // A link inside the roots to a directory inside them is served, in the real path
+            // that was checked (not the link, which the caller could swap afterwards).
+            #expect(answers["via_link"]?["status"] as? Int == 200 && answers["via_link"]?["cwd"] as? String == allowed, "\(answers["via_link"] ?? [:])")
 
             // Its own session it may resume (not refused by the policy).
             let mine = try #require(answers["allowed"]?["session"] as? String)

@@ -43,8 +43,11 @@ public struct CallerPolicy: Sendable, Equatable {
         return ["NODE_OPTIONS", "PATH", "HOME", "CLAUDE_CONFIG_DIR", "ANTHROPIC_BASE_URL", "NODE_EXTRA_CA_CERTS"].contains(name)
     }
 
-    /// Checks a turn's session from a caller of another uid.
-    public func check(_ session: SessionSettings, caller: UInt32?, owners: SessionOwners) throws(PrewarmError) {
+    /// Checks a turn's session from a caller of another uid; returns it with its directories
+    /// replaced by the real paths that were checked (a link the caller swaps afterwards is
+    /// not followed then; a directory of its own it renames still could be: the CLI takes a
+    /// path, not a descriptor).
+    public func check(_ session: SessionSettings, caller: UInt32?, owners: SessionOwners) throws(PrewarmError) -> SessionSettings {
         for name in (session.env ?? [:]).keys.sorted() {
             if Self.isDenied(name) {
                 throw PrewarmError(.forbidden, "session.env: \(name) is never set by a caller of another uid", field: "session.env.\(name)")
@@ -55,9 +58,14 @@ public struct CallerPolicy: Sendable, Equatable {
                 )
             }
         }
-        if let cwd = session.cwd { try checkDirectory(cwd, field: "session.cwd") }
-        for (index, directory) in (session.additionalDirectories ?? []).enumerated() {
-            try checkDirectory(directory, field: "session.additional_directories[\(index)]")
+        var checked = session
+        if let cwd = session.cwd { checked.cwd = try checkDirectory(cwd, field: "session.cwd") }
+        if let directories = session.additionalDirectories {
+            var real: [String] = []
+            for (index, directory) in directories.enumerated() {
+                real.append(try checkDirectory(directory, field: "session.additional_directories[\(index)]"))
+            }
+            checked.additionalDirectories = real
         }
         if let mode = session.permissionMode, !permissionModes.contains(mode) {
             throw PrewarmError(
@@ -67,16 +75,18 @@ public struct CallerPolicy: Sendable, Equatable {
         if let resume = session.resume, owners.owner(of: resume) != caller {
             throw PrewarmError(.forbidden, "session.resume: session \(resume) was not made by this uid's turns", field: "session.resume")
         }
+        return checked
     }
 
-    /// `path` resolved (links and all) lies under one of `roots` (themselves resolved).
-    private func checkDirectory(_ path: String, field: String) throws(PrewarmError) {
+    /// `path` resolved (links and all) lies under one of `roots` (themselves resolved); its
+    /// real path.
+    private func checkDirectory(_ path: String, field: String) throws(PrewarmError) -> String {
         guard let real = Self.realPath(path) else {
             throw PrewarmError(.forbidden, "\(field): \(path) does not exist or cannot be resolved", field: field)
         }
         for root in roots {
             guard let realRoot = Self.realPath(root) else { continue }
-            if real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/") { return }
+            if real == realRoot || real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/") { return real }
         }
         throw PrewarmError(
             .forbidden, "\(field): \(path) is not under the pool's caller_roots\(roots.isEmpty ? " (none set)" : ": " + roots.joined(separator: ", "))",

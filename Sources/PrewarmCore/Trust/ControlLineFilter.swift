@@ -51,11 +51,13 @@ public struct ControlLineFilter: Sendable {
         return pending
     }
 
+    /// Anything but a user message or a control response is held back: a line that is not a
+    /// JSON object too (the CLI would refuse it; and no parser's reading of it can carry a
+    /// request through), but for blank lines. Duplicate keys are read as the CLI reads them
+    /// (the last wins, in Foundation as in JSON.parse).
     static func isHeldBack(_ line: [UInt8]) -> Bool {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-            // Not a JSON object: the CLI refuses it; nothing to carry a request.
-            return false
-        }
+        if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }) { return false }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else { return true }
         return (object["type"] as? String) != "user" && (object["type"] as? String) != "control_response"
     }
 }
