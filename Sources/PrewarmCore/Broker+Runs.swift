@@ -5,9 +5,14 @@ import Foundation
 import Logging
 
 /// A pool the daemon made for drop-in runs of one fingerprint (command line and environment).
+/// It starts no spare until a second run of its fingerprint comes within `idle_ttl_s`
+/// (`promoted`): a command line seen once (a timestamp in it, a one-off script) costs its
+/// own cold run and nothing more.
 struct FingerprintPool: Sendable {
     let pool: Pool
     var lastUsed: ContinuousClock.Instant
+    /// It keeps spares (its fingerprint was seen twice, and `max_new_pools_per_minute` let it).
+    var promoted = false
 }
 
 /// How a drop-in run is served.
@@ -64,9 +69,11 @@ extension Broker {
         hostOnly.coldReasons = []
         var mismatches: [RunMatcher.Mismatch] = []
         var candidates: [(pool: Pool, plan: RunPlan, idle: Int)] = []
+        var configured: [RunProfile] = []
         for pool in allPools {
             // One locked read per pool: its profile (parsed once per configuration) and its idle count.
             guard let (profile, idle) = pool.runCandidate() else { continue }
+            if pool.config.fingerprint == nil { configured.append(profile) }
             switch RunMatcher.plan(hostOnly, env: run.env, cli: cli, on: profile) {
             case .success(let plan): candidates.append((pool, plan, idle))
             case .failure(let mismatch): mismatches.append(mismatch)
@@ -85,8 +92,12 @@ extension Broker {
             if resumeKey != nil, let holder = ranked.first(where: { c in resume(c.element.pool).map(c.element.pool.holdsResumeSpare) ?? false }) {
                 best = holder.element
             }
-            touch(best.pool.name)
             let own = Self.coldConfig(best.pool.config, run: run, shape: shape)
+            if !sighted(best.pool) {
+                // A fingerprint pool seen once before: this run starts its spares, and runs cold.
+                if let key = resume(best.pool) { return .resume(best.pool, key, cold: own) }
+                return .cold(best.pool, own, reason: shape.coldReasons.first ?? "the first runs of a fingerprint pool run cold")
+            }
             if let key = resume(best.pool) { return .resume(best.pool, key, cold: own) }
             if let reason = shape.coldReasons.first { return .cold(best.pool, own, reason: reason) }
             return .spare(best.pool, best.plan, fallback: own)
@@ -97,7 +108,19 @@ extension Broker {
         guard let executable = run.cli ?? (claude.hasPrefix("/") ? claude : nil) else {
             throw PrewarmError(.runNotServed, "the run names no CLI and there is no claude on the daemon's PATH")
         }
-        let pool = fingerprintPool(for: shape, env: run.env, executable: executable)
+        // Why not a configured pool: the names that differ from the nearest one, for the
+        // operator (logged with the run, shown in the fingerprint pool's status).
+        let nearest = RunMatcher.nearest(hostOnly, env: run.env, cli: cli, among: configured).map {
+            NearestPool(pool: $0.pool, differences: $0.differences)
+        }
+        let pool = fingerprintPool(for: shape, env: run.env, executable: executable, nearest: nearest)
+        logger.info(
+            "a drop-in run goes to a fingerprint pool",
+            metadata: [
+                "run.pool": "\(pool.name)", "run.nearest_pool": "\(nearest?.pool ?? "none")",
+                "run.differs": "\(nearest.map { $0.differences.joined(separator: " ") } ?? "no claude pool is configured")",
+            ]
+        )
         let own = Self.coldConfig(pool.config, run: run, shape: shape)
         if let key = resume(pool) { return .resume(pool, key, cold: own) }
         return .cold(pool, own, reason: why)
@@ -115,20 +138,21 @@ extension Broker {
         return config
     }
 
-    /// The pool of `shape`'s fingerprint: found, or made (replacing the one unused longest
-    /// when `max_pools` are there). With `[fingerprint_pools] enabled = false` it keeps no
-    /// spares: it only counts and governs the cold runs.
-    func fingerprintPool(for shape: RunShape, env: [String: String], executable: String) -> Pool {
+    /// The pool of `shape`'s fingerprint: found, or made. A pool made now keeps no spares; a
+    /// second run within `idle_ttl_s` gives it `[fingerprint_pools] spares`, at most
+    /// `max_new_pools_per_minute` a minute. At `max_pools`, the pool unused the longest is
+    /// closed: it takes no more runs and goes once its busy and waiting runs have ended,
+    /// never killing one. With `enabled = false` no pool keeps spares: they only count and
+    /// govern the cold runs.
+    func fingerprintPool(for shape: RunShape, env: [String: String], executable: String, nearest: NearestPool?) -> Pool {
         let key = RunMatcher.fingerprintKey(RunMatcher.fingerprint(shape, env: env, executable: executable))
         let settings = configuration.fingerprintPools
+        let now = ContinuousClock.now
         var evicted: Pool?
         let (pool, made) = state.withLock { state -> (Pool, Bool) in
-            if var existing = state.fingerprints[key] {
-                existing.lastUsed = .now
-                state.fingerprints[key] = existing
-                return (existing.pool, false)
-            }
-            // Unique among the pools (a suffix in the unlikely case 128 bits collide).
+            if let existing = state.fingerprints[key] { return (existing.pool, false) }
+            // Unique among the pools, those still closing included (a suffix in the unlikely
+            // case 128 bits collide, or a closing pool of the same fingerprint).
             var name = RunMatcher.poolName(key: key)
             var suffix = 2
             while state.pools[name] != nil || state.fingerprintPool(named: name) != nil {
@@ -140,23 +164,29 @@ extension Broker {
             {
                 evicted = oldest.value.pool
                 state.fingerprints[oldest.key] = nil
+                state.closing.append(oldest.value.pool)
             }
-            let config = Self.fingerprintConfig(
+            var config = Self.fingerprintConfig(
                 name: name, shape: shape, env: env, executable: executable, settings: settings, stateDirectory: state.configuration.stateDirectory
             )
+            config.nearest = nearest
             let pool = Pool(config: config, keeper: keeper, governor: memory, telemetry: telemetry, environment: environment, logger: logger)
-            state.fingerprints[key] = FingerprintPool(pool: pool, lastUsed: .now)
+            state.fingerprints[key] = FingerprintPool(pool: pool, lastUsed: now)
             return (pool, true)
         }
         if made {
             memory.attach(allPools)
             added.yield(pool)
             logger.info(
-                "fingerprint pool made for drop-in runs",
-                metadata: ["pool.name": "\(pool.name)", "pool.fingerprint": "\((pool.config.fingerprint ?? []).joined(separator: " "))"]
+                "fingerprint pool made for drop-in runs; it starts spares when a second run of it comes",
+                metadata: [
+                    "pool.name": "\(pool.name)", "pool.fingerprint": "\((pool.config.fingerprint ?? []).joined(separator: " "))",
+                    "pool.nearest": "\(nearest?.pool ?? "none")", "pool.differs": "\((nearest?.differences ?? []).joined(separator: " "))",
+                ]
             )
         }
-        if let evicted { remove(evicted, why: "max_pools reached; unused the longest") }
+        if !made { _ = sighted(pool) }
+        if let evicted { close(evicted, why: "max_pools (\(settings.maxPools)) reached; unused the longest") }
         return pool
     }
 
@@ -180,7 +210,9 @@ extension Broker {
         claude.baseArguments = shape.hostWords + (shape.partialMessages ? ["--include-partial-messages"] : [])
         var config = PoolConfig(
             name: name, command: executable, executable: executable, args: claude.arguments(for: nil), env: processEnv,
-            spares: settings.enabled ? settings.spares : 0,
+            // None until a second run of the fingerprint comes (`promote`).
+            spares: 0, maxProcesses: settings.maxProcesses, spareBytes: settings.spareBytes, turnBytes: settings.turnBytes,
+            waitTimeout: settings.waitTimeout, maxWaiting: settings.maxWaiting,
             ready: PoolConfig.Readiness(send: PoolConfig.ClaudeSettings.versionProbe, expect: #""request_id":"prewarm-ready""#, timeout: .seconds(60)),
             turn: PoolConfig.TurnEnd(endType: "result")
         )
@@ -192,16 +224,41 @@ extension Broker {
         config.maxStarting = settings.maxStarting
         config.dropInTimeout = settings.dropInTimeout
         config.resumeSpares = settings.resumeSpares
+        config.fingerprintDirectory = state
         config.fingerprint = shape.hostSummary + processEnv.keys.sorted().map { "$" + $0 }
         return config
     }
 
-    /// Marks a fingerprint pool used now.
-    func touch(_ name: String) {
-        state.withLock { state in
-            guard let key = state.fingerprints.first(where: { $0.value.pool.name == name })?.key else { return }
-            state.fingerprints[key]?.lastUsed = .now
+    /// A run goes to `pool`: a fingerprint pool is marked used now, and given its spares if
+    /// this is its fingerprint's second run within `idle_ttl_s` (at most
+    /// `max_new_pools_per_minute` a minute). Returns whether the pool keeps spares (true for
+    /// a configured pool).
+    func sighted(_ pool: Pool) -> Bool {
+        let settings = configuration.fingerprintPools
+        let now = ContinuousClock.now
+        let (promoted, promote) = state.withLock { state -> (Bool, Bool) in
+            guard let key = state.fingerprints.first(where: { $0.value.pool === pool })?.key, var entry = state.fingerprints[key] else {
+                // A configured pool, or one closing (its runs go on; it starts nothing).
+                return (pool.config.fingerprint == nil, false)
+            }
+            var promote = false
+            if !entry.promoted, settings.enabled, settings.spares > 0, entry.lastUsed.duration(to: now) <= settings.idleTTL {
+                state.promotions.removeAll { $0.duration(to: now) > .seconds(60) }
+                if state.promotions.count < settings.maxNewPoolsPerMinute {
+                    state.promotions.append(now)
+                    entry.promoted = true
+                    promote = true
+                }
+            }
+            entry.lastUsed = now
+            state.fingerprints[key] = entry
+            return (entry.promoted, promote)
         }
+        if promote {
+            logger.info("fingerprint pool starts its spares: a second run of it came", metadata: ["pool.name": "\(pool.name)", "pool.spares": "\(settings.spares)"])
+            Task { await pool.promote(spares: settings.spares) }
+        }
+        return promoted
     }
 
     /// Removes fingerprint pools no run used for `idle_ttl_s` (their busy runs finish first).
@@ -210,23 +267,35 @@ extension Broker {
             let ttl = configuration.fingerprintPools.idleTTL
             try? await Task.sleep(for: min(ttl / 4, .seconds(5)))
             guard !draining else { return }
-            // The pools' own figures are read outside the broker's lock (never a pool's inside it).
-            let candidates = state.withLock { $0.fingerprints.filter { $0.value.lastUsed.duration(to: .now) > ttl } }
-            let quiet = Set(candidates.filter { let status = $0.value.pool.status(); return status.busy == 0 && status.waiting == 0 }.keys)
             let idle = state.withLock { state in
-                let stale = state.fingerprints.filter { quiet.contains($0.key) && $0.value.lastUsed.duration(to: .now) > ttl }
+                let stale = state.fingerprints.filter { $0.value.lastUsed.duration(to: .now) > ttl }
                 for key in stale.keys { state.fingerprints[key] = nil }
+                state.closing += stale.values.map(\.pool)
                 return stale.values.map(\.pool)
             }
-            for pool in idle { remove(pool, why: "no run for idle_ttl_s (\(ttl.components.seconds) s)") }
+            for pool in idle { close(pool, why: "no run for idle_ttl_s (\(ttl.components.seconds) s)") }
         }
     }
 
-    private func remove(_ pool: Pool, why: String) {
-        logger.info("fingerprint pool removed", metadata: ["pool.name": "\(pool.name)", "reason": "\(why)"])
-        memory.attach(allPools)
-        telemetry.metrics.forget(pool: pool.name)
-        let timeout = configuration.drainTimeout
-        Task { await self.retire(pool, timeout: timeout) }
+    /// Closes a fingerprint pool taken out of routing: it keeps no spares, its busy and
+    /// waiting runs go on to their end (never killed), then it goes with its state directory
+    /// and its line in the memory ledger.
+    private func close(_ pool: Pool, why: String) {
+        logger.info("fingerprint pool closing: it takes no new runs and goes when its last run ends", metadata: ["pool.name": "\(pool.name)", "reason": "\(why)"])
+        pool.close()
+        Task {
+            // No deadline: a run's process is never killed to make room (the daemon's drain
+            // still ends everything).
+            while !(await pool.waitUntilEmpty(timeout: .seconds(3600))) {}
+            await self.retire(pool, timeout: self.configuration.drainTimeout)
+            self.state.withLock { $0.closing.removeAll { $0 === pool } }
+            self.memory.attach(self.allPools)
+            self.memory.remove(pool: pool.serial)
+            self.telemetry.metrics.forget(pool: pool.name)
+            if let directory = pool.config.fingerprintDirectory {
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+            self.logger.info("fingerprint pool removed", metadata: ["pool.name": "\(pool.name)", "reason": "\(why)"])
+        }
     }
 }

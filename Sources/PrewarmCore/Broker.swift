@@ -32,9 +32,14 @@ public final class Broker: Service, Sendable {
         /// Pools made for drop-in runs, by their fingerprint's SHA-256 (`Broker+Runs`): the key
         /// runs are routed by; a pool's name is only shown.
         var fingerprints: [String: FingerprintPool] = [:]
+        /// Fingerprint pools taken out of routing, until their last run ends.
+        var closing: [Pool] = []
+        /// When fingerprint pools started their spares, in the last minute
+        /// (`max_new_pools_per_minute`).
+        var promotions: [ContinuousClock.Instant] = []
 
         func fingerprintPool(named name: String) -> Pool? {
-            fingerprints.values.first { $0.pool.name == name }?.pool
+            fingerprints.values.first { $0.pool.name == name }?.pool ?? closing.first { $0.name == name }
         }
     }
 
@@ -80,7 +85,7 @@ public final class Broker: Service, Sendable {
     public var allPools: [Pool] {
         state.withLock { state in
             state.configuration.pools.compactMap { state.pools[$0.name] }
-                + state.fingerprints.values.map(\.pool).sorted { $0.name < $1.name }
+                + (state.fingerprints.values.map(\.pool) + state.closing).sorted { $0.name < $1.name }
         }
     }
 

@@ -35,13 +35,31 @@ final class HTTPRequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
         return limits
     }()
 
+    /// The decoder's limits for the daemon's own uid's connections: a drop-in run's
+    /// description (`POST /v1/runs`, `Prewarm-Run`) carries a command line and environment as
+    /// large as `execve` takes (one argument up to 128 KiB, all of them up to ARG_MAX), in
+    /// JSON and base64: four times ARG_MAX. Every other request of such a connection is
+    /// still held to `decoderLimits`, by this guard.
+    static let runLimits: NIOHTTPDecoderLimitConfiguration = {
+        var limits = decoderLimits
+        limits.maxHeaderFieldSize = maxRunHead
+        limits.maxHeaderListSize = maxRunHead
+        return limits
+    }()
+
+    /// Four times ARG_MAX (at least 1 MiB), and the rest of a head.
+    static let maxRunHead: Int = max(1 << 20, 4 * Int(sysconf(Int32(_SC_ARG_MAX)))) + 64 * 1024
+
     private let idleTimeout: TimeAmount?
+    /// The decoder takes `runLimits`: heads of other requests are checked here.
+    private let runHeads: Bool
     private var responding = false
     private var refused = false
     private var firstHeadTimer: Scheduled<Void>?
 
-    init(idleTimeout: TimeAmount?) {
+    init(idleTimeout: TimeAmount?, runHeads: Bool = false) {
         self.idleTimeout = idleTimeout
+        self.runHeads = runHeads
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -79,8 +97,25 @@ final class HTTPRequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 refuse(context, PrewarmError(.badRequest, "the request target is over \(Self.maxURILength) bytes; see README.md for the API"))
                 return
             }
+            if runHeads, !(head.method == .POST && head.uri == "/v1/runs"), !Self.withinLimits(head) {
+                // Only a run's head may be larger: every other request keeps the usual limits.
+                refuse(context, Self.refusal(for: .headerOverflow))
+                return
+            }
         }
         context.fireChannelRead(data)
+    }
+
+    /// Whether a head is within `decoderLimits` (each field, all of them, their count).
+    static func withinLimits(_ head: HTTPRequestHead) -> Bool {
+        guard head.headers.count <= decoderLimits.maxHeaderFieldCount else { return false }
+        var total = head.uri.utf8.count
+        for (name, value) in head.headers {
+            let size = name.utf8.count + value.utf8.count
+            guard size <= decoderLimits.maxHeaderFieldSize else { return false }
+            total += size + 4
+        }
+        return total <= decoderLimits.maxHeaderListSize
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

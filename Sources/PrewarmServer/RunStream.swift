@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOConcurrencyHelpers
 import PrewarmCore
 
 /// Drop-in runs: `POST /v1/runs` with `Connection: Upgrade`, `Upgrade: prewarm-stream` and
@@ -203,9 +204,11 @@ struct RunStream {
     func run() async {
         let (turn, lease, input, logger, rules) = (admitted.turn, admitted.lease, admitted.input, logger, rules)
         let arrived = admitted.record.arrived
+        // A protocol violation's description, set before the process is killed for it.
+        let violation = NIOLockedValueBox<String?>(nil)
         await admitted.serve(channel) { inbound, outbound, counts in
             try await withThrowingTaskGroup(of: Int.self) { group in
-                group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, logger: logger) }
+                group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, violation: violation, logger: logger) }
                 var filter = RunOutputFilter(rules: rules)
                 // A run's turn forwards stderr (RunAdmission makes it so); a finished channel otherwise.
                 let errors = turn.errors ?? AsyncChannel<ByteBuffer>()
@@ -226,7 +229,13 @@ struct RunStream {
                 }
                 let rest = filter.finish()
                 if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
-                let (status, reason) = Self.exitStatus(await turn.result())
+                var (status, reason) = Self.exitStatus(await turn.result())
+                if let broken = violation.withLockedValue({ $0 }) {
+                    // Killed for it: never a success, whatever the process managed to do first
+                    // (its stdin's end can reach it before the kill does).
+                    status = status == 0 ? 128 + SIGKILL : status
+                    reason = "the run was ended: its client broke the protocol (\(broken))"
+                }
                 try await outbound.write(RunFrame.exit(status: status, reason: reason))
                 group.cancelAll()
                 input.finish()
@@ -239,7 +248,8 @@ struct RunStream {
     /// client that closes the connection, or sends what is not a frame, ends the run: the
     /// process is killed.
     private static func readClient(
-        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, input: AsyncChannel<ByteBuffer>, lease: Lease, turn: Turn, logger: Logger
+        _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, input: AsyncChannel<ByteBuffer>, lease: Lease, turn: Turn,
+        violation: NIOLockedValueBox<String?>, logger: Logger
     ) async -> Int {
         var count = 0
         var buffer = ByteBuffer()
@@ -267,8 +277,14 @@ struct RunStream {
                 }
                 buffer.discardReadBytes()
             }
-        } catch {
+        } catch let error as RunFrame.ProtocolError {
             logger.debug("a run's client broke the protocol; its process is killed", metadata: ["error": "\(error)"])
+            violation.withLockedValue { $0 = error.description }
+            // Killed before its stdin closes: the process must not take the end of its input
+            // for the caller's and finish as if all went well.
+            if !turn.isFinished { lease.clientGone() }
+        } catch {
+            logger.debug("a run's connection failed; its process is killed", metadata: ["error": "\(error)"])
         }
         // The connection's end (or garbage): the run is over for its client.
         if !Task.isCancelled, !turn.isFinished { lease.clientGone() }

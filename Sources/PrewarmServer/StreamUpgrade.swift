@@ -53,7 +53,9 @@ struct PrewarmChannel: HTTPChannelHandler {
         let peer = PeerCredentials.read(channel).map { $0.map(Optional.some).recover { _ in nil } } ?? channel.eventLoop.makeSucceededFuture(nil)
         return peer.flatMap { peer in
             if let refusal = admission.connections.admit(channel, peer: peer) { return refuse(channel, refusal, peer: peer, logger: logger) }
-            return configure(channel, logger: logger)
+            // Runs are the daemon's own uid's only: only its connections may send a run
+            // description as large as a command line (HTTPRequestGuard.runLimits).
+            return configure(channel, runHeads: peer?.uid == getuid(), logger: logger)
         }
     }
 
@@ -79,7 +81,7 @@ struct PrewarmChannel: HTTPChannelHandler {
         )
     }
 
-    private func configure(_ channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    private func configure(_ channel: any Channel, runHeads: Bool, logger: Logger) -> EventLoopFuture<Value> {
         let idleTimeout = admission.broker.configuration.idleTimeout
         return channel.eventLoop.makeCompletedFuture {
             let upgrader = StreamUpgrader(admission: admission, upgrades: upgrades, logger: logger)
@@ -99,12 +101,12 @@ struct PrewarmChannel: HTTPChannelHandler {
             configuration.enablePipelining = false  // NIOAsyncChannel serves requests in order
             configuration.enableErrorHandling = false  // HTTPRequestGuard answers malformed requests
             configuration.enableResponseHeaderValidation = false  // HTTP types validate already
-            configuration.decoderConfiguration = HTTPRequestGuard.decoderLimits
+            configuration.decoderConfiguration = runHeads ? HTTPRequestGuard.runLimits : HTTPRequestGuard.decoderLimits
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             // In front of the upgrade handler, so it sees the first request's parse errors too.
             let upgradeHandler = try channel.pipeline.syncOperations.context(handlerType: NIOTypedHTTPServerUpgradeHandler<Connection>.self)
             try channel.pipeline.syncOperations.addHandler(
-                HTTPRequestGuard(idleTimeout: idleTimeout.map(TimeAmount.init)),
+                HTTPRequestGuard(idleTimeout: idleTimeout.map(TimeAmount.init), runHeads: runHeads),
                 position: .before(upgradeHandler.handler)
             )
             return Value(negotiated: negotiated, channel: channel, upgrader: upgrader)

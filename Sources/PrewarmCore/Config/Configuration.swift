@@ -74,6 +74,16 @@ public struct FingerprintPools: Sendable, Equatable {
     public var maxStarting = 1
     /// Their `resume_spares`, `resume_spare_ttl_s`, `max_resume_spares`; nil: off.
     public var resumeSpares: ResumeSpareSettings?
+    /// At most this many fingerprint pools start spares in a minute (`max_new_pools_per_minute`):
+    /// command lines that change on every run make pools that keep cold runs' counts only.
+    public var maxNewPoolsPerMinute = 10
+    /// Their `spare_mib`, `turn_mib` (memory estimates until measured).
+    public var spareBytes = 300 << 20
+    public var turnBytes = 500 << 20
+    /// Their `max_processes`, `wait_timeout_ms`, `max_waiting`; nil: none (memory decides).
+    public var maxProcesses: Int?
+    public var waitTimeout: Duration?
+    public var maxWaiting: Int?
 
     public init(
         enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, maxStarting: Int = 1, dropInTimeout: Duration? = nil
@@ -84,6 +94,22 @@ public struct FingerprintPools: Sendable, Equatable {
         self.idleTTL = idleTTL
         self.maxPools = maxPools
         self.dropInTimeout = dropInTimeout
+    }
+}
+
+/// The configured pool a fingerprint pool's runs came nearest to, and what differed.
+public struct NearestPool: Sendable, Equatable, Codable {
+    public var pool: String
+    public var differences: [String]
+
+    public init(pool: String, differences: [String]) {
+        self.pool = pool
+        self.differences = differences
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pool
+        case differences = "names"
     }
 }
 
@@ -192,8 +218,9 @@ public struct PoolConfig: Sendable, Equatable {
     public var spares: Int
     /// `spares = "auto"`: the pool sizes itself within `spares` and `max_spares`; nil: fixed.
     public var autoSizing: AutoSizing?
-    /// `nil` means the default: spares + 8, which follows the spares on a resize; for an auto
-    /// pool max_spares + 8, or `AutoSizing.defaultMaxProcesses`.
+    /// `nil` means the default: for a pool that serves runs (kind "claude", fingerprint
+    /// pools) none but memory (`unlimitedProcesses`); else spares + 8, which follows the
+    /// spares on a resize, for an auto pool max_spares + 8, or `AutoSizing.defaultMaxProcesses`.
     public var maxProcessesSetting: Int?
     public var maxStarting: Int
     /// Spares boot this much lower in CPU priority (nice) than the daemon and its turns, until
@@ -203,8 +230,12 @@ public struct PoolConfig: Sendable, Equatable {
     public var spareBytes: Int
     public var turnBytes: Int
     public var whenEmpty: WhenEmpty
-    public var waitTimeout: Duration
-    public var maxWaiting: Int
+    /// The longest a turn waits for a process (`wait_timeout_ms`); nil: no deadline (a pool
+    /// that serves runs, where the operator set none: a run waits in order, refused only for
+    /// memory).
+    public var waitTimeout: Duration?
+    /// The most turns waiting at once (`max_waiting`); nil: no count (memory decides).
+    public var maxWaiting: Int?
     public var turnTimeout: Duration
     /// A drop-in run's limit (`drop_in_timeout_s`); nil: none (it lasts as long as its CLI).
     public var dropInTimeout: Duration?
@@ -221,6 +252,11 @@ public struct PoolConfig: Sendable, Equatable {
     /// A pool the daemon made for drop-in runs: what distinguishes it (option and variable
     /// names, never values). nil for the pools of the file.
     public var fingerprint: [String]?
+    /// A fingerprint pool: the configured pool nearest to its runs, and what differs from
+    /// it (option and variable names, never values; `RunMatcher.differences`).
+    public var nearest: NearestPool?
+    /// A fingerprint pool's own state directory (`<state>/fingerprint/NAME`), removed with it.
+    public var fingerprintDirectory: String?
     /// `resume_spares` (claude pools): when a turn of a session ends, a process resuming it
     /// is started for its next turn, kept `resume_spare_ttl_s`, at most `max_resume_spares`.
     public var resumeSpares: ResumeSpareSettings?
@@ -354,8 +390,8 @@ public struct PoolConfig: Sendable, Equatable {
         spareBytes: Int = 300 << 20,
         turnBytes: Int = 500 << 20,
         whenEmpty: WhenEmpty = .wait,
-        waitTimeout: Duration = .milliseconds(10000),
-        maxWaiting: Int = 64,
+        waitTimeout: Duration? = .milliseconds(10000),
+        maxWaiting: Int? = 64,
         turnTimeout: Duration = .seconds(600),
         maxIdle: Duration = .seconds(3600),
         maxRequestBytes: Int = 1_048_576,
@@ -415,12 +451,24 @@ public struct PoolConfig: Sendable, Equatable {
         return result
     }
 
-    /// spares + starting + busy at most (PHP-FPM's `pm.max_children`).
+    /// spares + starting + busy at most (PHP-FPM's `pm.max_children`). A pool that serves
+    /// runs (a claude pool, a fingerprint pool) holds a run's process for as long as its
+    /// session lasts, minutes: a count would refuse sessions memory has room for, so unless
+    /// the operator sets one only the memory budget limits it.
     public var maxProcesses: Int {
         if let maxProcessesSetting { return maxProcessesSetting }
+        if servesRuns { return Self.unlimitedProcesses }
         guard let autoSizing else { return spares + 8 }
         return autoSizing.maxSpares.map { $0 + 8 } ?? AutoSizing.defaultMaxProcesses
     }
+
+    /// A claude pool (configured or a fingerprint pool): it serves drop-in runs and
+    /// long-lived sessions, limited by memory rather than by counts.
+    public var servesRuns: Bool { kind == .claude }
+
+    /// `max_processes` where none is set on a pool that serves runs: more than memory ever
+    /// allows, so memory is the limit.
+    public static let unlimitedProcesses = 1 << 20
 
     /// The state machine's view of this pool.
     public var machineSettings: PoolStateMachine.Settings {
@@ -429,7 +477,7 @@ public struct PoolConfig: Sendable, Equatable {
             maxProcesses: maxProcesses,
             maxStarting: maxStarting,
             whenEmpty: whenEmpty,
-            maxWaiting: maxWaiting,
+            maxWaiting: maxWaiting ?? Int.max,
             waitTimeout: waitTimeout,
             maxIdle: maxIdle,
             autoSizing: autoSizing,

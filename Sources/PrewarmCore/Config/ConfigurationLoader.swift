@@ -99,6 +99,12 @@ public struct ConfigurationLoader: Sendable {
             config.fingerprintPools.maxPools = try fingerprint.int("max_pools", range: 1...256) ?? 8
             config.fingerprintPools.dropInTimeout = try fingerprint.seconds("drop_in_timeout_s", range: 1...604_800)
             config.fingerprintPools.resumeSpares = try Self.resumeSpares(&fingerprint)
+            config.fingerprintPools.maxNewPoolsPerMinute = try fingerprint.int("max_new_pools_per_minute", range: 0...10_000) ?? 10
+            config.fingerprintPools.spareBytes = try fingerprint.int("spare_mib", range: 1...1_048_576).map { $0 << 20 } ?? config.fingerprintPools.spareBytes
+            config.fingerprintPools.turnBytes = try fingerprint.int("turn_mib", range: 1...1_048_576).map { $0 << 20 } ?? config.fingerprintPools.turnBytes
+            config.fingerprintPools.maxProcesses = try fingerprint.int("max_processes", range: 1...10_000)
+            config.fingerprintPools.waitTimeout = try fingerprint.milliseconds("wait_timeout_ms", range: 0...3_600_000)
+            config.fingerprintPools.maxWaiting = try fingerprint.int("max_waiting", range: 0...1_000_000)
             try fingerprint.refuseUnknownKeys()
         }
         let poolTables = try reader.tableArray("pool")
@@ -197,8 +203,10 @@ public struct ConfigurationLoader: Sendable {
             }
             pool.whenEmpty = value
         }
-        pool.waitTimeout = try reader.milliseconds("wait_timeout_ms", range: 0...3_600_000) ?? .milliseconds(10000)
-        pool.maxWaiting = try reader.int("max_waiting", range: 0...1_000_000) ?? 64
+        // A pool that serves runs has no deadline and no count of waiting turns unless the
+        // operator sets one: a run waits in order, refused only for memory.
+        pool.waitTimeout = try reader.milliseconds("wait_timeout_ms", range: 0...3_600_000) ?? (pool.servesRuns ? nil : .milliseconds(10000))
+        pool.maxWaiting = try reader.int("max_waiting", range: 0...1_000_000) ?? (pool.servesRuns ? nil : 64)
         pool.turnTimeout = try reader.seconds("turn_timeout_s", range: 1...604_800) ?? .seconds(600)
         pool.dropInTimeout = try reader.seconds("drop_in_timeout_s", range: 1...604_800)
         pool.maxIdle = try reader.seconds("max_idle_s", range: 1...31_536_000) ?? .seconds(3600)

@@ -22,7 +22,11 @@ public final class MemoryGovernor: Sendable {
 
     struct Ledger {
         var budget: Int
-        var charges: [String: Int] = [:]
+        /// What each pool is charged, by the pool's identity (`Pool.serial`), never by its
+        /// name: a pool removed with busy runs and one made again under its name are two.
+        var charges: [UInt64: Int] = [:]
+        /// What each pool would give up for another's turn (its idle spares...).
+        var sheddable: [UInt64: Int] = [:]
         var pressure = false
         var usage: Int?
         var peak: Int?
@@ -53,18 +57,28 @@ public final class MemoryGovernor: Sendable {
         )
     }
 
-    /// Runs `body` with the room this pool has (nil when not enforcing) and whether the
-    /// cgroup is under pressure; `body` returns its result and the pool's charge after it.
-    func transact<R>(pool: String, _ body: (_ room: Int?, _ pressure: Bool) -> (R, charged: Int)) -> R {
+    /// Runs `body` with the room this pool has (nil when not enforcing), whether the cgroup
+    /// is under pressure, and what the other pools would shed for it; `body` returns its
+    /// result, the pool's charge after it and what of that it would shed.
+    func transact<R>(
+        pool: UInt64, _ body: (_ room: Int?, _ pressure: Bool, _ reclaimable: Int) -> (R, charged: Int, sheddable: Int)
+    ) -> R {
         ledger.withLock { ledger in
             let room: Int? =
                 config.enforce
                 ? ledger.budget - ledger.charges.reduce(0) { $0 + ($1.key == pool ? 0 : $1.value) }
                 : nil
-            let (result, charged) = body(room, config.enforce && ledger.pressure)
+            let reclaimable = ledger.sheddable.reduce(0) { $0 + ($1.key == pool ? 0 : $1.value) }
+            let (result, charged, sheddable) = body(room, config.enforce && ledger.pressure, reclaimable)
             ledger.charges[pool] = charged
+            ledger.sheddable[pool] = sheddable
             return result
         }
+    }
+
+    /// The budget and what every pool is charged now, for an error's figures.
+    var figures: (budget: Int, charged: Int) {
+        ledger.withLock { ($0.budget, $0.charges.values.reduce(0, +)) }
     }
 
     /// The pools it governs (they hold the governor, so they are attached after creation).
@@ -74,9 +88,13 @@ public final class MemoryGovernor: Sendable {
 
     var pools: [Pool] { attached.withLock { $0 } }
 
-    /// Forgets a pool (removed by a reload).
-    func remove(pool: String) {
-        ledger.withLock { _ = $0.charges.removeValue(forKey: pool) }
+    /// Forgets a pool once it is gone (removed by a reload, or a fingerprint pool removed),
+    /// its processes all ended.
+    func remove(pool: UInt64) {
+        ledger.withLock { ledger in
+            ledger.charges[pool] = nil
+            ledger.sheddable[pool] = nil
+        }
     }
 
     // MARK: - Sampling
@@ -167,15 +185,15 @@ public final class MemoryGovernor: Sendable {
 
     /// A pool could not fit a turn: the other pools shed idle spares to make room for it
     /// (busy turns come first, whatever their pool).
-    func requestRoom(_ bytes: Int, for requester: String) {
+    func requestRoom(_ bytes: Int, for requester: UInt64) {
         guard config.enforce else { return }
         var freed = 0
         // Every pool's resume spares before any pool's idle spares.
-        for pool in pools where pool.name != requester {
+        for pool in pools where pool.serial != requester {
             guard freed < bytes else { break }
             freed += pool.shedResumeSpares(upTo: bytes - freed)
         }
-        for pool in pools where pool.name != requester {
+        for pool in pools where pool.serial != requester {
             guard freed < bytes else { break }
             freed += pool.shedIdle(upTo: bytes - freed)
         }

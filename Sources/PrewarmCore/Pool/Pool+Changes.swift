@@ -44,7 +44,9 @@ extension Pool {
                 )
             }
         }
-        guard claude.claim else { return config }
+        // A fingerprint pool starts no spare until its fingerprint is seen again: the probe
+        // waits for that (`promote`).
+        guard claude.claim, !(config.fingerprint != nil && config.spares == 0) else { return config }
         let supported = await ClaudeProbe.knowsAwaitClaim(executable: config.executable, environment: config.childEnvironment(from: environment))
         guard !supported else { return config }
         logger.warning(
@@ -142,6 +144,36 @@ extension Pool {
     public func retireAll() {
         let processes = state.withLock { Array($0.processes.values) }
         for process in processes { process.retire() }
+    }
+
+    /// Winds the pool down (a fingerprint pool chosen for removal): it keeps no spares from
+    /// now on, and its busy and waiting turns go on to their end, never killed or refused.
+    /// `waitUntilEmpty` returns once they have.
+    func close() {
+        perform(
+            mutate { state in
+                state.closing = true
+                state.config.spares = 0
+                state.config.resumeSpares = nil
+                state.config.universalSpares = 0
+                return state.machine.close(now: .now)
+            }
+        )
+    }
+
+    /// A fingerprint pool's fingerprint was seen again: it starts its spares (after the
+    /// claim probe its start skipped).
+    func promote(spares: Int) async {
+        let config = self.config
+        var wanted = config
+        wanted.spares = spares
+        let prepared = await prepared(wanted)
+        state.withLock { state in
+            state.config.claude = prepared.claude
+            state.config.args = prepared.args
+            state.config.cwd = prepared.cwd
+        }
+        resize(spares: spares, atRunTime: false)
     }
 
     /// Waits until no process is left, or `timeout` passes; true if none is left.

@@ -32,6 +32,8 @@ extension Pool {
                 claim: state.config.claude.map { $0.claim ? ($0.claimSupported ? "on" : "unsupported") : "off" },
                 spareNice: StartupPriority.effectiveSpareNice(state.config.spareNice),
                 fingerprint: state.config.fingerprint,
+                differsFrom: state.config.nearest,
+                closing: state.config.fingerprint == nil ? nil : state.closing,
                 sizing: machine.autoSizing == nil ? "fixed" : "auto",
                 auto: machine.autoSizing.map {
                     PoolStatus.AutoSizing(

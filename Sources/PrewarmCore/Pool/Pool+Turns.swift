@@ -107,7 +107,7 @@ extension Pool {
                 try await withCheckedThrowingContinuation { continuation in
                     let (answer, actions, shortfall) = arrive(waiter, arrival, continuation: continuation)
                     perform(actions)
-                    if let shortfall { governor?.requestRoom(shortfall, for: name) }
+                    if let shortfall { governor?.requestRoom(shortfall, for: serial) }
                     switch answer {
                     case .none: break
                     case .take(let spare): continuation.resume(returning: (spare, .warm))

@@ -22,6 +22,10 @@ import Synchronization
 /// only outside its ledger's lock.
 public final class Pool: Sendable {
     public let name: String
+    /// The pool's identity for the daemon's life: what the memory ledger is keyed by (a pool
+    /// made again under a removed one's name is another pool).
+    public let serial: UInt64
+    private static let serials = Atomic<UInt64>(1)
     let keeper: ProcessGroupKeeper?
     let governor: MemoryGovernor?
     let telemetry: Telemetry?
@@ -52,6 +56,8 @@ public final class Pool: Sendable {
         var waiters: [WaiterID: CheckedContinuation<(SpareID, StartKind), any Error>] = [:]
         var startupMillis = Histogram<UInt64>(highestTrackableValue: 3_600_000, numberOfSignificantValueDigits: .three)
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        /// A fingerprint pool taken out of routing (`close`).
+        var closing = false
         /// What a spare costs at readiness, and a turn at its peak (measured, else configured).
         var spareCost: PeakEstimator
         var turnPeak: PeakEstimator
@@ -112,6 +118,7 @@ public final class Pool: Sendable {
         environment: [String: String], logger: Logger, makeProcess: ProcessFactory?
     ) {
         self.name = config.name
+        self.serial = Self.serials.wrappingAdd(1, ordering: .relaxed).oldValue
         self.keeper = keeper
         self.governor = governor
         self.telemetry = telemetry
@@ -165,12 +172,13 @@ public final class Pool: Sendable {
     /// governed (the room in, the pool's charge out), else under the pool's own.
     func mutate<R>(_ body: (inout State) -> R) -> R {
         guard let governor else { return state.withLock { body(&$0) } }
-        return governor.transact(pool: name) { room, pressure in
+        return governor.transact(pool: serial) { room, pressure, reclaimable in
             state.withLock { state in
                 state.machine.room = room
                 state.machine.pressure = pressure
+                state.machine.reclaimable = reclaimable
                 let result = body(&state)
-                return (result, state.machine.chargedBytes)
+                return (result, state.machine.chargedBytes, state.machine.sheddableBytes)
             }
         }
     }
@@ -293,10 +301,22 @@ public final class Pool: Sendable {
     func error(for reason: RejectReason) -> PrewarmError {
         switch reason {
         case .noCapacity:
-            return PrewarmError(.noCapacity, "pool \(name) has no idle spare and no room to wait or start one; retry later or raise spares", retryAfter: 1)
+            // Which limit: the operator's (key and value), or no spare where the pool refuses.
+            let (config, machine) = state.withLock { ($0.config, $0.machine) }
+            let why: String
+            if machine.queue.count >= config.maxWaiting ?? Int.max {
+                why = "max_waiting = \(config.maxWaiting ?? 0) turns wait already; raise max_waiting"
+            } else if machine.totalCount >= machine.settings.maxProcesses {
+                why = "it holds max_processes = \(machine.settings.maxProcesses) processes (\(machine.busyCount) busy); raise max_processes, or remove it to be limited by memory alone"
+            } else if config.whenEmpty == .reject {
+                why = "no spare is idle and when_empty = \"reject\"; raise spares or set when_empty = \"wait\""
+            } else {
+                why = "no spare is idle and none can start now; raise spares"
+            }
+            return PrewarmError(.noCapacity, "pool \(name) cannot take this turn: \(why)", retryAfter: 1)
         case .waitTimeout:
-            let waited = state.withLock { $0.config.waitTimeout.wholeMilliseconds }
-            return PrewarmError(.waitTimeout, "pool \(name) had no spare within \(waited) ms (wait_timeout_ms); retry later or raise spares", retryAfter: 1)
+            let waited = state.withLock { $0.config.waitTimeout?.wholeMilliseconds ?? 0 }
+            return PrewarmError(.waitTimeout, "pool \(name) had no spare within wait_timeout_ms = \(waited); retry later, raise spares or wait_timeout_ms", retryAfter: 1)
         case .poolFailing:
             let last = state.withLock { $0.machine.lastError } ?? "unknown"
             return PrewarmError(.poolFailing, "pool \(name) is failing: its start-ups keep failing (last: \(last)); see prewarm status")
@@ -305,11 +325,13 @@ public final class Pool: Sendable {
         case .startFailed(let why):
             return PrewarmError(.startFailed, "the process started for this turn failed: \(why)")
         case .memoryExhausted:
-            let (costs, pressure) = state.withLock { ($0.costs, $0.machine.pressure) }
+            let (costs, pressure, busy, charged) = state.withLock { ($0.costs, $0.machine.pressure, $0.machine.busyCount, $0.machine.chargedBytes) }
+            let figures = governor?.figures
+            let budget = figures.map { ", budget \($0.budget >> 20) MiB, \($0.charged >> 20) MiB charged (this pool: \(charged >> 20) MiB, \(busy) busy)" } ?? ""
             let why =
                 pressure
                 ? "the cgroup is above its high watermark (memory pressure)"
-                : "its peak (\(costs.turn >> 20) MiB) does not fit in the memory budget next to the turns running"
+                : "its peak (turn_mib \(costs.turn >> 20) MiB) does not fit in the memory budget next to the turns running\(budget)"
             return PrewarmError(
                 .memoryExhausted,
                 "pool \(name) cannot take this turn now: \(why); retry later, or see GET /v1/memory and prewarm size",

@@ -37,7 +37,9 @@ public struct PoolStateMachine: Sendable {
         public var maxStarting: Int
         public var whenEmpty: WhenEmpty
         public var maxWaiting: Int
-        public var waitTimeout: Duration
+        /// nil: no deadline. A turn then waits only for what is sure to come (a process that
+        /// fits in memory, in order); one memory has no room for is refused at once.
+        public var waitTimeout: Duration?
         public var maxIdle: Duration
         public var backoffInitial: Duration
         public var backoffMax: Duration
@@ -59,7 +61,7 @@ public struct PoolStateMachine: Sendable {
             maxStarting: Int = 1,
             whenEmpty: WhenEmpty = .wait,
             maxWaiting: Int = 64,
-            waitTimeout: Duration = .seconds(10),
+            waitTimeout: Duration? = .seconds(10),
             maxIdle: Duration = .seconds(3600),
             backoffInitial: Duration = .seconds(1),
             backoffMax: Duration = .seconds(60),
@@ -153,7 +155,8 @@ public struct PoolStateMachine: Sendable {
 
     struct Waiter: Sendable, Equatable {
         let id: WaiterID
-        let deadline: Instant
+        /// nil: it waits until served (a pool without `wait_timeout_ms`).
+        let deadline: Instant?
     }
 
     public internal(set) var settings: Settings
@@ -187,6 +190,10 @@ public struct PoolStateMachine: Sendable {
     public var room: Int?
     /// The cgroup is above its high watermark: start nothing.
     public var pressure = false
+    /// Bytes the other pools hold in idle spares (and resume and universal spares), which
+    /// they shed for a turn of this pool: counted as room when deciding whether a turn may
+    /// wait for memory at all.
+    public var reclaimable = 0
     /// An auto pool's controller (PoolStateMachine+AutoSizing); nil for a fixed pool.
     var sizer: AutoSizer?
 
@@ -288,6 +295,32 @@ public struct PoolStateMachine: Sendable {
         return max(0, (room - held - headroom) / costs.spare)
     }
 
+    /// What this pool's idle spares, resume spares and universal spares are charged (and
+    /// retiring ones, gone in a moment): what it gives up for another pool's turn.
+    public var sheddableBytes: Int {
+        guard let costs = settings.costs else { return 0 }
+        var bytes = 0
+        for (spare, state) in processes {
+            switch state {
+            case .idle, .held, .parked, .retiring(wasIdle: true): bytes += Self.charge(state, costs)
+            default: if retiringHolds.contains(spare) { bytes += Self.charge(state, costs) }
+            }
+        }
+        return bytes
+    }
+
+    /// Whether one more waiting turn fits in memory next to everything that holds memory for
+    /// a turn: the busy turns, the start-ups, and the turns queued before it, each of them a
+    /// turn's peak once served. The pool's idle spares and the other pools' (`reclaimable`)
+    /// count as free: they are shed, or become the turns. Under pressure nothing fits.
+    var roomForAnotherWaiter: Bool {
+        guard !pressure else { return false }
+        guard let room, let costs = settings.costs else { return true }
+        let held = chargedBytes - sheddableBytes
+        let coming = max(0, queue.count + 1 - poolStartingCount)
+        return held + coming * costs.turn <= room + reclaimable
+    }
+
     /// The most processes this pool could run at once, all busy, in its room.
     public var memoryMaxProcesses: Int {
         guard let room, let costs = settings.costs, costs.turn > 0 else { return settings.maxProcesses }
@@ -380,6 +413,19 @@ public struct PoolStateMachine: Sendable {
                 counters.rejected += 1
                 return (.reject(.noCapacity), actions)
             }
+            if settings.waitTimeout == nil {
+                // No deadline: the turn waits only for a process sure to come. At the
+                // operator's max_processes none is (runs hold theirs for minutes), and one
+                // memory has no room for is refused now, not after an endless wait.
+                guard belowMax || poolStartingCount > queue.count else {
+                    counters.rejected += 1
+                    return (.reject(.noCapacity), actions)
+                }
+                guard roomForAnotherWaiter else {
+                    counters.rejected += 1
+                    return (.reject(.memoryExhausted), actions)
+                }
+            }
             let waiter = enqueue(now: now, into: &actions)
             refill(now: now, into: &actions)
             return (.wait(waiter), actions)
@@ -433,9 +479,10 @@ public struct PoolStateMachine: Sendable {
         return reason
     }
 
-    /// No room for the turn: it waits for memory if the pool waits, else it is refused.
+    /// No room for the turn: it waits for memory if the pool waits (and has a deadline, or
+    /// the room will come: see `roomForAnotherWaiter`), else it is refused.
     private mutating func memoryExhausted(now: Instant, into actions: inout [Action]) -> (TurnDecision, [Action]) {
-        if settings.whenEmpty == .wait, queue.count < settings.maxWaiting {
+        if settings.whenEmpty == .wait, queue.count < settings.maxWaiting, settings.waitTimeout != nil || roomForAnotherWaiter {
             let waiter = enqueue(now: now, into: &actions)
             refill(now: now, into: &actions)
             return (.wait(waiter), actions)
@@ -606,7 +653,7 @@ public struct PoolStateMachine: Sendable {
         var actions: [Action] = []
         switch timer {
         case .waitDeadline(let waiter):
-            guard let index = queue.firstIndex(where: { $0.id == waiter }), queue[index].deadline <= now else { return actions }
+            guard let index = queue.firstIndex(where: { $0.id == waiter }), let deadline = queue[index].deadline, deadline <= now else { return actions }
             queue.remove(at: index)
             counters.rejected += 1
             actions.append(.reject(waiter, .waitTimeout))
@@ -686,6 +733,20 @@ public struct PoolStateMachine: Sendable {
         resizeSizer(now: now, into: &actions)
         let (recycled, more) = recycle(now: now)
         return (recycled, actions + more)
+    }
+
+    /// Winds the pool down without refusing anyone (a fingerprint pool chosen for removal):
+    /// no spares, no resume or universal spares from now on, the idle ones retired; busy
+    /// turns go on and waiting turns are still served, by start-ups of their own. The pool
+    /// is gone once the last of them ends (the caller waits for it to be empty).
+    public mutating func close(now: Instant) -> [Action] {
+        settings.spares = 0
+        settings.autoSizing = nil
+        sizer = nil
+        settings.resume = nil
+        settings.universalSpares = 0
+        wantedResumes.removeAll()
+        return recycle(now: now).1
     }
 
     /// Stops the pool: no new turns, waiters refused, spares and start-ups retired.
@@ -802,9 +863,9 @@ public struct PoolStateMachine: Sendable {
     /// Queues a waiting turn, with its deadline armed.
     private mutating func enqueue(now: Instant, into actions: inout [Action]) -> WaiterID {
         let waiter = makeWaiterID()
-        let deadline = now.advanced(by: settings.waitTimeout)
+        let deadline = settings.waitTimeout.map { now.advanced(by: $0) }
         queue.append(Waiter(id: waiter, deadline: deadline))
-        actions.append(.schedule(.waitDeadline(waiter), at: deadline))
+        if let deadline { actions.append(.schedule(.waitDeadline(waiter), at: deadline)) }
         return waiter
     }
 
@@ -812,13 +873,13 @@ public struct PoolStateMachine: Sendable {
     @discardableResult
     private mutating func removeWaiter(at index: Int, into actions: inout [Action]) -> Waiter {
         let waiter = queue.remove(at: index)
-        actions.append(.cancelTimer(.waitDeadline(waiter.id)))
+        if waiter.deadline != nil { actions.append(.cancelTimer(.waitDeadline(waiter.id))) }
         return waiter
     }
 
     private mutating func removeAllWaiters(into actions: inout [Action]) -> [Waiter] {
         defer { queue.removeAll() }
-        for waiter in queue { actions.append(.cancelTimer(.waitDeadline(waiter.id))) }
+        for waiter in queue where waiter.deadline != nil { actions.append(.cancelTimer(.waitDeadline(waiter.id))) }
         return queue
     }
 

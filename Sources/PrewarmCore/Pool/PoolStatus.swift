@@ -42,6 +42,12 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// A fingerprint pool (made for drop-in runs): the options and environment variable
     /// names that distinguish it, never their values. nil for configured pools.
     public var fingerprint: [String]?
+    /// A fingerprint pool: the configured pool nearest to its runs and the names that
+    /// differed (what to give that pool, e.g. in `pass_env`, for such runs to be its own).
+    public var differsFrom: NearestPool?
+    /// A fingerprint pool taken out of routing: it goes when its last run ends. nil for
+    /// configured pools.
+    public var closing: Bool?
     /// `fixed`, or `auto` (`spares = "auto"`: the pool sizes itself).
     public var sizing: String = "fixed"
     /// An auto pool's controller; nil for a fixed pool.
@@ -124,6 +130,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case pids, kind, claim
         case spareNice = "spare_nice"
         case fingerprint
+        case differsFrom = "differs_from"
+        case closing
         case sizing, auto
         case resumeHeld = "resume_held"
         case resumeReady = "resume_ready"
@@ -163,6 +171,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(claim, forKey: .claim)
         try container.encode(spareNice, forKey: .spareNice)
         try container.encodeIfPresent(fingerprint, forKey: .fingerprint)
+        try container.encodeIfPresent(differsFrom, forKey: .differsFrom)
+        try container.encodeIfPresent(closing, forKey: .closing)
         try container.encode(sizing, forKey: .sizing)
         try container.encode(auto, forKey: .auto)  // null for a fixed pool
         try container.encode(resumeHeld, forKey: .resumeHeld)

@@ -118,6 +118,40 @@ public enum RunMatcher {
         )
     }
 
+    /// Everything of a run's host part that differs from a pool's spares, as names (options,
+    /// `$VARIABLES`, settings), never values: what an operator changes in that pool (`args`,
+    /// `pass_env`, `env`...) for such runs to be served by it. Empty when only the session
+    /// differs (a claim can apply it).
+    public static func differences(_ shape: RunShape, env: [String: String], cli: FileIdentity?, on profile: RunProfile) -> [String] {
+        var names: [String] = []
+        if profile.initialized { names.append("initialize") }
+        if let cli, let executable = profile.executable, cli != executable { names.append("command") }
+        let hostKeys = Set(shape.host.keys).union(profile.shape.host.keys).filter { shape.host[$0] != profile.shape.host[$0] }
+        names += hostKeys.sorted()
+        if shape.partialMessages && !profile.shape.partialMessages { names.append("--include-partial-messages") }
+        let callerHost = HostEnvironment.of(env, extra: profile.extraNames)
+        let variables = Set(callerHost.keys).union(profile.hostEnvironment.keys).filter { callerHost[$0] != profile.hostEnvironment[$0] }
+        names += variables.sorted().map { "$" + $0 }
+        if HostEnvironment.wantsSessionState(env) && !profile.sessionState { names.append("$" + HostEnvironment.readsSessionState) }
+        let missing = profile.shape.sessionFlags.subtracting(shape.sessionFlags).subtracting(["--model"])
+        names += missing.sorted()
+        if profile.shape.model != nil && shape.model == nil { names.append("--model") }
+        return names
+    }
+
+    /// The configured pool whose spares are nearest to serving a run: the fewest differences
+    /// (`differences`), the first in the file on a tie; nil when there is no claude pool.
+    public static func nearest(
+        _ shape: RunShape, env: [String: String], cli: FileIdentity?, among profiles: [RunProfile]
+    ) -> (pool: String, differences: [String])? {
+        var best: (pool: String, differences: [String])?
+        for profile in profiles {
+            let found = differences(shape, env: env, cli: cli, on: profile)
+            if best == nil || found.count < best!.differences.count { best = (profile.pool, found) }
+        }
+        return best
+    }
+
     /// Why one pool does not serve a run (logged at debug, for "why was this cold?").
     public struct Mismatch: Error, Sendable, Equatable {
         public var pool: String
