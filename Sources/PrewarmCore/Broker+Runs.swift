@@ -288,13 +288,14 @@ extension Broker {
             // still ends everything).
             while !(await pool.waitUntilEmpty(timeout: .seconds(3600))) {}
             await self.retire(pool, timeout: self.configuration.drainTimeout)
+            // Its files first: once it is out of the status, nothing of it is left.
+            if let directory = pool.config.fingerprintDirectory {
+                try? FileManager.default.removeItem(atPath: directory)
+            }
             self.state.withLock { $0.closing.removeAll { $0 === pool } }
             self.memory.attach(self.allPools)
             self.memory.remove(pool: pool.serial)
             self.telemetry.metrics.forget(pool: pool.name)
-            if let directory = pool.config.fingerprintDirectory {
-                try? FileManager.default.removeItem(atPath: directory)
-            }
             self.logger.info("fingerprint pool removed", metadata: ["pool.name": "\(pool.name)", "reason": "\(why)"])
         }
     }

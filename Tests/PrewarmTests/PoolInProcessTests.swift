@@ -128,7 +128,7 @@ struct PoolInProcessTests {
         let running: Task<Void, Never>
         var made: AsyncStream<FakeProcess>.AsyncIterator
 
-        init(spares: Int, extra: String = "") throws {
+        init(spares: Int, extra: String = "", governor: MemoryGovernor? = nil) throws {
             let loader = ConfigurationLoader(executableDirectory: "/nonexistent", environment: ["PATH": "/usr/bin:/bin"], cpus: 2)
             let text = """
                 [journal]
@@ -146,8 +146,10 @@ struct PoolInProcessTests {
             let config = try loader.parse(text, origin: "test", baseDirectory: "/tmp").pools[0]
             let factory = FakeFactory()
             let pool = Pool(
-                config: config, keeper: nil, environment: [:], logger: Logger(label: "test"), makeProcess: { factory.make($0, $1, $2) }
+                config: config, keeper: nil, governor: governor, environment: [:], logger: Logger(label: "test"),
+                makeProcess: { factory.make($0, $1, $2) }
             )
+            governor?.attach(governor!.pools + [pool])
             self.pool = pool
             self.factory = factory
             self.made = factory.made.makeAsyncIterator()

@@ -33,7 +33,7 @@ final class TestDaemon: @unchecked Sendable {
     /// With `cgroup`, the daemon starts inside that cgroup directory (its children follow).
     init(
         pools: String, top: String = "", waitForIdle: Bool = true, cgroup: String? = nil, directory: String? = nil,
-        environment extra: [String: String] = [:]
+        environment extra: [String: String] = [:], unset: Set<String> = []
     ) async throws {
         self.directory = try directory ?? Self.makeTemporaryDirectory()
         let directory = self.directory
@@ -55,6 +55,7 @@ final class TestDaemon: @unchecked Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["XDG_STATE_HOME"] = directory + "/state"
         environment.merge(extra) { _, new in new }
+        for name in unset { environment[name] = nil }
         process.environment = environment
         if !FileManager.default.fileExists(atPath: logPath) {
             _ = FileManager.default.createFile(atPath: logPath, contents: nil)

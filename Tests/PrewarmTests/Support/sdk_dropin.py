@@ -14,6 +14,7 @@ from claude_agent_sdk import (
     AgentDefinition,
     AssistantMessage,
     ClaudeAgentOptions,
+    ClaudeSDKClient,
     HookMatcher,
     PermissionResultAllow,
     ResultMessage,
@@ -168,7 +169,58 @@ async def conversations(count, turns):
             group.start_soon(one, index)
 
 
+async def session(index, queries):
+    """A long-lived ClaudeSDKClient (a web agent server keeps one per user session): one
+    process for `queries` queries, each answered in full before the next."""
+    seen = []
+    try:
+        async with ClaudeSDKClient(options=options()) as client:
+            for step in range(queries):
+                one = {"texts": [], "session_id": None, "is_error": None}
+                await client.query(f"Session {index}, query {step + 1}.")
+                async for message in client.receive_response():
+                    if isinstance(message, AssistantMessage):
+                        one["texts"] += [block.text for block in message.content if isinstance(block, TextBlock)]
+                    elif isinstance(message, ResultMessage):
+                        one["session_id"] = message.session_id
+                        one["is_error"] = message.is_error
+                seen.append(one)
+    except Exception as error:  # the test asserts on it
+        seen.append({"error": f"{type(error).__name__}: {error}"})
+    return seen
+
+
+async def crowd(sessions, callers, queries):
+    """`sessions` ClaudeSDKClient sessions and `callers` query() callers at once, `queries`
+    queries each; one line per query."""
+
+    async def one_session(index):
+        for step, seen in enumerate(await session(index, queries)):
+            emit(kind="session", index=index, step=step, **seen)
+
+    async def one_caller(index):
+        for step in range(queries):
+            emit(kind="query", index=index, step=step, **await run(f"Caller {index}, query {step + 1}.", options()))
+
+    async with anyio.create_task_group() as group:
+        for index in range(sessions):
+            group.start_soon(one_session, index)
+        for index in range(callers):
+            group.start_soon(one_caller, index)
+
+
+async def long_prompt(size, count):
+    """Queries a second apart with a system prompt of `size` bytes (on the command line)."""
+    prompt = ("You are a careful assistant. " * (size // 29 + 1))[:size]
+    for index in range(count):
+        if index:
+            await anyio.sleep(1)
+        emit(**await run(f"Long prompt {index}.", options(system_prompt=prompt)))
+
+
 SCENARIOS = {
+    "crowd": lambda: crowd(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])),
+    "long-prompt": lambda: long_prompt(int(sys.argv[2]), int(sys.argv[3])),
     "plain": lambda: plain(int(sys.argv[2]) if len(sys.argv) > 2 else 3),
     "tools": tools,
     "mcp": lambda: mcp(2),
