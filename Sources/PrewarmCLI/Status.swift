@@ -95,6 +95,11 @@ struct Status: AsyncParsableCommand {
                     + "(target_miss \(percent(auto.targetMiss))): \(auto.reason)"
             )
         }
+        for pool in pools where pool.fingerprint != nil {
+            let state = pool.closing == true ? "closing (goes when its last run ends)" : (pool.targetSpares > 0 ? "keeps spares" : "no spares until a second run")
+            let why = pool.differsFrom.map { "differs from pool \($0.pool) in \($0.differences.joined(separator: " "))" } ?? "no claude pool is configured"
+            lines.append("\(pool.name) is a fingerprint pool, \(state); its runs \(why)")
+        }
         for pool in pools where pool.resumeHeld + pool.resumeHits + pool.resumeMisses > 0 {
             lines.append(
                 "\(pool.name) resume spares: \(pool.resumeHeld) held (\(pool.resumeReady) ready); resumed turns \(pool.resumeHits) warm, "

@@ -93,13 +93,14 @@ final class HTTPRequestGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 refuse(context, PrewarmError(.badRequest, "HTTP/\(head.version.major).\(head.version.minor) is not served; speak HTTP/1.1"))
                 return
             }
-            if head.uri.utf8.count > Self.maxURILength {
-                refuse(context, PrewarmError(.badRequest, "the request target is over \(Self.maxURILength) bytes; see README.md for the API"))
+            if runHeads, !(head.method == .POST && head.uri == "/v1/runs"), !Self.withinLimits(head) {
+                // Only a run's head may be larger: every other request keeps the usual limits,
+                // refused as the decoder would have refused it.
+                refuse(context, Self.refusal(for: .headerOverflow))
                 return
             }
-            if runHeads, !(head.method == .POST && head.uri == "/v1/runs"), !Self.withinLimits(head) {
-                // Only a run's head may be larger: every other request keeps the usual limits.
-                refuse(context, Self.refusal(for: .headerOverflow))
+            if head.uri.utf8.count > Self.maxURILength {
+                refuse(context, PrewarmError(.badRequest, "the request target is over \(Self.maxURILength) bytes; see README.md for the API"))
                 return
             }
         }

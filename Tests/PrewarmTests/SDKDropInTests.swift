@@ -151,13 +151,14 @@ extension LiveDaemons {
             #expect(afterAgents.served == 5 && afterAgents.cold == 0, "\(afterAgents)")
 
             // An in-process SDK MCP tool (allowed by --allowedTools, a host option: a fingerprint
-            // pool), called in each query; the second one warm, the server named in the claim.
+            // pool), called in each query; the second one takes the first spare its pool starts, the server named in the claim.
             let before = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
             let mcp = try harness.queries("mcp")
             #expect(mcp.count == 2)
             #expect(mcp.allSatisfy { ($0["calls"] as? [[String: Int]]) == [["a": 2, "b": 3]] }, "\(mcp)")
             let mcpPool = try await daemon.pools().filter { $0.fingerprint != nil && !before.contains($0.name) }
-            #expect(mcpPool.count == 1 && mcpPool.first?.cold == 1 && mcpPool.first?.warm == 1, "\(mcpPool)")
+            // The second run of the fingerprint starts the pool's spares and takes the first.
+            #expect(mcpPool.count == 1 && mcpPool.first?.cold == 1 && mcpPool.first?.waited == 1, "\(mcpPool)")
             #expect(mcpPool.first?.fingerprint?.contains("--allowedTools") == true)
 
             // A resumed session sees the earlier turn (cold: a claimed spare cannot resume).
@@ -175,13 +176,14 @@ extension LiveDaemons {
             #expect(FileManager.default.fileExists(atPath: harness.outside), "the allowed tool ran")
             try? FileManager.default.removeItem(atPath: harness.outside)
 
-            // Another --mcp-config (an external server): cold, then warm from its fingerprint pool.
+            // Another --mcp-config (an external server): cold, then the first spare of its
+            // fingerprint pool (started by that second run).
             let existing = Set(try await daemon.pools().compactMap { $0.fingerprint == nil ? nil : $0.name })
             let external = try harness.queries("external-mcp")
             #expect(external.count == 2)
             let made = try await daemon.pools().filter { $0.fingerprint != nil && !existing.contains($0.name) }
             #expect(made.count == 1, "\(made.map(\.name))")
-            #expect(made.first?.cold == 1 && made.first?.warm == 1, "\(made)")
+            #expect(made.first?.cold == 1 && made.first?.waited == 1, "\(made)")
 
             // No daemon: the same code runs the real CLI itself.
             let fallback = try harness.queries("plain", ["1"], socket: daemon.directory + "/no-daemon.sock")
