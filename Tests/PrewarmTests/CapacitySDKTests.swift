@@ -28,22 +28,16 @@ extension LiveDaemons {
         }
 
         static func start(turns: Int) async throws -> (SDKDropInTests.Harness, TestDaemon) {
-            let outside = NSTemporaryDirectory() + "prewarm-outside-" + UUID().uuidString.prefix(8)
-            let model = try RealClaudeTests.FakeModel(outside: outside)
-            let directory = try TestDaemon.makeTemporaryDirectory()
-            let configDirectory = directory + "/claude-config"
-            let project = directory + "/project"
-            try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
-            // The daemon has what the shipped pool passes on (pass_env): the model's address and key.
-            let daemon = try await TestDaemon(
-                pools: try shippedConfiguration(cli: SDKEnvironment.cli!, configDirectory: configDirectory, turns: turns), directory: directory,
-                environment: ["ANTHROPIC_BASE_URL": "http://127.0.0.1:\(model.port)", "ANTHROPIC_API_KEY": "sk-fake"],
-                // What the shipped pool passes on that a host may set machine-wide: the daemon
-                // has none of it here, like the callers of `queries` (whose environment is the test's).
+            // The daemon has what the shipped pool passes on (pass_env): the model's address and
+            // key. What a host may set machine-wide it has none of here, like the callers of
+            // `queries` (whose environment is the test's).
+            let harness = try await SDKDropInTests.Harness.start(
+                environment: ["ANTHROPIC_BASE_URL": "http://127.0.0.1:MODEL_PORT", "ANTHROPIC_API_KEY": "sk-fake"],
                 unset: Set(ProcessInfo.processInfo.environment.keys.filter { HostEnvironment.counts($0) && !$0.hasPrefix("ANTHROPIC_") })
-            )
-            let harness = SDKDropInTests.Harness(daemon: daemon, model: model, project: project, configDirectory: configDirectory, outside: outside)
-            return (harness, daemon)
+            ) { _, configDirectory in
+                try shippedConfiguration(cli: SDKEnvironment.cli!, configDirectory: configDirectory, turns: turns)
+            }
+            return (harness, harness.daemon)
         }
 
         /// Sixteen `ClaudeSDKClient` sessions and sixteen `query()` callers at once, three queries

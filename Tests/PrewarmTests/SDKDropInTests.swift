@@ -87,17 +87,29 @@ extension LiveDaemons {
                 return lines
             }
 
-            /// `extra`: more keys of the `sdk` pool.
-            static func start(extra: String = "") async throws -> Harness {
+            /// A fake model, a project, and a daemon whose configuration `pools` makes from the
+            /// model's port and the config directory; the daemon's `environment` and `unset` too.
+            static func start(
+                environment: [String: String] = [:], unset: Set<String> = [], pools: (_ port: Int, _ configDirectory: String) throws -> String
+            ) async throws -> Harness {
                 let outside = NSTemporaryDirectory() + "prewarm-outside-" + UUID().uuidString.prefix(8)
                 let model = try RealClaudeTests.FakeModel(outside: outside)
                 let directory = try TestDaemon.makeTemporaryDirectory()
                 let configDirectory = directory + "/claude-config"
                 let project = directory + "/project"
                 try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
-                // The SDK's default command line; the SDK's credentials, model address and config dir.
                 let daemon = try await TestDaemon(
-                    pools: """
+                    pools: try pools(model.port, configDirectory), directory: directory,
+                    environment: environment.mapValues { $0.replacingOccurrences(of: "MODEL_PORT", with: "\(model.port)") }, unset: unset
+                )
+                return Harness(daemon: daemon, model: model, project: project, configDirectory: configDirectory, outside: outside)
+            }
+
+            /// `extra`: more keys of the `sdk` pool.
+            static func start(extra: String = "") async throws -> Harness {
+                // The SDK's default command line; the SDK's credentials, model address and config dir.
+                try await start { port, configDirectory in
+                    """
                         [[pool]]
                         name = "sdk"
                         kind = "claude"
@@ -106,7 +118,7 @@ extension LiveDaemons {
                         initialize = false
                         base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
                         config_dir = "\(configDirectory)"
-                        env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(model.port)", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
+                        env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(port)", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
                         \(extra)
                         [pool.ready]
                         timeout_s = 120
@@ -114,10 +126,8 @@ extension LiveDaemons {
                         [fingerprint_pools]
                         spares = 1
 
-                        """,
-                    directory: directory
-                )
-                return Harness(daemon: daemon, model: model, project: project, configDirectory: configDirectory, outside: outside)
+                        """
+                }
             }
         }
 
