@@ -57,7 +57,7 @@ struct Size: AsyncParsableCommand {
         for pool in plan.pools {
             rows.append([
                 pool.name, mib(pool.spareBytes), mib(pool.turnPeakBytes), pool.measured ? "measured" : "configured",
-                "\(pool.spares)", "\(pool.effectiveSpares)", "\(pool.maxProcesses) (config \(pool.configuredMaxProcesses))",
+                "\(pool.spares)", "\(pool.effectiveSpares)", "\(pool.maxProcesses) (" + (pool.configuredMaxProcesses.map { "config \($0)" } ?? "memory") + ")",
                 mib(pool.effectiveSpares * pool.spareBytes),
             ])
         }

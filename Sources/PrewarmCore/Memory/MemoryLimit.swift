@@ -51,7 +51,9 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
         public var name: String
         /// `spares` as configured: an upper bound.
         public var spares: Int
-        public var configuredMaxProcesses: Int
+        /// The pool's `max_processes`; nil where none is set on a pool that serves runs
+        /// (memory alone limits it).
+        public var configuredMaxProcesses: Int?
         public var spareBytes: Int
         public var turnPeakBytes: Int
         public var measured: Bool
@@ -122,7 +124,7 @@ public struct MemoryPlan: Sendable, Codable, Equatable {
             return PoolPlan(
                 name: pool.config.name,
                 spares: pool.config.spares,
-                configuredMaxProcesses: pool.config.maxProcesses,
+                configuredMaxProcesses: pool.config.maxProcesses >= PoolConfig.unlimitedProcesses ? nil : pool.config.maxProcesses,
                 spareBytes: pool.costs.spare,
                 turnPeakBytes: pool.costs.turn,
                 measured: pool.measured,
