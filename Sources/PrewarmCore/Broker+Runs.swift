@@ -236,10 +236,12 @@ extension Broker {
     func sighted(_ pool: Pool) -> Bool {
         let settings = configuration.fingerprintPools
         let now = ContinuousClock.now
+        // Read before the broker's lock: never a pool's lock inside it.
+        let configured = pool.config.fingerprint == nil
         let (promoted, promote) = state.withLock { state -> (Bool, Bool) in
             guard let key = state.fingerprints.first(where: { $0.value.pool === pool })?.key, var entry = state.fingerprints[key] else {
                 // A configured pool, or one closing (its runs go on; it starts nothing).
-                return (pool.config.fingerprint == nil, false)
+                return (configured, false)
             }
             var promote = false
             if !entry.promoted, settings.enabled, settings.spares > 0, entry.lastUsed.duration(to: now) <= settings.idleTTL {

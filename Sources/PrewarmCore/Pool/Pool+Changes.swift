@@ -168,12 +168,17 @@ extension Pool {
         var wanted = config
         wanted.spares = spares
         let prepared = await prepared(wanted)
-        state.withLock { state in
-            state.config.claude = prepared.claude
-            state.config.args = prepared.args
-            state.config.cwd = prepared.cwd
-        }
-        resize(spares: spares, atRunTime: false)
+        // One step with the check: a pool closed while its probe ran stays without spares.
+        perform(
+            mutate { state in
+                guard !state.closing else { return [] }
+                state.config.claude = prepared.claude
+                state.config.args = prepared.args
+                state.config.cwd = prepared.cwd
+                state.config.spares = spares
+                return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
+            }
+        )
     }
 
     /// Waits until no process is left, or `timeout` passes; true if none is left.

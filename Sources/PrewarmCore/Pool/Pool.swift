@@ -153,9 +153,11 @@ public final class Pool: Sendable {
     public var config: PoolConfig { state.withLock { $0.config } }
 
     /// What a drop-in run is matched against, and the spares idle now; nil for a pool that
-    /// is not a claude pool.
+    /// is not a claude pool, or one closing.
     func runCandidate() -> (RunProfile, idle: Int)? {
         state.withLock { state in
+            // A fingerprint pool closing takes no new runs.
+            if state.closing { return nil }
             if state.runProfile?.config != state.config {
                 state.runProfile = (state.config, RunProfile(config: state.config, daemonEnvironment: environment))
             }
