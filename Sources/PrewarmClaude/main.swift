@@ -104,6 +104,12 @@ func execRealCLI(_ environment: [String: String], arguments: [String]) -> Never 
     var argv: [UnsafeMutablePointer<CChar>?] = ([cli] + arguments.dropFirst()).map { strdup($0) }
     argv.append(nil)
     execv(cli, argv)
+    // claude.real renamed back over claude (an uninstall) since it was looked up: look again.
+    if errno == ENOENT, let again = realCLI(environment), again != cli {
+        var retry: [UnsafeMutablePointer<CChar>?] = ([again] + arguments.dropFirst()).map { strdup($0) }
+        retry.append(nil)
+        execv(again, retry)
+    }
     let reason = String(cString: strerror(errno))
     fail(127, "prewarm-claude: cannot run \(cli): \(reason); check PREWARM_CLAUDE_CLI")
 }
@@ -333,6 +339,13 @@ func connectDaemon(_ path: String) -> Connection {
         return .stranger(
             "\(path) is served by pid \(peer.pid) of uid \(peer.uid), not by a daemon of uid \(getuid()) or root; nothing was sent to it. Remove it, or set PREWARM_SOCKET to your daemon's socket"
         )
+    }
+    // Started by the daemon itself: a pool's command is this executable (an SDK's bundled
+    // CLI replaced under a running daemon's pool). Handing itself to the daemon as a run would
+    // loop; it is the real CLI instead.
+    if peer.pid == getppid() {
+        close(fd)
+        return .absent("started by the daemon itself (pid \(peer.pid)): a pool's command is prewarm-claude; set it to the real CLI (claude.real)")
     }
     return .connected(fd)
 }
@@ -574,12 +587,6 @@ let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-
     && arguments.dropFirst().contains { $0 != "--verbose" }
 if asksVersion { execRealCLI(environment, arguments: arguments) }
 
-// A daemon's own spare modes: this is a pool's process, started as its command (a pool whose
-// command became prewarm-claude when an SDK's bundled CLI was replaced under it). The real
-// CLI at once: a spare must never hand itself to the daemon as a run.
-if arguments.dropFirst().contains(where: { $0 == "--await-claim" || $0 == "--bg-spare" || $0.hasPrefix("--bg-spare=") }) {
-    execRealCLI(environment, arguments: arguments)
-}
 
 /// A connection to the daemon, checked; else the real CLI (a stranger's socket is said on
 /// stderr whatever PREWARM_CLAUDE_DEBUG says: someone may be trying to catch credentials).

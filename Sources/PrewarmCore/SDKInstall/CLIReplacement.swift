@@ -102,6 +102,16 @@ public struct CLIReplacement: Sendable {
 
     // MARK: - Reading
 
+    /// `DIR/claude.real` when `path` is a `DIR/claude` that an install replaced with
+    /// prewarm-claude: the CLI a pool configured with that path must run (a pool of the drop-in
+    /// would call itself).
+    public static func realCLI(installedAt path: String) -> String? {
+        guard path.hasSuffix("/claude") else { return nil }
+        let replacement = CLIReplacement(directory: String(path.dropLast("/claude".count)))
+        guard case .installed(let record, _) = replacement.state(dropIn: nil), record.original != nil else { return nil }
+        return replacement.real
+    }
+
     /// The record, if there is one and it parses.
     public func record() -> Record? {
         guard let data = FileManager.default.contents(atPath: recordPath) else { return nil }
