@@ -145,6 +145,8 @@ extension LiveDaemons {
                         name = "demo"
                         command = "FAKE"
                         spares = 1
+                        [pool.turn]
+                        end = '"type":"result"'
 
                         [fingerprint_pools]
                         spares = 1
@@ -298,6 +300,8 @@ extension LiveDaemons {
                 #expect(answer["status"] as? Int == 200, "\(answer)")
                 #expect(answer["result"] as? String == Self.answer, "\(answer)")
             }
+            // Some of them went through the daemon (the rest ran the bundled CLI).
+            #expect((try await harness.runsVia()["sdk-install"] ?? 0) >= 1)
             // Left installed, and whole.
             let status = try AppEnvironment.prewarm(["sdk", "status", "--python", harness.python, "--json"])
             #expect(status.out.contains("\"state\" : \"installed\""), "\(status)")
