@@ -168,6 +168,7 @@ struct SDK: AsyncParsableCommand {
 
         func run() async throws {
             let directory: String
+            var interpreter: String?
             if let pathDirectory = target.absolutePathDirectory {
                 directory = pathDirectory
             } else {
@@ -183,6 +184,7 @@ struct SDK: AsyncParsableCommand {
                     return
                 }
                 directory = bundled
+                interpreter = sdk.python
             }
             let replacement = CLIReplacement(directory: directory)
             let change: CLIReplacement.Change
@@ -192,9 +194,7 @@ struct SDK: AsyncParsableCommand {
                 throw SDK.fail(error)
             }
             SDK.updateRegistry { registry in
-                if let python = target.python.flatMap({ try? PythonSDK.find(python: $0).python }) ?? (target.pathDirectory == nil ? try? PythonSDK.find(python: "python3").python : nil) {
-                    registry.pythons.removeAll { $0 == python }
-                }
+                if let interpreter { registry.pythons.removeAll { $0 == interpreter } }
                 if let directory = target.absolutePathDirectory { registry.pathDirectories.removeAll { $0 == directory } }
             }
             switch change {

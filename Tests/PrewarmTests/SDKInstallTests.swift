@@ -364,3 +364,56 @@ struct SDKInstallTests {
         #expect(result.out.hasPrefix("arg:\(restored)\narg:-p\n"), "\(result)")
     }
 }
+
+extension LiveDaemons {
+    /// A daemon whose pool's command file is replaced by prewarm-claude under it (an SDK's
+    /// bundled CLI installed into while the daemon runs): the spares it then starts see that
+    /// their parent is the daemon they would hand themselves to, and run the real CLI.
+    @Suite("prewarm sdk install under a running daemon's pool")
+    struct SDKInstallUnderAPoolTests {
+        @Test func sparesStartedAsTheDropInRunTheRealCLI() async throws {
+            let directory = try TestDaemon.makeTemporaryDirectory()
+            let bundled = directory + "/_bundled"
+            try FileManager.default.createDirectory(atPath: bundled, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: TestDaemon.fakeAgent, toPath: bundled + "/claude")
+            let daemon = try await TestDaemon(
+                pools: """
+                    [[pool]]
+                    name = "p"
+                    command = "\(bundled)/claude"
+                    spares = 1
+                    env = { PREWARM_SOCKET = "\(directory)/prewarm.sock" }
+                    [pool.ready]
+                    send = '{"type":"control_request","request_id":"i","request":{"subtype":"initialize","hooks":null}}'
+                    expect = '"type":"control_response"'
+                    [pool.turn]
+                    end = '"type":"result"'
+
+                    """,
+                directory: directory
+            )
+            #expect(try await daemon.turn("p").status == 200)
+            try await waitUntil("the pool is full again", timeout: .seconds(30)) {
+                let pool = try await daemon.pool("p")
+                return pool.idle == 1 && pool.starting == 0
+            }
+
+            try CLIReplacement(directory: bundled).install(.init(dropIn: SDKInstallTests.dropIn))
+            let recycle = try runCommand(TestDaemon.prewarm, ["recycle", "p", "--socket", daemon.socket])
+            #expect(recycle.status == 0, "\(recycle)")
+            try await waitUntil("the recycled spare is ready", timeout: .seconds(30)) {
+                let pool = try await daemon.pool("p")
+                return pool.idle == 1 && pool.recycled >= 1
+            }
+            // The spare is the real CLI (prewarm-claude exec'd it), and no run reached the daemon.
+            let pid = try #require(try await daemon.pool("p").pids.first)
+            let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+            #expect(executable == bundled + "/claude.real", "\(executable)")
+            let turn = try await daemon.turn("p")
+            #expect(turn.status == 200 && jsonLines(turn).last?["type"] as? String == "result", "\(turn.bodyString)")
+            let pools = try await daemon.pools()
+            #expect(pools.map(\.name) == ["p"], "no fingerprint pool was made for a spare: \(pools.map(\.name))")
+            #expect(pools.allSatisfy { $0.runsVia.isEmpty })
+        }
+    }
+}
