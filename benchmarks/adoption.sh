@@ -50,13 +50,16 @@ daemon=$!
 # Every spare idle (the pool full again after a burst).
 full() {
     until "$bin/prewarm" status --json --socket "$work/p.sock" 2>/dev/null \
-        | python3 -c 'import json,sys;p=json.load(sys.stdin)["pools"][0];sys.exit(0 if p["idle"]>=8 and p["starting"]==0 else 1)'; do
+        | python3 -c 'import json,sys
+try: p = json.load(sys.stdin)["pools"][0]
+except ValueError: sys.exit(1)
+sys.exit(0 if p["idle"] >= 8 and p["starting"] == 0 else 1)'; do
         sleep 0.5
     done
 }
 full
 
-(cd "$work/project" && exec env -i PATH=/usr/bin:/bin HOME="$work" PREWARM_SOCKET="$work/p.sock" APP_PROJECT="$work/project" \
+(cd "$work/project" && exec env -i PATH=/usr/bin:/bin HOME="$work" PYTHONDONTWRITEBYTECODE=1 PREWARM_SOCKET="$work/p.sock" APP_PROJECT="$work/project" \
     ANTHROPIC_BASE_URL="http://127.0.0.1:$port" ANTHROPIC_API_KEY=sk-fake CLAUDE_CONFIG_DIR="$work/config" \
     "$python" -m uvicorn sdk_app:app --app-dir "$support" --uds "$work/app.sock" --no-access-log 2> "$work/app.log") &
 app=$!

@@ -157,6 +157,8 @@ extension LiveDaemons {
                 // The operator's environment for the application: the model, its key, the config dir.
                 let environment = [
                     "PATH": "/usr/bin:/bin", "HOME": directory, "PREWARM_SOCKET": daemon.socket, "APP_PROJECT": project,
+                    // Nothing written into the source tree (sdk_app.py's bytecode).
+                    "PYTHONDONTWRITEBYTECODE": "1",
                     "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(model.port)", "ANTHROPIC_API_KEY": "sk-fake",
                     "CLAUDE_CONFIG_DIR": directory + "/claude-config",
                 ]
