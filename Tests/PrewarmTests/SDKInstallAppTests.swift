@@ -218,6 +218,13 @@ extension LiveDaemons {
             #expect(afterQueries.count == 1, "\(afterQueries.map(\.name))")
             #expect(afterQueries.first?.served == 3 && afterQueries.first?.warm == 2 && afterQueries.first?.cold == 1, "\(afterQueries)")
             #expect(try await harness.runsVia() == ["sdk-install": 3])
+            let table = try runCommand(TestDaemon.prewarm, ["status", "--socket", daemon.socket])
+            #expect(table.out.contains("runs through an installed prewarm-claude (prewarm sdk install): 3 via sdk-install"), "\(table)")
+            let metrics = try await daemon.client.request(.GET, "/metrics").bodyString
+            #expect(
+                metrics.split(separator: "\n").contains { $0.hasPrefix("prewarm_runs_via_total{") && $0.contains(#"via="sdk-install""#) && $0.hasSuffix(" 3") },
+                "\(metrics.split(separator: "\n").filter { $0.contains("runs_via") })"
+            )
 
             // ClaudeSDKClient per request: the second one warm too.
             let before = try await harness.fingerprintPools().reduce(0) { $0 + $1.warm }
