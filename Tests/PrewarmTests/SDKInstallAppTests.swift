@@ -52,14 +52,23 @@ enum AppEnvironment {
     }
 }
 
-/// The test application, run with uvicorn on a Unix socket.
+/// The test application, run with uvicorn on a Unix socket; killed when released.
 final class TestApplication: @unchecked Sendable {
     let process = Process()
     let socket: String
     let python: String
-    private let started = DispatchSemaphore(value: 0)
-    private let log = NSLock()
-    private var lines: [String] = []
+    private let log = Log()
+
+    /// uvicorn's log, read to its end by a thread of its own (which holds this, not the
+    /// application: the application is released, and its process killed, with its test).
+    final class Log: @unchecked Sendable {
+        let started = DispatchSemaphore(value: 0)
+        private let lock = NSLock()
+        private var lines: [String] = []
+
+        func append(_ line: String) { lock.withLock { lines.append(line) } }
+        var text: String { lock.withLock { lines.joined(separator: "\n") } }
+    }
 
     init(venv: String, environment: [String: String], directory: String) throws {
         python = venv + "/bin/python"
@@ -72,9 +81,10 @@ final class TestApplication: @unchecked Sendable {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        // uvicorn says when the application has started; its log is read to the end.
+        // uvicorn says when the application has started.
         let handle = errors.fileHandleForReading
-        Thread.detachNewThread { [self] in
+        let log = self.log
+        Thread.detachNewThread {
             var pending = Data()
             while true {
                 let chunk = handle.availableData
@@ -83,18 +93,18 @@ final class TestApplication: @unchecked Sendable {
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                     let line = String(decoding: pending[..<newline], as: UTF8.self)
                     pending = pending[(newline + 1)...]
-                    log.withLock { lines.append(line) }
-                    if line.contains("Application startup complete") { started.signal() }
+                    log.append(line)
+                    if line.contains("Application startup complete") { log.started.signal() }
                 }
             }
-            started.signal()
+            log.started.signal()
         }
-        guard started.wait(timeout: .now() + 60) == .success, process.isRunning else {
+        guard log.started.wait(timeout: .now() + 60) == .success, process.isRunning else {
             throw CocoaError(.executableLoad, userInfo: ["uvicorn": output])
         }
     }
 
-    var output: String { log.withLock { lines.joined(separator: "\n") } }
+    var output: String { log.text }
 
     /// `count` requests to `endpoint`, `concurrency` at once: each one's answer.
     func requests(_ endpoint: String, count: Int = 1, concurrency: Int = 1) throws -> [[String: Any]] {
