@@ -20,7 +20,7 @@ struct Prewarm: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prewarm",
         abstract: "Keeps already-initialised agent CLI processes ready, one per turn.",
-        subcommands: [Serve.self, Turn.self, Status.self, Top.self, Resize.self, Recycle.self, Stats.self, Advise.self, Size.self, Bench.self, Keeper.self]
+        subcommands: [Serve.self, Turn.self, Status.self, Top.self, Resize.self, Recycle.self, Stats.self, Advise.self, Size.self, Bench.self, SDK.self, Keeper.self]
     )
 }
 

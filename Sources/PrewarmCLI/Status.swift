@@ -106,6 +106,10 @@ struct Status: AsyncParsableCommand {
                     + "\(pool.resumeMisses) cold (\(pool.resumeStale) stale); \(pool.resumeEvicted) evicted, \(pool.resumeExpired) expired"
             )
         }
+        for pool in pools where !pool.runsVia.isEmpty {
+            let counts = pool.runsVia.sorted { $0.key < $1.key }.map { "\($0.value) via \($0.key)" }.joined(separator: ", ")
+            lines.append("\(pool.name) runs through an installed prewarm-claude (prewarm sdk install): \(counts)")
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -29,9 +29,12 @@ import Glibc
 func realCLI(_ environment: [String: String]) -> String? {
     if let path = environment["PREWARM_CLAUDE_CLI"], !path.isEmpty { return path }
     let me = FileKey(path: "/proc/self/exe")
-    if let started = CommandLine.arguments.first, let slash = started.lastIndex(of: "/") {
+    if let started = startedPath(environment), let slash = started.lastIndex(of: "/") {
         let beside = String(started[..<slash]) + "/claude.real"
         if access(beside, X_OK) == 0, let key = FileKey(path: beside), key != me { return beside }
+        // Started as `DIR/claude` that is no longer this executable: an uninstall put the
+        // original back (renamed claude.real over it) since this started.
+        if started.hasSuffix("/claude"), access(started, X_OK) == 0, let key = FileKey(path: started), key != me { return started }
     }
     for directory in (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
         let candidate = String(directory) + "/claude"
@@ -39,6 +42,30 @@ func realCLI(_ environment: [String: String]) -> String? {
         if key != me { return candidate }
     }
     return nil
+}
+
+/// The path this was started as: argv[0] when it names a path; a bare name (a shell's
+/// `claude`) is the first such file on PATH that is this executable.
+func startedPath(_ environment: [String: String]) -> String? {
+    guard let first = CommandLine.arguments.first, !first.isEmpty else { return nil }
+    if first.contains("/") { return first }
+    let me = FileKey(path: "/proc/self/exe")
+    for directory in (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
+        let candidate = String(directory) + "/" + first
+        if access(candidate, X_OK) == 0, let key = FileKey(path: candidate), key == me { return candidate }
+    }
+    return nil
+}
+
+/// How this came to be run in the CLI's place, for the daemon's counts: `sdk-install`
+/// (started as an SDK's `_bundled/claude` with `claude.real` beside it: `prewarm sdk
+/// install`), `path-install` (started as `claude` from a directory: `--path-dir`), or nil
+/// (named by its own name: `cli_path` and the like).
+func installedVia(_ environment: [String: String]) -> String? {
+    guard let started = startedPath(environment), started.hasSuffix("/claude") else { return nil }
+    let directory = String(started.dropLast("/claude".count))
+    if directory.hasSuffix("/_bundled") && access(directory + "/claude.real", X_OK) == 0 { return "sdk-install" }
+    return "path-install"
 }
 
 /// A file's identity (device and inode): the same file under any name or link. (PrewarmCore's
@@ -77,6 +104,12 @@ func execRealCLI(_ environment: [String: String], arguments: [String]) -> Never 
     var argv: [UnsafeMutablePointer<CChar>?] = ([cli] + arguments.dropFirst()).map { strdup($0) }
     argv.append(nil)
     execv(cli, argv)
+    // claude.real renamed back over claude (an uninstall) since it was looked up: look again.
+    if errno == ENOENT, let again = realCLI(environment), again != cli {
+        var retry: [UnsafeMutablePointer<CChar>?] = ([again] + arguments.dropFirst()).map { strdup($0) }
+        retry.append(nil)
+        execv(again, retry)
+    }
     let reason = String(cString: strerror(errno))
     fail(127, "prewarm-claude: cannot run \(cli): \(reason); check PREWARM_CLAUDE_CLI")
 }
@@ -238,12 +271,14 @@ struct RunEnvironment {
     }
 }
 
-/// The run as the daemon reads it: `{"argv": [...], "cwd": "...", "env": {...}, "cli": "..."}`.
-func describeRun(arguments: [String], cwd: String, environment: [String: String], cli: String?) -> String {
+/// The run as the daemon reads it: `{"argv": [...], "cwd": "...", "env": {...}, "cli": "...",
+/// "via": "..."}`.
+func describeRun(arguments: [String], cwd: String, environment: [String: String], cli: String?, via: String?) -> String {
     var json = "{\"argv\":[" + arguments.dropFirst().map(jsonString).joined(separator: ",") + "],"
     json += "\"cwd\":" + jsonString(cwd) + ",\"env\":{"
     json += environment.map { jsonString($0.key) + ":" + jsonString($0.value) }.joined(separator: ",") + "}"
     if let cli { json += ",\"cli\":" + jsonString(cli) }
+    if let via { json += ",\"via\":" + jsonString(via) }
     return json + "}"
 }
 
@@ -304,6 +339,13 @@ func connectDaemon(_ path: String) -> Connection {
         return .stranger(
             "\(path) is served by pid \(peer.pid) of uid \(peer.uid), not by a daemon of uid \(getuid()) or root; nothing was sent to it. Remove it, or set PREWARM_SOCKET to your daemon's socket"
         )
+    }
+    // Started by the daemon itself: a pool's command is this executable (an SDK's bundled
+    // CLI replaced under a running daemon's pool). Handing itself to the daemon as a run would
+    // loop; it is the real CLI instead.
+    if peer.pid == getppid() {
+        close(fd)
+        return .absent("started by the daemon itself (pid \(peer.pid)): a pool's command is prewarm-claude; set it to the real CLI (claude.real)")
     }
     return .connected(fd)
 }
@@ -545,6 +587,7 @@ let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-
     && arguments.dropFirst().contains { $0 != "--verbose" }
 if asksVersion { execRealCLI(environment, arguments: arguments) }
 
+
 /// A connection to the daemon, checked; else the real CLI (a stranger's socket is said on
 /// stderr whatever PREWARM_CLAUDE_DEBUG says: someone may be trying to catch credentials).
 func checkedConnection(_ path: String) -> Int32 {
@@ -568,7 +611,8 @@ case .failure(let failure): fallBack(environment, arguments: arguments, because:
 }
 let daemon = checkedConnection(path)
 let description = describeRun(
-    arguments: arguments, cwd: workingDirectory(), environment: environment.filter { sent.sends($0.key) }, cli: realCLI(environment)
+    arguments: arguments, cwd: workingDirectory(), environment: environment.filter { sent.sends($0.key) }, cli: realCLI(environment),
+    via: installedVia(environment)
 )
 guard let answer = requestRun(daemon, description: description) else {
     close(daemon)

@@ -179,6 +179,7 @@ final class RunAdmission: Sendable {
             input.finish()
             throw error
         }
+        if let via = run.via { pool.countRun(via: via) }
         return slot.answer(
             StreamAdmission.Admitted(
                 pool: pool.name, turn: turn, lease: lease, input: input, outcomeLine: false,

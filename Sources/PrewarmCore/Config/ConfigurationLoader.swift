@@ -117,6 +117,8 @@ public struct ConfigurationLoader: Sendable {
                 throw ConfigError(file: origin, key: "pool[\(index)].name", message: "the pool name \"\(pool.name)\" is used twice; names must be unique")
             }
             pool.executable = resolveCommand(pool.command, baseDirectory: baseDirectory)
+            // An SDK's bundled CLI that `prewarm sdk install` replaced: the CLI is claude.real.
+            if let real = CLIReplacement.realCLI(installedAt: pool.executable) { pool.executable = real }
             if isDropIn(pool.executable) {
                 throw ConfigError(
                     file: origin, key: "pool[\(index)].command",

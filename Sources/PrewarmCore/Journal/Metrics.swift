@@ -131,6 +131,9 @@ public final class BrokerMetrics: Sendable {
             advance("resume_evicted", "Resume spares retired to make room (memory, spares, max_resume_spares).", to: pool.resumeEvicted, pool: pool.name)
             advance("resume_expired", "Resume spares retired unused after resume_spare_ttl_s.", to: pool.resumeExpired, pool: pool.name)
             advance("universal_hits", "Turns that would have started cold, served by a universal spare (--bg-spare).", to: pool.universalHits, pool: pool.name)
+            for (via, count) in pool.runsVia.sorted(by: { $0.key < $1.key }) {
+                advance("runs_via", "Drop-in runs by how prewarm-claude came to be run (sdk-install, path-install).", to: count, pool: pool.name, via: via)
+            }
         }
         gauge("memory_limit", "bytes", "The memory limit the budget is derived from (cgroup, configured or host).")
             .set(Double(memory.limit))
@@ -205,9 +208,10 @@ public final class BrokerMetrics: Sendable {
 
     /// Moves a counter to a count kept elsewhere: by the difference since the last scrape
     /// (a smaller count means its source was made anew: counted from zero).
-    private func advance(_ metric: String, _ help: String, to value: Int, pool: String? = nil) {
-        let key = metric + "\u{0}" + (pool ?? "")
-        let counter = registry.makeCounter(descriptor: Self.name(metric, "total", help), labels: pool.map { [("pool", $0)] } ?? [])
+    private func advance(_ metric: String, _ help: String, to value: Int, pool: String? = nil, via: String? = nil) {
+        let key = metric + (via.map { "\u{0}" + $0 } ?? "") + "\u{0}" + (pool ?? "")
+        let labels = (pool.map { [("pool", $0)] } ?? []) + (via.map { [("via", $0)] } ?? [])
+        let counter = registry.makeCounter(descriptor: Self.name(metric, "total", help), labels: labels)
         seen.withLock { seen in
             let delta = seen[key].map { value >= $0 ? value - $0 : value } ?? value
             seen[key] = value

@@ -51,7 +51,8 @@ extension Pool {
                     !state.config.universalSupported ? "unsupported" : machine.settings.universalSpares > 0 ? "on" : state.config.universalSpares > 0 ? "unsupported" : "off"
                 },
                 universalIdle: machine.universalIdleCount,
-                universalHits: machine.counters.universalHits
+                universalHits: machine.counters.universalHits,
+                runsVia: state.runsVia
             )
         }
     }

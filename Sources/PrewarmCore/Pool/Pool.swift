@@ -90,6 +90,8 @@ public final class Pool: Sendable {
         var universalRuns: [SpareID: PoolConfig] = [:]
         /// The settings of resume spares wanted, until they start.
         var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String, before: FileIdentity?)] = [:]
+        /// Drop-in runs admitted, by how prewarm-claude came to be run (Pool+RunsVia).
+        var runsVia: [String: Int] = [:]
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }

@@ -74,6 +74,10 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public var universalIdle = 0
     /// Turns that would have started cold, served by a universal spare (still counted `cold`).
     public var universalHits = 0
+    /// Drop-in runs admitted, by how prewarm-claude came to be run in the CLI's place:
+    /// `sdk-install` (an SDK's bundled CLI replaced by `prewarm sdk install`), `path-install`
+    /// (`claude` in a PATH directory); runs naming prewarm-claude itself are not counted here.
+    public var runsVia: [String: Int] = [:]
 
     /// An auto pool's target and why.
     public struct AutoSizing: Sendable, Codable, Equatable {
@@ -143,6 +147,7 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case universal
         case universalIdle = "universal_idle"
         case universalHits = "universal_hits"
+        case runsVia = "runs_via"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -185,5 +190,6 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(universal, forKey: .universal)
         try container.encode(universalIdle, forKey: .universalIdle)
         try container.encode(universalHits, forKey: .universalHits)
+        try container.encode(runsVia, forKey: .runsVia)
     }
 }

@@ -11,12 +11,21 @@ public struct RunDescription: Sendable, Codable, Equatable {
     public var env: [String: String]
     /// The real CLI the caller would run without Prewarm (its fallback), if it has one.
     public var cli: String?
+    /// How prewarm-claude came to be run in the CLI's place: `sdk-install` (started as an
+    /// SDK's bundled CLI, `prewarm sdk install`), `path-install` (as `claude` from a PATH
+    /// directory); nil when named by its own name. Counted per pool (`runs_via`); any other
+    /// value is dropped at decoding.
+    public var via: String?
 
-    public init(argv: [String], cwd: String, env: [String: String], cli: String? = nil) {
+    /// The values of `via` the daemon counts.
+    public static let viaValues: Set<String> = ["sdk-install", "path-install"]
+
+    public init(argv: [String], cwd: String, env: [String: String], cli: String? = nil, via: String? = nil) {
         self.argv = argv
         self.cwd = cwd
         self.env = env
         self.cli = cli
+        self.via = via
     }
 
     /// Reads the header's value; the error says what is wrong.
@@ -24,7 +33,7 @@ public struct RunDescription: Sendable, Codable, Equatable {
         guard let data = Data(base64Encoded: header) else {
             throw PrewarmError(.badRequest, "Prewarm-Run must be base64-encoded JSON {\"argv\": [...], \"cwd\": \"/abs\", \"env\": {...}}")
         }
-        let description: RunDescription
+        var description: RunDescription
         do {
             description = try JSONDecoder().decode(RunDescription.self, from: data)
         } catch {
@@ -33,6 +42,7 @@ public struct RunDescription: Sendable, Codable, Equatable {
         guard description.cwd.hasPrefix("/") else {
             throw PrewarmError(.badRequest, "Prewarm-Run: cwd must be an absolute path, not \"\(description.cwd)\"")
         }
+        if let via = description.via, !viaValues.contains(via) { description.via = nil }
         return description
     }
 
