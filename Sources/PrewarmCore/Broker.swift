@@ -229,8 +229,12 @@ public final class Broker: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: Self.commandCheckInterval)
             guard !draining else { return }
-            for pool in allPools where pool.commandFileChanged() {
-                pool.recycle(reason: "the command file changed: \(pool.config.executable)")
+            for pool in allPools {
+                if let reason = pool.followInstalledCLI() {
+                    pool.recycle(reason: reason)
+                } else if pool.commandFileChanged() {
+                    pool.recycle(reason: "the command file changed: \(pool.config.executable)")
+                }
             }
         }
     }

@@ -148,15 +148,24 @@ extension LiveDaemons {
                 let directory = try TestDaemon.makeTemporaryDirectory()
                 let project = directory + "/project"
                 try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
-                // No pool for the SDK's runs: the fingerprint pools make one from the first run.
+                // A pool for the SDK's runs, as config/claude-sdk.toml gives one: the package's own
+                // bundled CLI (the daemon follows `prewarm sdk install` to its claude.real), the
+                // application's model, key and config directory.
+                let python3 = try #require(try FileManager.default.contentsOfDirectory(atPath: venv + "/lib").first { $0.hasPrefix("python3") })
+                let sitePackages = venv + "/lib/" + python3 + "/site-packages"
                 let daemon = try await TestDaemon(
                     pools: """
                         [[pool]]
-                        name = "demo"
-                        command = "FAKE"
+                        name = "sdk"
+                        kind = "claude"
+                        command = "\(sitePackages)/claude_agent_sdk/_bundled/claude"
                         spares = 1
-                        [pool.turn]
-                        end = '"type":"result"'
+                        initialize = false
+                        base_args = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
+                        config_dir = "\(directory)/claude-config"
+                        env = { ANTHROPIC_BASE_URL = "http://127.0.0.1:\(model.port)", ANTHROPIC_API_KEY = "sk-fake", CLAUDE_CODE_SDK_READS_SESSION_STATE = "1" }
+                        [pool.ready]
+                        timeout_s = 120
 
                         [fingerprint_pools]
                         spares = 1
@@ -185,10 +194,10 @@ extension LiveDaemons {
                 try await daemon.pools().filter { $0.fingerprint != nil }
             }
 
-            /// Waits until every fingerprint pool has its spare (the event a warm run needs).
-            func fingerprintSparesReady() async throws {
-                try await waitUntil("the fingerprint pools have their spares", timeout: .seconds(120)) {
-                    try await self.fingerprintPools().allSatisfy { $0.idle >= 1 }
+            /// Waits until every pool that keeps spares has one idle (the event a warm run needs).
+            func sparesReady() async throws {
+                try await waitUntil("the pools have their spares", timeout: .seconds(120)) {
+                    try await self.daemon.pools().allSatisfy { $0.targetSpares == 0 || $0.idle >= 1 }
                 }
             }
 
@@ -216,17 +225,19 @@ extension LiveDaemons {
             #expect(install.status == 0, "\(install)")
             #expect(install.out.contains("installed: "), "\(install)")
 
-            // query(): the first run cold (it makes the fingerprint pool), the next ones warm.
-            _ = try harness.ask("/query")
-            let made = try await harness.fingerprintPools()
-            #expect(made.count == 1 && made.first?.cold == 1, "\(made)")
-            for _ in 0..<2 {
-                try await harness.fingerprintSparesReady()
+            // The daemon follows the install: the pool's spares run claude.real from now on.
+            try await waitUntil("the sdk pool follows the install", timeout: .seconds(60)) {
+                let pool = try await daemon.pool("sdk")
+                return pool.recycled >= 1 && pool.idle >= 1
+            }
+            // query(): served by the pool's spares, warm.
+            for _ in 0..<3 {
+                try await harness.sparesReady()
                 _ = try harness.ask("/query")
             }
-            let afterQueries = try await harness.fingerprintPools()
-            #expect(afterQueries.count == 1, "\(afterQueries.map(\.name))")
-            #expect(afterQueries.first?.served == 3 && afterQueries.first?.warm == 2 && afterQueries.first?.cold == 1, "\(afterQueries)")
+            let sdk = try await daemon.pool("sdk")
+            #expect(sdk.served == 3 && sdk.warm == 3 && sdk.cold == 0, "\(sdk)")
+            #expect(try await harness.fingerprintPools().isEmpty, "the application's runs match the pool")
             #expect(try await harness.runsVia() == ["sdk-install": 3])
             let table = try runCommand(TestDaemon.prewarm, ["status", "--socket", daemon.socket])
             #expect(table.out.contains("runs through an installed prewarm-claude (prewarm sdk install): 3 via sdk-install"), "\(table)")
@@ -236,14 +247,13 @@ extension LiveDaemons {
                 "\(metrics.split(separator: "\n").filter { $0.contains("runs_via") })"
             )
 
-            // ClaudeSDKClient per request: the second one warm too.
-            let before = try await harness.fingerprintPools().reduce(0) { $0 + $1.warm }
+            // ClaudeSDKClient per request: its command line is query()'s, warm too.
+            let before = try await daemon.pool("sdk").warm
             _ = try harness.ask("/client")
-            try await harness.fingerprintSparesReady()
+            try await harness.sparesReady()
             _ = try harness.ask("/client")
-            let pools = try await harness.fingerprintPools()
-            let warm = pools.reduce(0) { $0 + $1.warm }
-            #expect(warm - before >= 1, "\(pools)")
+            let pools = try await daemon.pools()
+            #expect(try await daemon.pool("sdk").warm - before == 2, "\(pools)")
             #expect(try await harness.runsVia() == ["sdk-install": 5])
 
             // Uninstalled: the bundled CLI again; the daemon counts nothing more.

@@ -257,6 +257,9 @@ public struct PoolConfig: Sendable, Equatable {
     public var nearest: NearestPool?
     /// A fingerprint pool's own state directory (`<state>/fingerprint/NAME`), removed with it.
     public var fingerprintDirectory: String?
+    /// The command as configured when `prewarm sdk install` replaced it with the drop-in
+    /// (an SDK's `_bundled/claude`): `executable` is then its `claude.real`. nil otherwise.
+    public var installedAt: String?
     /// `resume_spares` (claude pools): when a turn of a session ends, a process resuming it
     /// is started for its next turn, kept `resume_spare_ttl_s`, at most `max_resume_spares`.
     public var resumeSpares: ResumeSpareSettings?

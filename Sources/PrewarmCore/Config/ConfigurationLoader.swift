@@ -118,7 +118,10 @@ public struct ConfigurationLoader: Sendable {
             }
             pool.executable = resolveCommand(pool.command, baseDirectory: baseDirectory)
             // An SDK's bundled CLI that `prewarm sdk install` replaced: the CLI is claude.real.
-            if let real = CLIReplacement.realCLI(installedAt: pool.executable) { pool.executable = real }
+            if let real = CLIReplacement.realCLI(installedAt: pool.executable) {
+                pool.installedAt = pool.executable
+                pool.executable = real
+            }
             if isDropIn(pool.executable) {
                 throw ConfigError(
                     file: origin, key: "pool[\(index)].command",

@@ -77,6 +77,30 @@ extension Pool {
 
     /// True when the command file is not the one the spares were started from (a CLI
     /// upgrade). A missing file (mid-upgrade) is not a change yet.
+    /// The pool's CLI as `prewarm sdk install` left it: an SDK's bundled CLI replaced by the
+    /// drop-in since the pool started runs its `claude.real`, and one put back runs the
+    /// bundled path again. Returns a reason when the executable changed (the caller recycles).
+    func followInstalledCLI() -> String? {
+        let config = self.config
+        let wanted: (executable: String, installedAt: String?)
+        if let installedAt = config.installedAt {
+            guard CLIReplacement.realCLI(installedAt: installedAt) == nil else { return nil }
+            wanted = (installedAt, nil)
+        } else {
+            guard config.kind == .claude, let real = CLIReplacement.realCLI(installedAt: config.executable) else { return nil }
+            wanted = (real, config.executable)
+        }
+        state.withLock { state in
+            state.config.executable = wanted.executable
+            state.config.installedAt = wanted.installedAt
+            state.configured.executable = wanted.executable
+            state.configured.installedAt = wanted.installedAt
+        }
+        return wanted.installedAt == nil
+            ? "prewarm sdk uninstall put the SDK's CLI back: \(wanted.executable)"
+            : "prewarm sdk install put the drop-in in place of the SDK's CLI: its spares run \(wanted.executable)"
+    }
+
     func commandFileChanged() -> Bool {
         let (path, known) = state.withLock { ($0.config.executable, $0.commandFile) }
         guard let current = FileIdentity(path: path) else { return false }
