@@ -587,6 +587,13 @@ let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-
     && arguments.dropFirst().contains { $0 != "--verbose" }
 if asksVersion { execRealCLI(environment, arguments: arguments) }
 
+// A terminal on stdin or stdout is a person at the keyboard (the interactive CLI, or a `-p`
+// whose output they read): what they get is the real CLI's, untouched. SDKs, scripts and
+// servers spawn the CLI on pipes.
+if isatty(0) != 0 || isatty(1) != 0 {
+    fallBack(environment, arguments: arguments, because: "a terminal on \(isatty(0) != 0 ? "stdin" : "stdout"): the real CLI is for a person")
+}
+
 
 /// A connection to the daemon, checked; else the real CLI (a stranger's socket is said on
 /// stderr whatever PREWARM_CLAUDE_DEBUG says: someone may be trying to catch credentials).

@@ -124,6 +124,13 @@ final class RunAdmission: Sendable {
             throw PrewarmError(.badRequest, "POST /v1/runs needs the run in Prewarm-Run: base64 JSON {\"argv\", \"cwd\", \"env\"}")
         }
         let run = try RunDescription.decode(header: header)
+        // An operand without --print is the interactive CLI given a first prompt, or a
+        // subcommand (`claude mcp list`): nothing a spare does. The drop-in runs the real CLI
+        // (it has read nothing of its stdin yet).
+        let line = ClaudeCommandLine(run.argv)
+        if !line.operands.isEmpty, !line.options.contains(where: { $0.name == "--print" }) {
+            throw PrewarmError(.runNotServed, "an operand without --print (\(line.operands.first ?? "")...: the interactive CLI or a subcommand) is the real CLI's to run")
+        }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: run.cwd, isDirectory: &isDirectory), isDirectory.boolValue,
             access(run.cwd, R_OK | X_OK) == 0

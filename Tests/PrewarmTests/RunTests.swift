@@ -351,3 +351,40 @@ extension LiveDaemons {
         }
     }
 }
+
+extension LiveDaemons {
+    /// `prewarm-claude` installed as `claude` earlier on PATH never changes what a person
+    /// gets: a terminal on stdin or stdout, an operand without `-p` (the interactive CLI given
+    /// a first prompt) and a subcommand all run the real CLI, untouched.
+    @Suite("Drop-in: what stays the real CLI's", .serialized)
+    struct DropInRealCLITests {
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script(1) (util-linux) for a terminal"))
+        func aTerminalGetsTheRealCLI() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool())
+            let cli = try DropInTests.fakeCLI(in: daemon.directory)
+            var environment = RunTests.environment(daemon)
+            environment["PREWARM_CLAUDE_CLI"] = cli
+            environment["PREWARM_CLAUDE_DEBUG"] = "1"
+            // script(1) gives the command a terminal on stdin and stdout.
+            let command = "\(DropInTests.dropIn) --output-format stream-json --verbose --input-format stream-json </dev/null"
+            let (_, out, _) = try DropInTests.run(["-q", "-e", "-c", command, "/dev/null"], environment: environment, stdin: "", as: "/usr/bin/script")
+            #expect(out.contains("arg:--input-format"), "the real CLI ran: \(out)")
+            #expect(out.contains("a terminal on stdout"), "\(out)")
+            #expect(try await daemon.pool("c").served == 0)
+        }
+
+        @Test func anOperandWithoutPrintGetsTheRealCLI() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool())
+            let cli = try DropInTests.fakeCLI(in: daemon.directory)
+            var environment = RunTests.environment(daemon)
+            environment["PREWARM_CLAUDE_CLI"] = cli
+            environment["PREWARM_TEST_MARK"] = "m"
+            for arguments in [["mcp", "list"], ["--model", "opus", "Fix the bug"]] {
+                let (status, out, err) = try DropInTests.run(arguments, environment: environment, stdin: "in\n")
+                #expect(status == 7, "\(arguments): \(err)")
+                #expect(out.hasSuffix(arguments.map { "arg:\($0)\n" }.joined() + "env:m\nin\n"), "the real CLI, argv and stdin untouched: \(out)")
+            }
+            #expect(try await daemon.pools().allSatisfy { $0.served == 0 && $0.fingerprint == nil })
+        }
+    }
+}
