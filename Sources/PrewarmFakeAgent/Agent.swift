@@ -334,7 +334,8 @@ final class Agent {
         ballast.allocate(mib: options.turnMiB)
 
         writer.send(systemInitLine())
-        if options.hangTurn { hangForever() }
+        // A prompt can ask for the hang too (a caller whose command line must stay the CLI's own).
+        if options.hangTurn || prompt.contains("PREWARM_HANG_TURN") { hangForever() }
         if options.garbage { writeTurnGarbage() }
 
         var text = ""

@@ -189,7 +189,8 @@ extension Options {
           --fail-init         fail start-up: message on stderr, exit 1
           --hang-init         never finish start-up (never reads stdin)
           --crash-mid-turn    exit 3 after the first token of a turn
-          --hang-turn         hang forever after a turn's system/init line
+          --hang-turn         hang forever after a turn's system/init line (also: a
+                              prompt containing PREWARM_HANG_TURN)
           --garbage           write non-JSON lines at start-up and in every turn
           --fork-child        spawn a sleeping grandchild in the same process group;
                               its pid is reported as child_pid

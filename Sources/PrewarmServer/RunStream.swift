@@ -123,13 +123,24 @@ final class RunAdmission: Sendable {
         guard let header = request.headers[Self.runHeader] else {
             throw PrewarmError(.badRequest, "POST /v1/runs needs the run in Prewarm-Run: base64 JSON {\"argv\", \"cwd\", \"env\"}")
         }
-        let run = try RunDescription.decode(header: header)
+        var run = try RunDescription.decode(header: header)
         // An operand without --print is the interactive CLI given a first prompt, or a
         // subcommand (`claude mcp list`): nothing a spare does. The drop-in runs the real CLI
         // (it has read nothing of its stdin yet).
         let line = ClaudeCommandLine(run.argv)
-        if !line.operands.isEmpty, !line.options.contains(where: { $0.name == "--print" }) {
+        let printing = line.options.contains { $0.name == "--print" }
+        if !line.operands.isEmpty, !printing {
             throw PrewarmError(.runNotServed, "an operand without --print (\(line.operands.first ?? "")...: the interactive CLI or a subcommand) is the real CLI's to run")
+        }
+        // Print mode (`claude -p PROMPT`): served by a stream-json spare given the prompt as a
+        // user message; what the CLI refuses or does otherwise stays the real CLI's.
+        var print: PrintRun?
+        if printing {
+            guard let parsed = PrintRun.parse(run.argv, stdinIsTerminal: false) else {
+                throw PrewarmError(.runNotServed, "a print-mode command line that the real CLI answers itself (see PrintRun)")
+            }
+            print = parsed
+            run.argv = parsed.spareArguments
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: run.cwd, isDirectory: &isDirectory), isDirectory.boolValue,
@@ -147,6 +158,8 @@ final class RunAdmission: Sendable {
             pool = serving
             model = matched.model
             filter = matched.filter
+            // The conversion drops partial messages itself, leaving every other byte alone.
+            if print != nil { filter.dropPartialMessages = false }
             if matched.claimed {
                 plan = TurnResponder.Plan(
                     claim: TurnResponder.ClaimPlan(session: matched.session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers),
@@ -191,7 +204,7 @@ final class RunAdmission: Sendable {
             StreamAdmission.Admitted(
                 pool: pool.name, turn: turn, lease: lease, input: input, outcomeLine: false,
                 headers: StreamAdmission.Admitted.headers(turnID: turnID, lease: lease) + [("Prewarm-Pool", pool.name)],
-                record: record, run: filter
+                record: record, run: filter, print: print
             )
         )
     }
@@ -214,10 +227,14 @@ struct RunStream {
         let arrived = admitted.record.arrived
         // A protocol violation's description, set before the process is killed for it.
         let violation = NIOLockedValueBox<String?>(nil)
+        let print = admitted.print
         await admitted.serve(channel) { inbound, outbound, counts in
             try await withThrowingTaskGroup(of: Int.self) { group in
-                group.addTask { await Self.readClient(inbound, input: input, lease: lease, turn: turn, violation: violation, logger: logger) }
+                group.addTask {
+                    await Self.readClient(inbound, input: input, lease: lease, turn: turn, print: print, violation: violation, logger: logger)
+                }
                 var filter = RunOutputFilter(rules: rules)
+                var conversion = print?.conversion()
                 // A run's turn forwards stderr (RunAdmission makes it so); a finished channel otherwise.
                 let errors = turn.errors ?? AsyncChannel<ByteBuffer>()
                 if turn.errors == nil { errors.finish() }
@@ -225,7 +242,8 @@ struct RunStream {
                     let frame: ByteBuffer
                     switch piece {
                     case .stdout(let chunk):
-                        let kept = filter.filter(chunk)
+                        var kept = filter.filter(chunk)
+                        if conversion != nil { kept = ByteBuffer(bytes: conversion!.consume(Array(kept.readableBytesView))) }
                         guard kept.readableBytes > 0 else { continue }
                         if counts.firstByte == nil { counts.firstByte = arrived.duration(to: .now) }
                         counts.bytesOut += kept.readableBytes
@@ -235,10 +253,27 @@ struct RunStream {
                     }
                     try await outbound.write(frame)
                 }
-                let rest = filter.finish()
+                var rest = filter.finish()
+                if conversion != nil { rest = ByteBuffer(bytes: conversion!.consume(Array(rest.readableBytesView))) }
                 if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
                 var (status, reason) = Self.exitStatus(await turn.result())
-                if let broken = violation.withLockedValue({ $0 }) {
+                if let noInput = violation.withLockedValue({ $0 }), noInput == Self.noInput {
+                    // Neither a prompt nor stdin: what the CLI says, as it says it.
+                    try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(string: PrintRun.noInputError)))
+                    try await outbound.write(RunFrame.exit(status: 1, reason: nil))
+                    group.cancelAll()
+                    input.finish()
+                    counts.bytesIn = (try? await group.next()) ?? 0
+                    return
+                }
+                if conversion != nil {
+                    // What the CLI prints last in this output format, and its exit status.
+                    let end = conversion!.finish(exitStatus: status > 128 ? nil : status, signal: status > 128 ? status - 128 : nil)
+                    if !end.stdout.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stdout, ByteBuffer(bytes: end.stdout))) }
+                    if !end.stderr.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(bytes: end.stderr))) }
+                    status = end.status
+                }
+                if let broken = violation.withLockedValue({ $0 }), broken != Self.noInput {
                     // Killed for it: never a success, whatever the process managed to do first
                     // (its stdin's end can reach it before the kill does).
                     status = status == 0 ? 128 + SIGKILL : status
@@ -257,11 +292,13 @@ struct RunStream {
     /// process is killed.
     private static func readClient(
         _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, input: AsyncChannel<ByteBuffer>, lease: Lease, turn: Turn,
-        violation: NIOLockedValueBox<String?>, logger: Logger
+        print: PrintRun?, violation: NIOLockedValueBox<String?>, logger: Logger
     ) async -> Int {
         var count = 0
         var buffer = ByteBuffer()
         var stdinOpen = true
+        // A print run's stdin, read to its end as the CLI reads it (then the prompt's message).
+        var printed: [UInt8] = []
         do {
             for try await var chunk in inbound {
                 buffer.writeBuffer(&chunk)
@@ -270,9 +307,26 @@ struct RunStream {
                     case .stdin(let bytes):
                         guard stdinOpen else { throw RunFrame.ProtocolError(description: "stdin bytes after its end") }
                         count += bytes.readableBytes
-                        await input.send(bytes)
+                        if print != nil {
+                            guard printed.count + bytes.readableBytes <= Self.maxPrintInput else {
+                                throw RunFrame.ProtocolError(description: "a print run's stdin over \(Self.maxPrintInput >> 20) MiB")
+                            }
+                            printed += bytes.readableBytesView
+                        } else {
+                            await input.send(bytes)
+                        }
                     case .stdinEnd:
                         stdinOpen = false
+                        if let print {
+                            guard let message = print.message(stdin: String(decoding: printed, as: UTF8.self)) else {
+                                violation.withLockedValue { $0 = Self.noInput }
+                                if !turn.isFinished { lease.clientGone() }
+                                input.finish()
+                                return count
+                            }
+                            printed = []
+                            await input.send(ByteBuffer(bytes: PrintRun.userLine(message)))
+                        }
                         input.finish()
                     case .signal(let number):
                         if RunFrame.forwardedSignals.contains(number) {
@@ -299,6 +353,11 @@ struct RunStream {
         input.finish()
         return count
     }
+
+    /// A print run given neither a prompt nor stdin (not a protocol violation: the CLI's error).
+    static let noInput = "no input"
+    /// The most stdin a print run's prompt may hold (the CLI reads it whole, as this does).
+    static let maxPrintInput = 64 << 20
 
     /// The status `prewarm-claude` exits with, and a reason when the daemon ended the run.
     static func exitStatus(_ result: TurnResult) -> (Int32, String?) {

@@ -276,6 +276,9 @@ final class StreamAdmission: Sendable {
         var controlFilter: ControlLineFilter? = nil
         /// A drop-in run (framed after the 101), with what of its output its caller must not see.
         var run: RunOutputFilter.Rules? = nil
+        /// A print-mode run (`claude -p`): its prompt becomes a user message, its output is
+        /// what the CLI prints in that mode (PrintConversion).
+        var print: PrintRun? = nil
 
         /// The `Prewarm-*` headers of the 101 (a turn's response headers).
         static func headers(turnID: String, lease: Lease) -> [(String, String)] {

@@ -388,3 +388,78 @@ extension LiveDaemons {
         }
     }
 }
+
+extension LiveDaemons {
+    /// `claude -p` through `prewarm-claude`, served warm by a stream-json spare (the fake
+    /// agent): the prompt (operand, stdin, or both) is its user message, and the caller gets
+    /// what the CLI prints in that output format, with its exit status.
+    @Suite("Drop-in: print mode", .serialized)
+    struct PrintModeTests {
+        static func run(_ arguments: [String], daemon: TestDaemon, stdin: String = "") throws -> (Int32, String, String) {
+            try DropInTests.run(arguments, environment: RunTests.environment(daemon), stdin: stdin)
+        }
+
+        @Test func everyOutputFormatIsServedWarm() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            var served = 0
+            for format in ["text", "json", "stream-json"] {
+                try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
+                var arguments = ["-p", "Say hello", "--output-format", format]
+                if format == "stream-json" { arguments.append("--verbose") }
+                let (status, out, err) = try Self.run(arguments, daemon: daemon)
+                #expect(status == 0, "\(format): \(err)")
+                let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+                switch format {
+                case "text":
+                    #expect(out.hasSuffix("\n") && !out.contains(#""type""#) && !out.isEmpty, "text is the result and a newline: \(out.debugDescription)")
+                case "json":
+                    #expect(lines.count == 2 && lines[0].hasPrefix(#"{"type":"result""#) && lines[1].isEmpty, "one line, the result: \(out)")
+                default:
+                    #expect(lines.contains { $0.contains(#""subtype":"init""#) } && lines.contains { $0.hasPrefix(#"{"type":"result""#) }, "\(out)")
+                }
+                served += 1
+                let pool = try await daemon.pool("c")
+                #expect(pool.served == served && pool.warm == served, "\(format): \(pool)")
+            }
+        }
+
+        @Test func thePromptFromStdinAndNoneAtAll() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            // The whole stdin (1 MiB) is the prompt: the spare's turn sees one user message.
+            let big = String(repeating: "x", count: 1 << 20)
+            let (status, out, err) = try Self.run(["-p", "--output-format", "json"], daemon: daemon, stdin: big)
+            #expect(status == 0 && out.hasPrefix(#"{"type":"result""#), "\(err)")
+            // Neither: the CLI's own error, on stderr, exit 1.
+            let (none, noneOut, noneErr) = try Self.run(["-p"], daemon: daemon, stdin: "")
+            #expect(none == 1 && noneOut.isEmpty && noneErr == PrintRun.noInputError, "\(none) \(noneErr)")
+        }
+
+        /// What the CLI refuses or does otherwise is the real CLI's (here the fake CLI script):
+        /// stream-json without --verbose, a resumed session, stdin of another format.
+        @Test func whatThePrintModeLeavesToTheRealCLI() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let cli = try DropInTests.fakeCLI(in: daemon.directory)
+            var environment = RunTests.environment(daemon)
+            environment["PREWARM_CLAUDE_CLI"] = cli
+            for arguments in [["-p", "hi", "--output-format", "stream-json"], ["-p", "hi", "--resume", "abc"], ["-p", "hi", "--input-format", "stream-json"]] {
+                let (status, out, _) = try DropInTests.run(arguments, environment: environment, stdin: "")
+                #expect(status == 7 && out.contains("arg:hi"), "\(arguments): \(out)")
+            }
+            #expect(try await daemon.pool("c").served == 0)
+        }
+
+        /// The client killed mid-answer: its process is killed.
+        @Test func aClientKilledMidAnswerKillsItsProcess() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try RunTests.DropIn(["-p", "PREWARM_HANG_TURN", "--output-format", "stream-json", "--verbose"], environment: RunTests.environment(daemon), cwd: project)
+            run.closeInput()
+            let initLine = try #require(run.readLine(containing: #""subtype":"init""#))
+            let object = try JSONSerialization.jsonObject(with: Data(initLine.utf8)) as? [String: Any]
+            let pid = try #require(object?["pid"] as? Int)
+            kill(run.process.processIdentifier, SIGKILL)
+            _ = run.finish()
+            try await waitUntil("the run's process is killed", timeout: .seconds(10)) { !isAlive(Int32(pid)) }
+        }
+    }
+}
