@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+@testable import PrewarmCore
+
+extension LiveDaemons {
+    /// The real CLI as oracle: the same `claude -p` command lines through the SDK's bundled
+    /// CLI alone and through `prewarm-claude` served by a warm stream-json spare of that CLI,
+    /// both against the fake model. Text byte-equal; json and stream-json with the same lines,
+    /// keys, key order and types (values that differ run to run excepted, by name); the same
+    /// exit status and stderr.
+    @Suite("Print mode against the real CLI", .serialized, .enabled(if: SDKEnvironment.available, "needs the claude-agent-sdk virtualenv (.ci/run makes it)"))
+    struct PrintOracleTests {
+        /// One run to its end in `cwd`.
+        static func run(_ executable: String, _ arguments: [String], environment: [String: String], cwd: String, stdin: String) throws -> (status: Int32, out: [UInt8], err: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.environment = environment
+            process.currentDirectoryURL = URL(fileURLWithPath: cwd)
+            let input = Pipe()
+            let output = Pipe()
+            let errors = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+            let out = output.fileHandleForReading.readDataToEndOfFile()
+            let err = errors.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, Array(out), String(decoding: err, as: UTF8.self))
+        }
+
+        @Test func printModeMatchesTheRealCLI() async throws {
+            let harness = try await SDKDropInTests.Harness.start()
+            let daemon = harness.daemon
+            let cli = SDKEnvironment.cli!
+            let environment = [
+                "PATH": "/usr/bin:/bin", "HOME": daemon.directory, "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(harness.model.port)",
+                "ANTHROPIC_API_KEY": "sk-fake", "CLAUDE_CONFIG_DIR": harness.configDirectory,
+                // What a claude pool's spares run with unless its `env` says otherwise (the
+                // daemon's: no telemetry), which `system/init` shows; the CLI alone gets it too.
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            ]
+            let through = environment.merging(["PREWARM_SOCKET": daemon.socket, "PREWARM_CLAUDE_CLI": cli]) { $1 }
+            let cases: [(arguments: [String], stdin: String, format: PrintConversion.Format, verbose: Bool, warm: Bool)] = [
+                (["-p", "Say hello."], "", .text, false, true),
+                (["-p", "Say hello.", "--output-format", "json"], "", .json, false, true),
+                (["--output-format", "stream-json", "--verbose", "-p", "Say hello."], "", .streamJSON, true, true),
+                (["-p", "--output-format", "json", "--verbose"], "Say hello from stdin.\n", .json, true, true),
+                (["-p", "Read this.", "--output-format", "text"], "Context on stdin.\n", .text, false, true),
+                // A tool call with one turn allowed: the CLI's error text, no newline, exit 1
+                // (--max-turns is a host option: its fingerprint pool's first run is cold).
+                (["-p", "PREWARM_TOOL_USE now", "--max-turns", "1"], "", .text, false, false),
+            ]
+            var served = 0
+            for test in cases {
+                try await waitUntil("the pool's spare is idle", timeout: .seconds(60)) { try await daemon.pool("sdk").idle >= 1 }
+                let alone = try Self.run(cli, test.arguments, environment: environment, cwd: harness.project, stdin: test.stdin)
+                let warm = try Self.run(DropInTests.dropIn, test.arguments, environment: through, cwd: harness.project, stdin: test.stdin)
+                let label = test.arguments.joined(separator: " ")
+                #expect(warm.status == alone.status, "\(label): exit \(warm.status) != \(alone.status); \(warm.err)")
+                #expect(warm.err == alone.err, "\(label): stderr \(warm.err.debugDescription) != \(alone.err.debugDescription)")
+                let differences = OutputComparison.differences(warm.out, alone.out, format: test.format, verbose: test.verbose)
+                #expect(differences.isEmpty, "\(label): \(differences)\nthrough: \(String(decoding: warm.out, as: UTF8.self))\nalone: \(String(decoding: alone.out, as: UTF8.self))")
+                if test.warm {
+                    served += 1
+                    let pool = try await daemon.pool("sdk")
+                    #expect(pool.served == served && pool.warm == served, "\(label) was served warm: \(pool)")
+                }
+            }
+            try? FileManager.default.removeItem(atPath: harness.outside)
+        }
+    }
+}
