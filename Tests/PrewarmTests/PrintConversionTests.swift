@@ -244,13 +244,16 @@ struct PrintConversionTests {
             ["-p", "a", "b"],  // two operands
             ["-p", "x", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"],
             ["-p", "x", "--output-format", "yaml"],
-            ["-p", "x", "--resume", "abc"], ["-p", "x", "-c"], ["-pc", "x"], ["-p", "x", "--help"],
+            ["-p", "x", "--fork-session", "--resume", "abc"], ["-pc", "x"], ["-p", "x", "--help"],
             ["-p", "x", "--max-turns", "1.5"], ["-p", "x", "--max-budget-usd", "1e-3"],
             ["-p", "x", "--model"],  // a value missing
         ]
         for arguments in refused {
             #expect(PrintRun.parse(arguments, stdinIsTerminal: false) == nil, "\(arguments)")
         }
+        // A resumed or continued session is served: the spare resumes it.
+        #expect(PrintRun.parse(["-p", "x", "--resume", "abc"], stdinIsTerminal: false)?.spareArguments.prefix(2) == ["--resume", "abc"])
+        #expect(PrintRun.parse(["-p", "x", "-c"], stdinIsTerminal: false)?.spareArguments.first == "-c")
         #expect(PrintRun.parse(["-p"], stdinIsTerminal: true) == nil)
         #expect(PrintRun.parse(["-p", ""], stdinIsTerminal: true) == nil)
         #expect(PrintRun.parse([Array("-p".utf8), [0x66, 0xFF]], stdinIsTerminal: false) == nil)  // not UTF-8

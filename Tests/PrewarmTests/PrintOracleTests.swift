@@ -71,6 +71,18 @@ extension LiveDaemons {
                     #expect(pool.served == served && pool.warm == served, "\(label) was served warm: \(pool)")
                 }
             }
+
+            // `--resume S -p PROMPT` (the Laravel SDK's ->resume($id)) through the daemon: the
+            // session's whole context, twice.
+            try await waitUntil("the pool's spare is idle", timeout: .seconds(60)) { try await daemon.pool("sdk").idle >= 1 }
+            let first = try Self.run(DropInTests.dropIn, ["-p", "Remember this.", "--output-format", "json"], environment: through, cwd: harness.project, stdin: "")
+            let object = try JSONSerialization.jsonObject(with: Data(first.out)) as? [String: Any]
+            let session = try #require(object?["session_id"] as? String, "\(String(decoding: first.out, as: UTF8.self))")
+            for (turns, prompt) in [(2, "And now?"), (3, "Once more?")] {
+                let resumed = try Self.run(DropInTests.dropIn, ["--resume", session, "-p", prompt], environment: through, cwd: harness.project, stdin: "")
+                let text = String(decoding: resumed.out, as: UTF8.self)
+                #expect(resumed.status == 0 && text.contains("[user turns: \(turns)]") && text.hasSuffix("\n"), "\(turns): \(text.debugDescription) \(resumed.err)")
+            }
             try? FileManager.default.removeItem(atPath: harness.outside)
         }
     }

@@ -435,13 +435,13 @@ extension LiveDaemons {
         }
 
         /// What the CLI refuses or does otherwise is the real CLI's (here the fake CLI script):
-        /// stream-json without --verbose, a resumed session, stdin of another format.
+        /// stream-json without --verbose, a forked session, stdin of another format.
         @Test func whatThePrintModeLeavesToTheRealCLI() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
             let cli = try DropInTests.fakeCLI(in: daemon.directory)
             var environment = RunTests.environment(daemon)
             environment["PREWARM_CLAUDE_CLI"] = cli
-            for arguments in [["-p", "hi", "--output-format", "stream-json"], ["-p", "hi", "--resume", "abc"], ["-p", "hi", "--input-format", "stream-json"]] {
+            for arguments in [["-p", "hi", "--output-format", "stream-json"], ["-p", "hi", "--fork-session", "--resume", "abc"], ["-p", "hi", "--input-format", "stream-json"]] {
                 let (status, out, _) = try DropInTests.run(arguments, environment: environment, stdin: "")
                 #expect(status == 7 && out.contains("arg:hi"), "\(arguments): \(out)")
             }

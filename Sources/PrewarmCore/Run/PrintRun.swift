@@ -9,8 +9,9 @@
 /// - `--include-partial-messages` without stream-json output (`Error:
 ///   --include-partial-messages requires --print and --output-format=stream-json.`, exit 1);
 /// - `--input-format` other than text (already an SDK-style run);
-/// - options that change what kind of run it is (help, version, sessions resumed or continued,
-///   remote or background runs, the CLI's own control surfaces): see `refused`;
+/// - options that change what kind of run it is (help, version, forked sessions, remote or
+///   background runs, the CLI's own control surfaces): see `refused`. A resumed or continued
+///   session (`--resume S`, `--continue`) is served: the spare resumes it in stream-json;
 /// - no prompt operand while stdin is a terminal (the CLI: `Error: Input must be provided
 ///   either through stdin or as a prompt argument when using --print`);
 /// - limits the text printer would print in a way not reproduced here (`--max-turns` not a
@@ -164,7 +165,7 @@ public struct PrintRun: Sendable, Equatable {
 
     /// Options that make it another kind of run than one prompt answered in a fresh session.
     static let refused: Set<String> = [
-        "--help", "--version", "--resume", "--continue", "--fork-session", "--resume-session-at", "--resume-drops-turn",
+        "--help", "--version", "--fork-session", "--resume-session-at", "--resume-drops-turn",
         "--rewind-files", "--from-pr", "--teleport", "--cloud", "--remote", "--remote-control", "--background", "--worktree",
         "--tmux", "--ide", "--chrome", "--sdk-url", "--await-claim", "--await-initialize", "--bg-spare", "--init", "--init-only",
         "--maintenance", "--replay-user-messages", "--permission-prompt-tool", "--attach-serve", "--exec", "-m", "--handle-uri",
