@@ -97,7 +97,7 @@ struct Status: AsyncParsableCommand {
         }
         for pool in pools where pool.fingerprint != nil {
             let state = pool.closing == true ? "closing (goes when its last run ends)" : (pool.targetSpares > 0 ? "keeps spares" : "no spares until a second run")
-            let why = pool.differsFrom.map { "differs from pool \($0.pool) in \($0.differences.joined(separator: " "))" } ?? "no claude pool is configured"
+            let why = pool.differsFrom.map { "differ from pool \($0.pool) in \($0.differences.joined(separator: " "))" } ?? "find no claude pool configured"
             lines.append("\(pool.name) is a fingerprint pool, \(state); its runs \(why)")
         }
         for pool in pools where pool.resumeHeld + pool.resumeHits + pool.resumeMisses > 0 {

@@ -34,7 +34,8 @@ extension LiveDaemons {
         }
 
         @Test func printModeMatchesTheRealCLI() async throws {
-            let harness = try await SDKDropInTests.Harness.start()
+            // One resume spare at most: the newest session's (the print runs' below).
+            let harness = try await SDKDropInTests.Harness.start(extra: "resume_spares = true\nmax_resume_spares = 1")
             let daemon = harness.daemon
             let cli = SDKEnvironment.cli!
             let environment = [
@@ -72,16 +73,23 @@ extension LiveDaemons {
                 }
             }
 
-            // `--resume S -p PROMPT` (the Laravel SDK's ->resume($id)) through the daemon: the
-            // session's whole context, twice.
+            // `--resume S -p PROMPT` (the Laravel SDK's ->resume($id)): served by the resume
+            // spare its session's last run left (started in stream-json, given the prompt),
+            // with the session's whole context.
             try await waitUntil("the pool's spare is idle", timeout: .seconds(60)) { try await daemon.pool("sdk").idle >= 1 }
             let first = try Self.run(DropInTests.dropIn, ["-p", "Remember this.", "--output-format", "json"], environment: through, cwd: harness.project, stdin: "")
             let object = try JSONSerialization.jsonObject(with: Data(first.out)) as? [String: Any]
             let session = try #require(object?["session_id"] as? String, "\(String(decoding: first.out, as: UTF8.self))")
             for (turns, prompt) in [(2, "And now?"), (3, "Once more?")] {
+                try await waitUntil("the session's resume spare is ready", timeout: .seconds(60)) {
+                    let pool = try await daemon.pool("sdk")
+                    return pool.resumeHits == turns - 2 && pool.resumeReady == 1 && pool.busy == 0
+                }
                 let resumed = try Self.run(DropInTests.dropIn, ["--resume", session, "-p", prompt], environment: through, cwd: harness.project, stdin: "")
                 let text = String(decoding: resumed.out, as: UTF8.self)
                 #expect(resumed.status == 0 && text.contains("[user turns: \(turns)]") && text.hasSuffix("\n"), "\(turns): \(text.debugDescription) \(resumed.err)")
+                let pool = try await daemon.pool("sdk")
+                #expect(pool.resumeHits == turns - 1, "turn \(turns) was its resume spare's: \(pool.resumeHits) hits, \(pool.resumeMisses) misses")
             }
             try? FileManager.default.removeItem(atPath: harness.outside)
         }

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# `claude -p` as the PHP SDKs, API wrappers and scripts run it: time to the last byte of
+# `-p "..." --output-format json` (and to the first byte of `--output-format stream-json
+# --verbose`), the bundled CLI alone against prewarm-claude served by the shipped
+# configuration's claimed spares (config/claude-sdk.toml's pool, 8 spares), 1 and 8 at once,
+# alternating in one run, plus the Laravel SDK's shape with `--resume`.
+#   bash benchmarks/print.sh [ROUNDS]
+# Release build; the Python SDK's virtualenv from .ci/run for its bundled CLI; the fake model
+# on loopback (first token after 50 ms).
+set -euo pipefail
+rounds="${1:-3}"
+cd "$(dirname "$0")/.."
+swift build -c release >/dev/null
+bin="$(swift build -c release --show-bin-path)"
+sdk_venv="${XDG_CACHE_HOME:-$HOME/.cache}/prewarm/venv-sdk"
+cli="$("$sdk_venv/bin/python" -c 'import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),"_bundled","claude"))')"
+work="$(mktemp -d /tmp/prewarm-print-bench.XXXXXX)"
+mkdir -p "$work/config" "$work/project"
+
+"$bin/prewarm-fake-model" --port 0 --ttft-ms 50 > "$work/model.out" &
+model=$!
+trap 'kill $model ${daemon:-} 2>/dev/null || true' EXIT
+while [ ! -s "$work/model.out" ]; do sleep 0.1; done
+port="$(python3 -c 'import json,sys;print(json.loads(open(sys.argv[1]).readline())["port"])' "$work/model.out")"
+
+# The shipped configuration, with this CLI, 8 spares and the model's address passed on.
+sed -e "s|^command = \"claude\"|command = \"$cli\"\nconfig_dir = \"$work/config\"|" -e 's/^spares = 2$/spares = 8/' \
+    config/claude-sdk.toml > "$work/prewarm.toml"
+printf '[journal]\nenabled = false\n' >> "$work/prewarm.toml"
+env -i PATH=/usr/bin:/bin HOME="$work" XDG_STATE_HOME="$work/state" ANTHROPIC_BASE_URL="http://127.0.0.1:$port" ANTHROPIC_API_KEY=sk-fake \
+    "$bin/prewarm" serve --config "$work/prewarm.toml" --socket "$work/p.sock" 2> "$work/daemon.log" &
+daemon=$!
+full() {
+    until "$bin/prewarm" status --json --socket "$work/p.sock" 2>/dev/null \
+        | python3 -c 'import json,sys
+try: p = json.load(sys.stdin)["pools"][0]
+except ValueError: sys.exit(1)
+sys.exit(0 if p["idle"] >= 8 and p["starting"] == 0 else 1)'; do
+        sleep 0.5
+    done
+}
+full
+
+# The callers' environment: the model, its key, the config directory (the pool's).
+export_env=(env -i PATH=/usr/bin:/bin HOME="$work" ANTHROPIC_BASE_URL="http://127.0.0.1:$port" ANTHROPIC_API_KEY=sk-fake
+    CLAUDE_CONFIG_DIR="$work/config" PREWARM_SOCKET="$work/p.sock" PREWARM_CLAUDE_CLI="$cli")
+
+# measure MODE SHAPE AT_ONCE: AT_ONCE runs at once; one JSON line each (first and last byte).
+measure() {
+    local exe="$cli"
+    [ "$1" = prewarm ] && exe="$bin/prewarm-claude"
+    (cd "$work/project" && "${export_env[@]}" python3 - "$exe" "$2" "$3" "$1" "$session" <<'PY'
+import json, subprocess, sys, threading, time
+exe, shape, at_once, mode, session = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+argv = {
+    "json": [exe, "-p", "Say hello.", "--output-format", "json"],
+    "stream": [exe, "-p", "Say hello.", "--output-format", "stream-json", "--verbose"],
+    "laravel": [exe, "--output-format", "stream-json", "--verbose", "--max-turns", "3", "--resume", session, "--print", "Go on."],
+}[shape]
+results = [None] * at_once
+def one(i):
+    start = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = None
+    chunks = []
+    while True:
+        b = p.stdout.read1(65536)
+        if not b: break
+        if first is None: first = time.monotonic() - start
+        chunks.append(b)
+    p.wait()
+    out = b"".join(chunks)
+    ok = p.returncode == 0 and b'"type":"result"' in out
+    results[i] = {"first": first, "last": time.monotonic() - start, "ok": ok}
+threads = [threading.Thread(target=one, args=(i,)) for i in range(at_once)]
+for t in threads: t.start()
+for t in threads: t.join()
+for r in results:
+    r.update(mode=mode, shape=shape, at_once=at_once)
+    print(json.dumps(r))
+PY
+    ) >> "$work/samples.jsonl"
+}
+
+# A session for the Laravel shape to resume.
+session="$(cd "$work/project" && "${export_env[@]}" "$cli" -p "Remember this." --output-format json | python3 -c 'import json,sys;print(json.load(sys.stdin)["session_id"])')"
+
+for round in $(seq "$rounds"); do
+    for mode in cli prewarm; do
+        for shape in json stream laravel; do
+            for i in 1 2 3; do measure "$mode" "$shape" 1; full; done
+        done
+        measure "$mode" json 8; full
+        measure "$mode" stream 8; full
+    done
+    echo "round $round done" >&2
+done
+
+"$bin/prewarm" status --socket "$work/p.sock" | head -4
+python3 - "$work/samples.jsonl" <<'PY'
+import json, statistics, sys
+samples = [json.loads(line) for line in open(sys.argv[1])]
+bad = [s for s in samples if not s["ok"]]
+print(f"runs: {len(samples)}, not answered whole: {len(bad)}")
+print("| shape | at once | measured | CLI alone p50 | prewarm-claude p50 | ratio | runs each |")
+print("|---|---|---|---|---|---|---|")
+for shape, at_once, key in (("json", 1, "last"), ("json", 8, "last"), ("stream", 1, "first"), ("stream", 8, "first"), ("laravel", 1, "last")):
+    t = {m: [s[key] for s in samples if s["mode"] == m and s["shape"] == shape and s["at_once"] == at_once and s[key] is not None] for m in ("cli", "prewarm")}
+    if not t["cli"] or not t["prewarm"]: continue
+    c, p = statistics.median(t["cli"]), statistics.median(t["prewarm"])
+    print(f"| {shape} | {at_once} | {key} byte | {c:.3f} s | {p:.3f} s | **{c / p:.2f}x** | {len(t['prewarm'])} |")
+PY
+echo "samples: $work/samples.jsonl"
