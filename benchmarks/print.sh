@@ -7,21 +7,8 @@
 #   bash benchmarks/print.sh [ROUNDS]
 # Release build; the Python SDK's virtualenv from .ci/run for its bundled CLI; the fake model
 # on loopback (first token after 50 ms).
-set -euo pipefail
 rounds="${1:-3}"
-cd "$(dirname "$0")/.."
-swift build -c release >/dev/null
-bin="$(swift build -c release --show-bin-path)"
-sdk_venv="${XDG_CACHE_HOME:-$HOME/.cache}/prewarm/venv-sdk"
-cli="$("$sdk_venv/bin/python" -c 'import claude_agent_sdk,os;print(os.path.join(os.path.dirname(claude_agent_sdk.__file__),"_bundled","claude"))')"
-work="$(mktemp -d /tmp/prewarm-print-bench.XXXXXX)"
-mkdir -p "$work/config" "$work/project"
-
-"$bin/prewarm-fake-model" --port 0 --ttft-ms 50 > "$work/model.out" &
-model=$!
-trap 'kill $model ${daemon:-} 2>/dev/null || true' EXIT
-while [ ! -s "$work/model.out" ]; do sleep 0.1; done
-port="$(python3 -c 'import json,sys;print(json.loads(open(sys.argv[1]).readline())["port"])' "$work/model.out")"
+source "$(dirname "$0")/sdk_common.sh" print
 
 # The shipped configuration, with this CLI, 8 spares and the model's address passed on.
 sed -e "s|^command = \"claude\"|command = \"$cli\"\nconfig_dir = \"$work/config\"|" -e 's/^spares = 2$/spares = 8/' \

@@ -1,4 +1,4 @@
-# Shared by the Python SDK benchmarks (dropin.sh, resume.sh): a release build, the SDK's
+# Shared by the Python SDK benchmarks (dropin.sh, resume.sh, print.sh): a release build, the SDK's
 # virtualenv (.ci/run makes it) and its bundled CLI, a work directory, the fake model on
 # loopback ($port), sdk_pool to write $work/prewarm.toml, start_daemon to serve it on
 # $work/p.sock, and run_bench to run a Python script with the SDK beside it.

@@ -23,11 +23,14 @@ struct DropInTests {
         return path
     }
 
-    static func run(_ arguments: [String], environment: [String: String], stdin: String, as executable: String = dropIn) throws -> (Int32, String, String) {
+    static func run(
+        _ arguments: [String], environment: [String: String], stdin: String, as executable: String = dropIn, cwd: String? = nil
+    ) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
+        if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         let input = Pipe()
         let output = Pipe()
         let errors = Pipe()

@@ -11,26 +11,10 @@ extension LiveDaemons {
     /// exit status and stderr.
     @Suite("Print mode against the real CLI", .serialized, .enabled(if: SDKEnvironment.available, "needs the claude-agent-sdk virtualenv (.ci/run makes it)"))
     struct PrintOracleTests {
-        /// One run to its end in `cwd`.
+        /// One run to its end in `cwd` (the fake model's answers and the CLI's are UTF-8).
         static func run(_ executable: String, _ arguments: [String], environment: [String: String], cwd: String, stdin: String) throws -> (status: Int32, out: [UInt8], err: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            process.environment = environment
-            process.currentDirectoryURL = URL(fileURLWithPath: cwd)
-            let input = Pipe()
-            let output = Pipe()
-            let errors = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try input.fileHandleForWriting.close()
-            let out = output.fileHandleForReading.readDataToEndOfFile()
-            let err = errors.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, Array(out), String(decoding: err, as: UTF8.self))
+            let (status, out, err) = try DropInTests.run(arguments, environment: environment, stdin: stdin, as: executable, cwd: cwd)
+            return (status, Array(out.utf8), err)
         }
 
         @Test func printModeMatchesTheRealCLI() async throws {

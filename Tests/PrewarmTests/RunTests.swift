@@ -448,6 +448,53 @@ extension LiveDaemons {
             #expect(try await daemon.pool("c").served == 0)
         }
 
+        /// The largest prompt one argument can be (128 KiB, less its terminating NUL) is served
+        /// warm; a reader that closes stdout early gets what the CLI gives it: exit 0, nothing
+        /// on stderr.
+        @Test func aLongPromptAndAReaderThatLeaves() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let prompt = String(repeating: "p", count: 128 * 1024 - 1)
+            let (status, out, err) = try Self.run(["-p", prompt, "--output-format", "json"], daemon: daemon)
+            #expect(status == 0 && out.hasPrefix(#"{"type":"result""#), "\(err)")
+            #expect(try await daemon.pool("c").warm == 1)
+
+            try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let run = try RunTests.DropIn(["-p", "hi", "--output-format", "stream-json", "--verbose"], environment: RunTests.environment(daemon), cwd: project)
+            run.closeInput()
+            #expect(run.readLine(containing: #""subtype":"init""#) != nil)
+            try run.output.fileHandleForReading.close()
+            let errors = run.errors.fileHandleForReading.readDataToEndOfFile()
+            run.process.waitUntilExit()
+            #expect(run.process.terminationStatus == 0 && errors.isEmpty, "\(run.process.terminationStatus) \(String(decoding: errors, as: UTF8.self))")
+        }
+
+        /// Shell callers find `claude` on PATH (`prewarm sdk install --path-dir`): an API
+        /// wrapper's `subprocess.run("claude -p \"$(cat prompt.txt)\" --output-format json",
+        /// shell=True)` and a script's `echo ... | claude -p`, served warm.
+        @Test func shellCallersWithClaudeOnPath() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let bin = daemon.directory + "/bin"
+            try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+            chmod(bin, 0o755)
+            let install = try runCommand(TestDaemon.prewarm, ["sdk", "install", "--path-dir", bin, "--drop-in", DropInTests.dropIn])
+            #expect(install.status == 0, "\(install)")
+            let project = try TestDaemon.makeTemporaryDirectory()
+            try "Say hello from a file.".write(toFile: project + "/prompt.txt", atomically: true, encoding: .utf8)
+            var environment = RunTests.environment(daemon)
+            environment["PATH"] = bin + ":/usr/bin:/bin"
+            let python = #"import subprocess, sys; r = subprocess.run('claude -p "$(cat prompt.txt)" --output-format json', shell=True, capture_output=True, cwd=sys.argv[1]); sys.stdout.write(r.stdout.decode()); sys.exit(r.returncode)"#
+            for (label, executable, arguments) in [
+                ("python", "/usr/bin/python3", ["-c", python, project]),
+                ("pipe", "/bin/sh", ["-c", "cd '\(project)' && echo 'Say hello from a pipe.' | claude -p --output-format json"]),
+            ] {
+                try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
+                let (status, out, err) = try DropInTests.run(arguments, environment: environment, stdin: "", as: executable)
+                #expect(status == 0 && out.hasPrefix(#"{"type":"result""#), "\(label): \(out) \(err)")
+            }
+            #expect(try await daemon.pool("c").warm == 2)
+        }
+
         /// The client killed mid-answer: its process is killed.
         @Test func aClientKilledMidAnswerKillsItsProcess() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
