@@ -68,37 +68,42 @@ extension Broker {
         var hostOnly = shape
         hostOnly.coldReasons = []
         var mismatches: [RunMatcher.Mismatch] = []
-        var candidates: [(pool: Pool, plan: RunPlan, idle: Int)] = []
+        typealias Candidate = (pool: Pool, plan: RunPlan, idle: Int, config: PoolConfig)
+        var candidates: [Candidate] = []
         var configured: [RunProfile] = []
         for pool in allPools {
-            // One locked read per pool: its profile (parsed once per configuration) and its idle count.
-            guard let (profile, idle) = pool.runCandidate() else { continue }
-            if pool.config.fingerprint == nil { configured.append(profile) }
+            // One locked read per pool: its profile (parsed once per configuration), its idle
+            // count and its settings.
+            guard let (profile, idle, config) = pool.runCandidate() else { continue }
+            if config.fingerprint == nil { configured.append(profile) }
             switch RunMatcher.plan(hostOnly, env: run.env, cli: cli, on: profile) {
-            case .success(let plan): candidates.append((pool, plan, idle))
+            case .success(let plan): candidates.append((pool, plan, idle, config))
             case .failure(let mismatch): mismatches.append(mismatch)
             }
         }
         // No claim to pay for first; then whoever has a spare idle now; then the first.
         let ranked = candidates.enumerated().sorted { a, b in
-            let rank = { (c: (pool: Pool, plan: RunPlan, idle: Int)) in (c.idle > 0 ? 0 : 2) + (c.plan.claimed ? 1 : 0) }
+            let rank = { (c: Candidate) in (c.idle > 0 ? 0 : 2) + (c.plan.claimed ? 1 : 0) }
             return (rank(a.element), a.offset) < (rank(b.element), b.offset)
         }
         // A resume is one of the reasons to run cold: only then is the command line read for a key.
         let resumeKey = shape.coldReasons.isEmpty ? nil : ResumeKey(run: run, executable: run.cli ?? "")
-        let resume = { (pool: Pool) in resumeKey.map { run.cli == nil ? $0.with(executable: pool.config.executable) : $0 } }
+        let resume = { (c: Candidate) in resumeKey.map { run.cli == nil ? $0.with(executable: c.config.executable) : $0 } }
         if var best = ranked.first?.element {
             // A resume goes where its session's resume spare is, if one of them holds it.
-            if resumeKey != nil, let holder = ranked.first(where: { c in resume(c.element.pool).map(c.element.pool.holdsResumeSpare) ?? false }) {
+            if resumeKey != nil, let holder = ranked.first(where: { c in resume(c.element).map(c.element.pool.holdsResumeSpare) ?? false }) {
                 best = holder.element
             }
-            let own = Self.coldConfig(best.pool.config, run: run, shape: shape)
-            if !sighted(best.pool) {
-                // A fingerprint pool seen once before: this run starts its spares, and runs cold.
-                if let key = resume(best.pool) { return .resume(best.pool, key, cold: own) }
-                return .cold(best.pool, own, reason: shape.coldReasons.first ?? "the first runs of a fingerprint pool run cold")
+            let own = Self.coldConfig(best.config, run: run, shape: shape)
+            if best.config.fingerprint != nil {
+                logRunToFingerprintPool(best.pool, nearest: best.config.nearest)
+                if !sighted(best.pool) {
+                    // A fingerprint pool seen once before: this run starts its spares, and runs cold.
+                    if let key = resume(best) { return .resume(best.pool, key, cold: own) }
+                    return .cold(best.pool, own, reason: shape.coldReasons.first ?? "the first runs of a fingerprint pool run cold")
+                }
             }
-            if let key = resume(best.pool) { return .resume(best.pool, key, cold: own) }
+            if let key = resume(best) { return .resume(best.pool, key, cold: own) }
             if let reason = shape.coldReasons.first { return .cold(best.pool, own, reason: reason) }
             return .spare(best.pool, best.plan, fallback: own)
         }
@@ -114,6 +119,16 @@ extension Broker {
             NearestPool(pool: $0.pool, differences: $0.differences)
         }
         let pool = fingerprintPool(for: shape, env: run.env, executable: executable, nearest: nearest)
+        logRunToFingerprintPool(pool, nearest: nearest)
+        let config = pool.config
+        let own = Self.coldConfig(config, run: run, shape: shape)
+        if let key = resumeKey.map({ run.cli == nil ? $0.with(executable: config.executable) : $0 }) { return .resume(pool, key, cold: own) }
+        return .cold(pool, own, reason: why)
+    }
+
+    /// The run's line saying why it did not go to a configured pool: the names that differ
+    /// from the nearest one (its fingerprint pool keeps them from its first run).
+    private func logRunToFingerprintPool(_ pool: Pool, nearest: NearestPool?) {
         logger.info(
             "a drop-in run goes to a fingerprint pool",
             metadata: [
@@ -121,9 +136,6 @@ extension Broker {
                 "run.differs": "\(nearest.map { $0.differences.joined(separator: " ") } ?? "no claude pool is configured")",
             ]
         )
-        let own = Self.coldConfig(pool.config, run: run, shape: shape)
-        if let key = resume(pool) { return .resume(pool, key, cold: own) }
-        return .cold(pool, own, reason: why)
     }
 
     /// The settings of a process started for `run` alone: its own command line, directory
@@ -229,19 +241,16 @@ extension Broker {
         return config
     }
 
-    /// A run goes to `pool`: a fingerprint pool is marked used now, and given its spares if
+    /// A run goes to fingerprint pool `pool`: it is marked used now, and given its spares if
     /// this is its fingerprint's second run within `idle_ttl_s` (at most
-    /// `max_new_pools_per_minute` a minute). Returns whether the pool keeps spares (true for
-    /// a configured pool).
+    /// `max_new_pools_per_minute` a minute). Returns whether the pool keeps spares.
     func sighted(_ pool: Pool) -> Bool {
         let settings = configuration.fingerprintPools
         let now = ContinuousClock.now
-        // Read before the broker's lock: never a pool's lock inside it.
-        let configured = pool.config.fingerprint == nil
         let (promoted, promote) = state.withLock { state -> (Bool, Bool) in
             guard let key = state.fingerprints.first(where: { $0.value.pool === pool })?.key, var entry = state.fingerprints[key] else {
-                // A configured pool, or one closing (its runs go on; it starts nothing).
-                return (configured, false)
+                // Closing since it was chosen: its runs go on; it starts nothing.
+                return (false, false)
             }
             var promote = false
             if !entry.promoted, settings.enabled, settings.spares > 0, entry.lastUsed.duration(to: now) <= settings.idleTTL {

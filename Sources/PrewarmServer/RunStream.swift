@@ -225,13 +225,13 @@ struct RunStream {
     func run() async {
         let (turn, lease, input, logger, rules) = (admitted.turn, admitted.lease, admitted.input, logger, rules)
         let arrived = admitted.record.arrived
-        // A protocol violation's description, set before the process is killed for it.
-        let violation = NIOLockedValueBox<String?>(nil)
+        // Why the client's side ended the run early, set before its process is killed.
+        let ended = NIOLockedValueBox<ClientEnd?>(nil)
         let print = admitted.print
         await admitted.serve(channel) { inbound, outbound, counts in
             try await withThrowingTaskGroup(of: Int.self) { group in
                 group.addTask {
-                    await Self.readClient(inbound, input: input, lease: lease, turn: turn, print: print, violation: violation, logger: logger)
+                    await Self.readClient(inbound, input: input, lease: lease, turn: turn, print: print, ended: ended, logger: logger)
                 }
                 var filter = RunOutputFilter(rules: rules)
                 var conversion = print?.conversion()
@@ -257,23 +257,19 @@ struct RunStream {
                 if conversion != nil { rest = ByteBuffer(bytes: conversion!.consume(Array(rest.readableBytesView))) }
                 if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
                 var (status, reason) = Self.exitStatus(await turn.result())
-                if let noInput = violation.withLockedValue({ $0 }), noInput == Self.noInput {
+                let end = ended.withLockedValue { $0 }
+                if end == .noInput {
                     // Neither a prompt nor stdin: what the CLI says, as it says it.
                     try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(string: PrintRun.noInputError)))
-                    try await outbound.write(RunFrame.exit(status: 1, reason: nil))
-                    group.cancelAll()
-                    input.finish()
-                    counts.bytesIn = (try? await group.next()) ?? 0
-                    return
-                }
-                if conversion != nil {
+                    (status, reason) = (1, nil)
+                } else if conversion != nil {
                     // What the CLI prints last in this output format, and its exit status.
                     let end = conversion!.finish(exitStatus: status > 128 ? nil : status, signal: status > 128 ? status - 128 : nil)
                     if !end.stdout.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stdout, ByteBuffer(bytes: end.stdout))) }
                     if !end.stderr.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(bytes: end.stderr))) }
                     status = end.status
                 }
-                if let broken = violation.withLockedValue({ $0 }), broken != Self.noInput {
+                if case .protocolViolation(let broken) = end {
                     // Killed for it: never a success, whatever the process managed to do first
                     // (its stdin's end can reach it before the kill does).
                     status = status == 0 ? 128 + SIGKILL : status
@@ -292,7 +288,7 @@ struct RunStream {
     /// process is killed.
     private static func readClient(
         _ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, input: AsyncChannel<ByteBuffer>, lease: Lease, turn: Turn,
-        print: PrintRun?, violation: NIOLockedValueBox<String?>, logger: Logger
+        print: PrintRun?, ended: NIOLockedValueBox<ClientEnd?>, logger: Logger
     ) async -> Int {
         var count = 0
         var buffer = ByteBuffer()
@@ -319,7 +315,7 @@ struct RunStream {
                         stdinOpen = false
                         if let print {
                             guard let message = print.message(stdin: String(decoding: printed, as: UTF8.self)) else {
-                                violation.withLockedValue { $0 = Self.noInput }
+                                ended.withLockedValue { $0 = .noInput }
                                 if !turn.isFinished { lease.clientGone() }
                                 input.finish()
                                 return count
@@ -341,7 +337,7 @@ struct RunStream {
             }
         } catch let error as RunFrame.ProtocolError {
             logger.debug("a run's client broke the protocol; its process is killed", metadata: ["error": "\(error)"])
-            violation.withLockedValue { $0 = error.description }
+            ended.withLockedValue { $0 = .protocolViolation(error.description) }
             // Killed before its stdin closes: the process must not take the end of its input
             // for the caller's and finish as if all went well.
             if !turn.isFinished { lease.clientGone() }
@@ -354,10 +350,17 @@ struct RunStream {
         return count
     }
 
-    /// A print run given neither a prompt nor stdin (not a protocol violation: the CLI's error).
-    static let noInput = "no input"
-    /// The most stdin a print run's prompt may hold (the CLI reads it whole, as this does).
-    static let maxPrintInput = 64 << 20
+    /// How the client's side ended a run before its process did.
+    enum ClientEnd: Equatable, Sendable {
+        /// Frames that are not the protocol's: the process is killed, the status never 0.
+        case protocolViolation(String)
+        /// A print run given neither a prompt nor stdin: the CLI's own error, exit 1.
+        case noInput
+    }
+
+    /// The most stdin a print run's prompt may hold (the CLI reads it whole, as this does):
+    /// far beyond any model's context, and bounded, since it is held in the daemon.
+    static let maxPrintInput = 16 << 20
 
     /// The status `prewarm-claude` exits with, and a reason when the daemon ended the run.
     static func exitStatus(_ result: TurnResult) -> (Int32, String?) {

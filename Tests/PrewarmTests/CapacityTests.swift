@@ -148,8 +148,10 @@ struct CapacityMachineTests {
         var leases: [Lease] = []
         for h in harnesses { leases.append(try await h.pool.acquire(PoolInProcessTests.turn())) }
         let charged = governor.status().charged
-        // Two busy turns at 500 MiB, and the replacements starting (charged at a turn's peak).
-        #expect(charged >= 1000 << 20, "charged \(charged >> 20) MiB")
+        // Each pool's own charge (a busy turn, a replacement starting, both at 500 MiB), in
+        // the ledger twice over: keyed by name, one would have replaced the other.
+        let own = harnesses.map { h in h.pool.state.withLock { $0.machine.chargedBytes } }
+        #expect(own.allSatisfy { $0 >= 500 << 20 } && charged == own.reduce(0, +), "charged \(charged >> 20) MiB, the pools' own \(own.map { $0 >> 20 }) MiB")
         for h in harnesses { await h.stop() }
         _ = leases
     }
@@ -335,7 +337,8 @@ extension LiveDaemons {
                     }
                     index += 5 + length
                 }
-                if let exit { #expect(exit != 0, "a protocol violation reported as success") }
+                let status = try #require(exit, "the run's end was reported: \(bytes.count) bytes")
+                #expect(status != 0, "a protocol violation reported as success")
                 socket.closeNow()
             }
             #expect((try? await daemon.client.request(.GET, "/healthz"))?.status == 200)

@@ -429,6 +429,12 @@ extension LiveDaemons {
             let big = String(repeating: "x", count: 1 << 20)
             let (status, out, err) = try Self.run(["-p", "--output-format", "json"], daemon: daemon, stdin: big)
             #expect(status == 0 && out.hasPrefix(#"{"type":"result""#), "\(err)")
+            // A flood past what a prompt may hold (16 MiB): the run is ended, never a success,
+            // and the daemon goes on serving.
+            let flood = String(repeating: "y", count: 17 << 20)
+            let (flooded, _, floodErr) = try Self.run(["-p", "--output-format", "json"], daemon: daemon, stdin: flood)
+            #expect(flooded != 0 && floodErr.contains("16 MiB"), "\(flooded): \(floodErr)")
+            try await waitUntil("the flooded run is over", timeout: .seconds(10)) { try await daemon.pool("c").busy == 0 }
             // Neither: the CLI's own error, on stderr, exit 1.
             let (none, noneOut, noneErr) = try Self.run(["-p"], daemon: daemon, stdin: "")
             #expect(none == 1 && noneOut.isEmpty && noneErr == PrintRun.noInputError, "\(none) \(noneErr)")

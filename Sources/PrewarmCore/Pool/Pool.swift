@@ -154,16 +154,17 @@ public final class Pool: Sendable {
 
     public var config: PoolConfig { state.withLock { $0.config } }
 
-    /// What a drop-in run is matched against, and the spares idle now; nil for a pool that
-    /// is not a claude pool, or one closing.
-    func runCandidate() -> (RunProfile, idle: Int)? {
+    /// What a drop-in run is matched against, the spares idle now, and the pool's settings
+    /// (one locked read on the request path); nil for a pool that is not a claude pool, or a
+    /// fingerprint pool closing.
+    func runCandidate() -> (profile: RunProfile, idle: Int, config: PoolConfig)? {
         state.withLock { state in
             // A fingerprint pool closing takes no new runs.
             if state.closing { return nil }
             if state.runProfile?.config != state.config {
                 state.runProfile = (state.config, RunProfile(config: state.config, daemonEnvironment: environment))
             }
-            return state.runProfile?.profile.map { ($0, state.machine.idleCount) }
+            return state.runProfile?.profile.map { ($0, state.machine.idleCount, state.config) }
         }
     }
 
