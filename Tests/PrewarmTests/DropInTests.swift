@@ -38,7 +38,16 @@ struct DropInTests {
         process.standardOutput = output
         process.standardError = errors
         try process.run()
-        input.fileHandleForWriting.write(Data(stdin.utf8))
+        // write(2), not FileHandle.write: a run ended early (a flood refused) closes its stdin,
+        // and the rest is then dropped (EPIPE), as a shell's pipe drops it.
+        let fd = input.fileHandleForWriting.fileDescriptor
+        var bytes = Array(stdin.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { break }
+            bytes = bytes.dropFirst(written)
+        }
         try input.fileHandleForWriting.close()
         let out = output.fileHandleForReading.readDataToEndOfFile()
         let err = errors.fileHandleForReading.readDataToEndOfFile()
