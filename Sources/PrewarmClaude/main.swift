@@ -511,6 +511,10 @@ func pump(_ fd: Int32, initial: [UInt8]) -> Never {
     var inbound = initial
     var outbound: [UInt8] = []
     var stdinOpen = true
+    // The daemon may end a run while we still send (a flood refused): what it said before
+    // closing (its error and exit frames) is still ours to read, so a failed send stops the
+    // sending only, and the reading goes on to the exit frame.
+    var sendFailure: String?
     var chunk = [UInt8](repeating: 0, count: 65_536)
     _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     while true {
@@ -546,7 +550,9 @@ func pump(_ fd: Int32, initial: [UInt8]) -> Never {
         }
         if fds[1].revents != 0 {
             var byte: UInt8 = 0
-            while read(signalPipe.read, &byte, 1) == 1 { outbound += frame(UInt8(ascii: "s"), [byte]) }
+            while read(signalPipe.read, &byte, 1) == 1 {
+                if sendFailure == nil { outbound += frame(UInt8(ascii: "s"), [byte]) }
+            }
         }
         if fds.count > 2 && fds[2].revents != 0 {
             let count = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
@@ -563,7 +569,9 @@ func pump(_ fd: Int32, initial: [UInt8]) -> Never {
             if sent > 0 {
                 outbound.removeFirst(sent)
             } else if sent < 0 && errno != EAGAIN && errno != EINTR {
-                fail(1, "prewarm-claude: the Prewarm daemon closed the run (\(String(cString: strerror(errno))))")
+                sendFailure = "the Prewarm daemon closed the run (\(String(cString: strerror(errno))))"
+                outbound.removeAll()
+                stdinOpen = false
             }
         }
         if fds[0].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
@@ -571,7 +579,7 @@ func pump(_ fd: Int32, initial: [UInt8]) -> Never {
             if count > 0 {
                 inbound += chunk[0..<count]
             } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
-                fail(1, "prewarm-claude: the Prewarm daemon ended the run without its exit status")
+                fail(1, "prewarm-claude: \(sendFailure ?? "the Prewarm daemon ended the run without its exit status")")
             }
         }
     }
