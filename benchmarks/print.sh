@@ -11,20 +11,39 @@ rounds="${1:-3}"
 source "$(dirname "$0")/sdk_common.sh" print
 
 # The shipped configuration, with this CLI, 8 spares and the model's address passed on.
-sed -e "s|^command = \"claude\"|command = \"$cli\"\nconfig_dir = \"$work/config\"|" -e 's/^spares = 2$/spares = 8/' \
+# (the `sdk` pool's spares only: a fingerprint pool keeps 2).
+sed -e "s|^command = \"claude\"|command = \"$cli\"\nconfig_dir = \"$work/config\"|" -e '0,/^spares = 2$/s//spares = 8/' \
     config/claude-sdk.toml > "$work/prewarm.toml"
 printf '[journal]\nenabled = false\n' >> "$work/prewarm.toml"
 env -i PATH=/usr/bin:/bin HOME="$work" XDG_STATE_HOME="$work/state" ANTHROPIC_BASE_URL="http://127.0.0.1:$port" ANTHROPIC_API_KEY=sk-fake \
     "$bin/prewarm" serve --config "$work/prewarm.toml" --socket "$work/p.sock" 2> "$work/daemon.log" &
 daemon=$!
+# Every pool full and nothing starting (its spares and resume spares): no boot of a run before
+# runs beside the runs measured next.
 full() {
     until "$bin/prewarm" status --json --socket "$work/p.sock" 2>/dev/null \
         | python3 -c 'import json,sys
-try: p = json.load(sys.stdin)["pools"][0]
+try: pools = json.load(sys.stdin)["pools"]
 except ValueError: sys.exit(1)
-sys.exit(0 if p["idle"] >= 8 and p["starting"] == 0 else 1)'; do
+sys.exit(0 if pools[0]["idle"] >= 8 and all(p["idle"] >= p["effective_spares"] and p["starting"] == 0 and p["resume_held"] == p["resume_ready"] for p in pools) else 1)'; do
         sleep 0.5
     done
+}
+# The Laravel shape is a conversation: its next turn comes when a person has read the answer
+# and typed the next message, seconds later. Waits (up to 30 s) until the session's resume
+# spare is ready, and records how long that took after the run ended.
+resumed() {
+    local start=$SECONDS
+    until "$bin/prewarm" status --json --socket "$work/p.sock" 2>/dev/null \
+        | python3 -c 'import json,sys
+try: pools = json.load(sys.stdin)["pools"]
+except ValueError: sys.exit(1)
+sys.exit(0 if sum(p["resume_ready"] for p in pools) >= 1 else 1)'; do
+        [ $((SECONDS - start)) -ge 30 ] && break
+        sleep 0.2
+    done
+    echo "$((SECONDS - start))" >> "$work/resume_wait_s"
+    full
 }
 full
 
@@ -36,6 +55,8 @@ export_env=(env -i PATH=/usr/bin:/bin HOME="$work" ANTHROPIC_BASE_URL="http://12
 measure() {
     local exe="$cli"
     [ "$1" = prewarm ] && exe="$bin/prewarm-claude"
+    local session="$session_cli"
+    [ "$1" = prewarm ] && session="$session_prewarm"
     (cd "$work/project" && "${export_env[@]}" python3 - "$exe" "$2" "$3" "$1" "$session" <<'PY'
 import json, subprocess, sys, threading, time
 exe, shape, at_once, mode, session = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -69,13 +90,22 @@ PY
     ) >> "$work/samples.jsonl"
 }
 
-# A session for the Laravel shape to resume.
-session="$(cd "$work/project" && "${export_env[@]}" "$cli" -p "Remember this." --output-format json | python3 -c 'import json,sys;print(json.load(sys.stdin)["session_id"])')"
+# A session for each mode's Laravel runs to resume (one resumed by the CLI alone would make
+# the other's resume spare stale: its transcript changed).
+new_session() {
+    (cd "$work/project" && "${export_env[@]}" "$cli" -p "Remember this." --output-format json | python3 -c 'import json,sys;print(json.load(sys.stdin)["session_id"])')
+}
+session_cli="$(new_session)"
+session_prewarm="$(new_session)"
 
 for round in $(seq "$rounds"); do
     for mode in cli prewarm; do
-        for shape in json stream laravel; do
+        for shape in json stream; do
             for i in 1 2 3; do measure "$mode" "$shape" 1; full; done
+        done
+        for i in 1 2 3; do
+            measure "$mode" laravel 1
+            if [ "$mode" = prewarm ]; then resumed; else full; fi
         done
         measure "$mode" json 8; full
         measure "$mode" stream 8; full
@@ -97,4 +127,5 @@ for shape, at_once, key in (("json", 1, "last"), ("json", 8, "last"), ("stream",
     c, p = statistics.median(t["cli"]), statistics.median(t["prewarm"])
     print(f"| {shape} | {at_once} | {key} byte | {c:.3f} s | {p:.3f} s | **{c / p:.2f}x** | {len(t['prewarm'])} |")
 PY
+echo "the Laravel shape's resume spare was ready, after each prewarm-claude run ended, within (s): $(tr '\n' ' ' < "$work/resume_wait_s")"
 echo "samples: $work/samples.jsonl"

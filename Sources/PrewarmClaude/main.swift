@@ -90,25 +90,26 @@ func debugging(_ environment: [String: String]) -> Bool {
 }
 
 /// The real CLI for this run, and why (one line on stderr with PREWARM_CLAUDE_DEBUG=1).
-func fallBack(_ environment: [String: String], arguments: [String], because reason: String) -> Never {
+func fallBack(_ environment: [String: String], because reason: String) -> Never {
     if debugging(environment) { writeAll(2, Array("prewarm-claude: running the real CLI: \(reason)\n".utf8)) }
-    execRealCLI(environment, arguments: arguments)
+    execRealCLI(environment)
 }
 
 /// Replaces this process with the real CLI, same argv (argv[0] the CLI's path), same
-/// environment, stdin unread. Returns only if that fails: exit 127 with why.
-func execRealCLI(_ environment: [String: String], arguments: [String]) -> Never {
+/// environment, stdin unread. Returns only if that fails: exit 127 with why. The arguments
+/// are the process's own bytes, never re-encoded: one that is not valid UTF-8 reaches the
+/// CLI as it was given (CommandLine.arguments would have repaired it).
+func execRealCLI(_ environment: [String: String]) -> Never {
     guard let cli = realCLI(environment) else {
         fail(127, "prewarm-claude: no Claude Code CLI to run: set PREWARM_CLAUDE_CLI to its path, or put `claude` on PATH")
     }
-    var argv: [UnsafeMutablePointer<CChar>?] = ([cli] + arguments.dropFirst()).map { strdup($0) }
-    argv.append(nil)
+    let given = (1..<Int(CommandLine.argc)).map { CommandLine.unsafeArgv[$0] }
+    var argv: [UnsafeMutablePointer<CChar>?] = [strdup(cli)] + given + [nil]
     execv(cli, argv)
     // claude.real renamed back over claude (an uninstall) since it was looked up: look again.
     if errno == ENOENT, let again = realCLI(environment), again != cli {
-        var retry: [UnsafeMutablePointer<CChar>?] = ([again] + arguments.dropFirst()).map { strdup($0) }
-        retry.append(nil)
-        execv(again, retry)
+        argv[0] = strdup(again)
+        execv(again, argv)
     }
     let reason = String(cString: strerror(errno))
     fail(127, "prewarm-claude: cannot run \(cli): \(reason); check PREWARM_CLAUDE_CLI")
@@ -593,13 +594,22 @@ let environment = currentEnvironment()
 // `-v`, `-V`, `--version` (with or without `--verbose`): the real CLI's own fast path.
 let asksVersion = arguments.count >= 2 && arguments.dropFirst().allSatisfy { ["-v", "-V", "--version", "--verbose"].contains($0) }
     && arguments.dropFirst().contains { $0 != "--verbose" }
-if asksVersion { execRealCLI(environment, arguments: arguments) }
+if asksVersion { execRealCLI(environment) }
+
+// An argument that is not valid UTF-8 (a file name in another encoding): the run description
+// is JSON text and could not carry it unchanged, so the real CLI gets it, as given.
+if (1..<Int(CommandLine.argc)).contains(where: { index in
+    guard let pointer = CommandLine.unsafeArgv[index] else { return false }
+    return String(validatingCString: pointer) == nil
+}) {
+    fallBack(environment, because: "an argument is not valid UTF-8")
+}
 
 // A terminal on stdin or stdout is a person at the keyboard (the interactive CLI, or a `-p`
 // whose output they read): what they get is the real CLI's, untouched. SDKs, scripts and
 // servers spawn the CLI on pipes.
 if isatty(0) != 0 || isatty(1) != 0 {
-    fallBack(environment, arguments: arguments, because: "a terminal on \(isatty(0) != 0 ? "stdin" : "stdout"): the real CLI is for a person")
+    fallBack(environment, because: "a terminal on \(isatty(0) != 0 ? "stdin" : "stdout"): the real CLI is for a person")
 }
 
 
@@ -611,10 +621,10 @@ func checkedConnection(_ path: String) -> Int32 {
         return fd
     case .absent(let reason):
         // No daemon: the real CLI, as if Prewarm were not there.
-        fallBack(environment, arguments: arguments, because: reason)
+        fallBack(environment, because: reason)
     case .stranger(let reason):
         writeAll(2, Array("prewarm-claude: \(reason)\n".utf8))
-        execRealCLI(environment, arguments: arguments)
+        execRealCLI(environment)
     }
 }
 
@@ -622,7 +632,7 @@ let path = socketPath(environment)
 let sent: RunEnvironment
 switch runEnvironment(checkedConnection(path)) {
 case .success(let names): sent = names
-case .failure(let failure): fallBack(environment, arguments: arguments, because: failure.reason)
+case .failure(let failure): fallBack(environment, because: failure.reason)
 }
 let daemon = checkedConnection(path)
 let description = describeRun(
@@ -631,7 +641,7 @@ let description = describeRun(
 )
 guard let answer = requestRun(daemon, description: description) else {
     close(daemon)
-    fallBack(environment, arguments: arguments, because: "the daemon closed the connection before it answered the run")
+    fallBack(environment, because: "the daemon closed the connection before it answered the run")
 }
 switch answer.status {
 case 101:
@@ -644,5 +654,5 @@ default:
     // cannot see, an older daemon): the real CLI, as if Prewarm were not there.
     let why = debugging(environment) ? errorMessage(daemon, after: answer.rest) : ""
     close(daemon)
-    fallBack(environment, arguments: arguments, because: "the daemon answered \(answer.status): \(why)")
+    fallBack(environment, because: "the daemon answered \(answer.status): \(why)")
 }

@@ -234,6 +234,7 @@ extension Broker {
         config.privateDirectories = PoolConfig.PrivateDirectories(root: state + "/turns")
         config.universalRoot = UniversalSpare.root(stateDirectory: stateDirectory)
         config.maxStarting = settings.maxStarting
+        config.replaceAfter = settings.replaceAfter
         config.dropInTimeout = settings.dropInTimeout
         config.resumeSpares = settings.resumeSpares
         config.fingerprintDirectory = state

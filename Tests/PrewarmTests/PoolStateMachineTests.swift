@@ -57,6 +57,65 @@ struct PoolStateMachineTests {
         #expect(m.busyCount == 1)
     }
 
+    /// `replace_after_ms`: the replacements of spares a burst took wait for its turns to end
+    /// (or for the delay, or for a turn that has to wait), then all start.
+    @Test func replacementsWaitForTheTurnsThatTookSpares() {
+        var m = Machine(
+            settings: .init(spares: 3, maxProcesses: 20, maxStarting: 3, waitTimeout: .seconds(10), replaceAfter: .seconds(2))
+        )
+        warmUp(&m)
+        var taken: [SpareID] = []
+        var scheduled: [(Machine.Timer, ContinuousClock.Instant)] = []
+        for _ in 0..<2 {
+            let (decision, actions) = m.turnArrived(now: t0)
+            guard case .take(let id) = decision else {
+                Issue.record("expected a warm take, got \(decision)")
+                return
+            }
+            taken.append(id)
+            #expect(starts(actions).isEmpty, "no replacement beside the turns starting")
+            scheduled += actions.compactMap { if case .schedule(let timer, let at) = $0, case .replacementHoldEnd = timer { (timer, at) } else { nil } }
+        }
+        #expect(scheduled.count == 1 && scheduled.first?.1 == t0.advanced(by: .seconds(2)), "one hold, from the first hand-off")
+        // One turn ends: the other still starts, nothing starts.
+        #expect(starts(m.turnEnded(taken[0], now: t0.advanced(by: .milliseconds(300)))).isEmpty)
+        // The last one ends: both replacements start.
+        #expect(starts(m.turnEnded(taken[1], now: t0.advanced(by: .milliseconds(400)))).count == 2)
+
+        // The delay: turns still busy at its end no longer hold the replacements back.
+        var d = Machine(settings: .init(spares: 2, maxProcesses: 20, maxStarting: 2, waitTimeout: .seconds(10), replaceAfter: .seconds(1)))
+        warmUp(&d)
+        let first = d.turnArrived(now: t0).1
+        #expect(starts(d.turnArrived(now: t0).1).isEmpty)
+        guard case .schedule(let timer, let at)? = first.first(where: { if case .schedule(.replacementHoldEnd, _) = $0 { true } else { false } }) else {
+            Issue.record("no hold timer: \(first)")
+            return
+        }
+        #expect(starts(d.timerFired(timer, now: at)).count == 2, "the hold's end starts the replacements")
+
+        // A turn that has to wait starts replacements at once, whatever the hold.
+        var w = Machine(settings: .init(spares: 1, maxProcesses: 20, maxStarting: 2, waitTimeout: .seconds(10), replaceAfter: .seconds(5)))
+        warmUp(&w)
+        #expect(starts(w.turnArrived(now: t0).1).isEmpty)
+        let (second, actions) = w.turnArrived(now: t0)
+        guard case .wait = second else {
+            Issue.record("expected a wait, got \(second)")
+            return
+        }
+        #expect(starts(actions).count == 2, "the replacement and a process for the waiting turn start now")
+    }
+
+    /// Without `replace_after_ms` (or with 0) a replacement starts with the hand-off.
+    @Test func replacementsStartAtOnceByDefault() throws {
+        let config = try ConfigurationLoader(executableDirectory: nil, environment: [:], cpus: 2).parse(
+            "[[pool]]\nname = \"a\"\ncommand = \"/bin/cat\"\nreplace_after_ms = 0\n[pool.turn]\nclose_stdin = true\n"
+                + "[[pool]]\nname = \"b\"\ncommand = \"/bin/cat\"\nreplace_after_ms = 1500\n[pool.turn]\nclose_stdin = true\n",
+            origin: "test.toml", baseDirectory: "/"
+        )
+        #expect(config.pools[0].replaceAfter == nil && config.pools[1].replaceAfter == .milliseconds(1500))
+        #expect(config.pools[1].machineSettings.replaceAfter == .milliseconds(1500))
+    }
+
     /// Each spare is handed out once: two turns never get the same process.
     @Test func neverHandsTheSameSpareTwice() {
         var m = machine(spares: 3, maxStarting: 3)

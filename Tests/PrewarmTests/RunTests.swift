@@ -386,6 +386,26 @@ extension LiveDaemons {
             }
             #expect(try await daemon.pools().allSatisfy { $0.served == 0 && $0.fingerprint == nil })
         }
+
+        /// An argument that is not valid UTF-8 (a Latin-1 file name): the real CLI gets it,
+        /// byte for byte (a run description is JSON text, and Swift's String would repair it).
+        @Test func anArgumentThatIsNotUTF8GetsTheRealCLI() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let cli = daemon.directory + "/hexargs"
+            try "#!/bin/sh\nfor a in \"$@\"; do printf '%s' \"$a\" | od -An -tx1 | tr -d ' \\n'; echo; done\n"
+                .write(toFile: cli, atomically: true, encoding: .utf8)
+            chmod(cli, 0o755)
+            var environment = RunTests.environment(daemon)
+            environment["PREWARM_CLAUDE_CLI"] = cli
+            environment["PREWARM_CLAUDE_DEBUG"] = "1"
+            // "caf\xe9" (Latin-1 "café"), made by the shell that runs the drop-in.
+            let command = #"exec "$0" -p "$(printf 'caf\351')" --output-format json"#
+            let (status, out, err) = try DropInTests.run(["-c", command, DropInTests.dropIn], environment: environment, stdin: "", as: "/bin/sh")
+            #expect(status == 0, "\(err)")
+            #expect(out == "2d70\n636166e9\n2d2d6f75747075742d666f726d6174\n6a736f6e\n", "the bytes as given: \(out)")
+            #expect(err.contains("an argument is not valid UTF-8"), "\(err)")
+            #expect(try await daemon.pool("c").served == 0)
+        }
     }
 }
 

@@ -84,6 +84,8 @@ public struct FingerprintPools: Sendable, Equatable {
     public var maxProcesses: Int?
     public var waitTimeout: Duration?
     public var maxWaiting: Int?
+    /// Their `replace_after_ms`; nil: replacements start at once.
+    public var replaceAfter: Duration?
 
     public init(
         enabled: Bool = true, spares: Int = 2, idleTTL: Duration = .seconds(600), maxPools: Int = 8, maxStarting: Int = 1, dropInTimeout: Duration? = nil
@@ -226,6 +228,9 @@ public struct PoolConfig: Sendable, Equatable {
     /// Spares boot this much lower in CPU priority (nice) than the daemon and its turns, until
     /// a turn takes one or waits for it (`spare_nice`; 0: the same). See `StartupPriority`.
     public var spareNice: Int = 10
+    /// `replace_after_ms`: replacements of spares that turns took wait for those turns to
+    /// end, at most this long (a waiting turn starts them at once); nil: at once.
+    public var replaceAfter: Duration?
     /// Starting estimates of one process's memory, until measured (`spare_mib`, `turn_mib`).
     public var spareBytes: Int
     public var turnBytes: Int
@@ -485,7 +490,8 @@ public struct PoolConfig: Sendable, Equatable {
             maxIdle: maxIdle,
             autoSizing: autoSizing,
             resume: resumeSpares,
-            universalSpares: universalSupported ? universalSpares : 0
+            universalSpares: universalSupported ? universalSpares : 0,
+            replaceAfter: replaceAfter
         )
     }
 }

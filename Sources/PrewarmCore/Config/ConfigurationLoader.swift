@@ -105,6 +105,7 @@ public struct ConfigurationLoader: Sendable {
             config.fingerprintPools.maxProcesses = try fingerprint.int("max_processes", range: 1...10_000)
             config.fingerprintPools.waitTimeout = try fingerprint.milliseconds("wait_timeout_ms", range: 0...3_600_000)
             config.fingerprintPools.maxWaiting = try fingerprint.int("max_waiting", range: 0...1_000_000)
+            config.fingerprintPools.replaceAfter = try fingerprint.milliseconds("replace_after_ms", range: 0...600_000).flatMap { $0 > .zero ? $0 : nil }
             try fingerprint.refuseUnknownKeys()
         }
         let poolTables = try reader.tableArray("pool")
@@ -200,6 +201,7 @@ public struct ConfigurationLoader: Sendable {
         pool.maxProcessesSetting = try reader.int("max_processes", range: 1...10_000)
         pool.maxStarting = try reader.int("max_starting", range: 1...10_000) ?? defaultMaxStarting
         pool.spareNice = try reader.int("spare_nice", range: 0...19) ?? pool.spareNice
+        pool.replaceAfter = try reader.milliseconds("replace_after_ms", range: 0...600_000).flatMap { $0 > .zero ? $0 : nil }
         pool.spareBytes = try reader.int("spare_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.spareBytes
         pool.turnBytes = try reader.int("turn_mib", range: 1...1_048_576).map { $0 << 20 } ?? pool.turnBytes
         if let whenEmpty = try reader.string("when_empty") {
