@@ -189,6 +189,26 @@ extension LiveDaemons {
             for run in runs { #expect(run.finish().status == 0) }
         }
 
+        /// `replace_after_ms`: the replacement of a spare a run took starts when the run ends,
+        /// not beside it; a run that finds no spare starts replacements at once.
+        @Test func aReplacementWaitsForTheRunThatTookItsSpare() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 2, extra: "replace_after_ms = 600000"))
+            try await waitUntil("both spares are idle", timeout: .seconds(10)) { try await daemon.pool("c").idle == 2 }
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let first = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
+            let second = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
+            // The machine decides a start-up with the hand-off: none was decided.
+            var pool = try await daemon.pool("c")
+            #expect(pool.busy == 2 && pool.idle == 0 && pool.starting == 0, "\(pool)")
+            // A third run has to wait: start-ups begin now, and it is served.
+            let third = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
+            pool = try await daemon.pool("c")
+            #expect(pool.busy == 3 && pool.waited == 1, "\(pool)")
+            for run in [first, second, third] { run.closeInput() }
+            for run in [first, second, third] { #expect(run.finish().status == 0) }
+            try await waitUntil("the pool is full again", timeout: .seconds(20)) { try await daemon.pool("c").idle == 2 }
+        }
+
         /// The operator's limit still holds, and its refusal names it: exit 75 at once.
         @Test func anOperatorsLimitIsNamed() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1, extra: "max_processes = 2"))

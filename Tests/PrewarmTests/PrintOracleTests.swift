@@ -57,6 +57,30 @@ extension LiveDaemons {
                 }
             }
 
+            // `--json-schema` (structured_output) and `--max-budget-usd` (its error result) are
+            // host options: each has a fingerprint pool, whose spares start at its second run;
+            // the third is warm, and all three print what the CLI alone prints.
+            let schema = #"{"type":"object","properties":{"answer":{"type":"string"},"count":{"type":"integer"}},"required":["answer","count"]}"#
+            for (option, arguments) in [
+                ("--json-schema", ["-p", "Say hello", "--output-format", "json", "--json-schema", schema]),
+                ("--max-budget-usd", ["-p", "Say hello", "--output-format", "json", "--max-budget-usd", "0.00000001"]),
+            ] {
+                for attempt in 1...3 {
+                    if attempt == 3 {
+                        try await waitUntil("\(option)'s fingerprint pool has a spare", timeout: .seconds(60)) {
+                            try await daemon.pools().contains { ($0.fingerprint ?? []).contains(option) && $0.idle >= 1 }
+                        }
+                    }
+                    let alone = try Self.run(cli, arguments, environment: environment, cwd: harness.project, stdin: "")
+                    let daemonRun = try Self.run(DropInTests.dropIn, arguments, environment: through, cwd: harness.project, stdin: "")
+                    #expect(daemonRun.status == alone.status && daemonRun.err == alone.err, "\(option) \(attempt): exit \(daemonRun.status), \(daemonRun.err.debugDescription); alone \(alone.status), \(alone.err.debugDescription)")
+                    let differences = OutputComparison.differences(daemonRun.out, alone.out, format: .json, verbose: false)
+                    #expect(differences.isEmpty, "\(option) \(attempt): \(differences)\nthrough: \(String(decoding: daemonRun.out, as: UTF8.self))\nalone: \(String(decoding: alone.out, as: UTF8.self))")
+                }
+                let pool = try await daemon.pools().first { ($0.fingerprint ?? []).contains(option) }
+                #expect(pool?.served == 3 && pool?.warm == 1, "\(option): the third run was warm: \(String(describing: pool))")
+            }
+
             // `--resume S -p PROMPT` (the Laravel SDK's ->resume($id)): served by the resume
             // spare its session's last run left (started in stream-json, given the prompt),
             // with the session's whole context.
