@@ -52,14 +52,17 @@ extension LiveDaemons {
             // Its exit status is the one the CLI alone gives to the same stop() (the fallback
             // with no daemon is the CLI alone). Symfony's stop() sends SIGTERM first, the
             // signal it is given only after its timeout.
-            let stopped = try Self.php(["stop", "Say hello slowly."], harness: harness, socket: daemon.socket)
-            try await waitUntil("the stopped run is over in the daemon", timeout: .seconds(20)) { try await daemon.pool("sdk").busy == 0 }
-            let stoppedAlone = try Self.php(["stop", "Say hello slowly."], harness: harness, socket: daemon.directory + "/no-daemon.sock")
-            #expect(
-                stopped["status"] is Int && stopped["status"] as? Int == stoppedAlone["status"] as? Int
-                    && stopped["stderr"] as? String == stoppedAlone["stderr"] as? String,
-                "\(stopped) against the CLI alone: \(stoppedAlone)"
-            )
+            // SIGINT itself ("interrupt") the same way.
+            for mode in ["stop", "interrupt"] {
+                let stopped = try Self.php([mode, "Say hello slowly."], harness: harness, socket: daemon.socket)
+                try await waitUntil("the stopped run is over in the daemon", timeout: .seconds(20)) { try await daemon.pool("sdk").busy == 0 }
+                let stoppedAlone = try Self.php([mode, "Say hello slowly."], harness: harness, socket: daemon.directory + "/no-daemon.sock")
+                #expect(
+                    stopped["status"] is Int && stopped["status"] as? Int == stoppedAlone["status"] as? Int
+                        && stopped["stderr"] as? String == stoppedAlone["stderr"] as? String,
+                    "\(mode): \(stopped) against the CLI alone: \(stoppedAlone)"
+                )
+            }
             // No daemon: the real CLI, through the fallback.
             let alone = try Self.php(["run", "Say hello."], harness: harness, socket: daemon.directory + "/no-daemon.sock")
             #expect(alone["status"] as? Int == 0 && (alone["result"] as? String)?.contains("[user turns: 1]") == true, "\(alone)")

@@ -59,6 +59,21 @@ switch ($mode) {
         $process->stop(5, SIGINT);
         $take($process->getIncrementalOutput());
         break;
+    case 'interrupt':
+        // SIGINT itself mid-answer (a Ctrl-C), then the process's own end.
+        $process->start();
+        foreach ($process as $type => $data) {
+            if ($type === Process::OUT) {
+                $take($data);
+                if ($lines) {
+                    break;
+                }
+            }
+        }
+        $process->signal(SIGINT);
+        $process->wait();
+        $take($process->getIncrementalOutput());
+        break;
 }
 $result = null;
 foreach ($lines as $line) {
