@@ -131,6 +131,11 @@ final class Writer: @unchecked Sendable {
         writeLine(Array(value.encoded.utf8))
     }
 
+    /// Writes raw `bytes` as they are, no newline added (a partial last line).
+    func writeRaw(_ bytes: [UInt8]) {
+        lock.withLock { writeStdout(bytes) }
+    }
+
     /// Writes raw `bytes` plus "\n" as one line (used for the garbage fault).
     func writeLine(_ bytes: [UInt8]) {
         lock.withLock { writeStdout(bytes + [UInt8(ascii: "\n")]) }
@@ -305,6 +310,8 @@ final class Agent {
     /// The word in a prompt that makes the fake ask its host for a tool permission, as the
     /// real CLI does with `--permission-prompt-tool stdio`.
     static let toolTrigger = "PREWARM_TOOL_USE"
+    static let partialExitTrigger = "PREWARM_PARTIAL_EXIT"
+    static let partialHangTrigger = "PREWARM_PARTIAL_HANG"
 
     /// Sends a `can_use_tool` control request and reads stdin until the host answers it;
     /// returns whether the tool was allowed (false at end of input).
@@ -336,6 +343,17 @@ final class Agent {
         writer.send(systemInitLine())
         // A prompt can ask for the hang too (a caller whose command line must stay the CLI's own).
         if options.hangTurn || prompt.contains("PREWARM_HANG_TURN") { hangForever() }
+        // A last line without its newline, then the process's end: its own exit (status 5), or
+        // a hang until it is killed. Whatever it wrote must reach the caller whole.
+        if prompt.contains(Self.partialExitTrigger) || prompt.contains(Self.partialHangTrigger) {
+            writer.writeRaw(Array(#"{"type":"assistant","partial":"no newline"#.utf8))
+            if prompt.contains(Self.partialHangTrigger) {
+                // Said with a file in its directory, so that a test kills it after the write.
+                _ = FileManager.default.createFile(atPath: "prewarm-partial-written-\(pid)", contents: nil)
+                hangForever()
+            }
+            _exit(5)
+        }
         if options.garbage { writeTurnGarbage() }
 
         var text = ""

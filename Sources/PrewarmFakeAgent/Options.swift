@@ -191,6 +191,9 @@ extension Options {
           --crash-mid-turn    exit 3 after the first token of a turn
           --hang-turn         hang forever after a turn's system/init line (also: a
                               prompt containing PREWARM_HANG_TURN)
+          A prompt containing PREWARM_PARTIAL_EXIT (PREWARM_PARTIAL_HANG): write a line
+                              without its newline after system/init, then exit 5
+                              (hang until killed)
           --garbage           write non-JSON lines at start-up and in every turn
           --fork-child        spawn a sleeping grandchild in the same process group;
                               its pid is reported as child_pid

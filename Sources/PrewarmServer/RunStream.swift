@@ -175,8 +175,12 @@ final class RunAdmission: Sendable {
             pool = serving
             plan = TurnResponder.Plan(launch: .resume(key, cold: config))
         }
-        // What a resume spare of the run's session would copy, once the run is over.
-        let resume = ResumeSource(run: run, config: route.ownConfig)
+        // What a resume spare of the run's session would copy, once the run is over. A print
+        // run leaves one only if it resumed a session itself: `claude -p` callers that never
+        // resume (API wrappers, scripts) would pay a CLI's boot per run for nothing, and a
+        // conversation (the Laravel SDK's ->resume($id)) has one from its first resumed turn.
+        let resumed: Bool = if case .resume = route { true } else { false }
+        let resume = print == nil || resumed ? ResumeSource(run: run, config: route.ownConfig) : nil
         let config = pool.config
         let turnID = RequestID.accepted(request.headers[.xRequestID]) ?? TurnResponder.makeTurnID()
         let input = AsyncChannel<ByteBuffer>()

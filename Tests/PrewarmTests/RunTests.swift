@@ -522,6 +522,40 @@ extension LiveDaemons {
         }
 
         /// The client killed mid-answer: its process is killed.
+        /// A last line without its newline reaches the caller byte for byte, with the exit
+        /// status, whether the process exits after it or is killed: through a stream-json run
+        /// and through a print run's stream-json.
+        @Test func aLastLineWithoutNewlineReachesTheCallerWhole() async throws {
+            let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
+            let project = try TestDaemon.makeTemporaryDirectory()
+            let partial = #"{"type":"assistant","partial":"no newline"#
+            let user = { (prompt: String) in RunTests.userLine.replacingOccurrences(of: #""content":"hi""#, with: #""content":"\#(prompt)""#) }
+            // Its own exit after the partial line (status 5).
+            let run = try RunTests.DropIn(RunTests.sdkFlags, environment: RunTests.environment(daemon), cwd: project)
+            run.write(user("PREWARM_PARTIAL_EXIT"))
+            run.closeInput()
+            let (status, out, err) = run.finish()
+            #expect(status == 5 && out.hasSuffix("\n" + partial), "stream-json run: \(status) \(out.debugDescription) \(err)")
+            try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
+            let printed = try RunTests.DropIn(["-p", "PREWARM_PARTIAL_EXIT", "--output-format", "stream-json", "--verbose"], environment: RunTests.environment(daemon), cwd: project)
+            printed.closeInput()
+            let (printStatus, printOut, printErr) = printed.finish()
+            #expect(printStatus == 5 && printOut.hasSuffix("\n" + partial), "print run: \(printStatus) \(printOut.debugDescription) \(printErr)")
+            // Killed after the partial line (SIGKILL to the process, once it said it wrote
+            // it): 137 and the bytes.
+            try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
+            let killed = try RunTests.DropIn(RunTests.sdkFlags, environment: RunTests.environment(daemon), cwd: project)
+            killed.write(user("PREWARM_PARTIAL_HANG"))
+            let initLine = try #require(killed.readLine(containing: #""subtype":"init""#))
+            let pid = try #require((try JSONSerialization.jsonObject(with: Data(initLine.utf8)) as? [String: Any])?["pid"] as? Int)
+            try await waitUntil("the process wrote its partial line", timeout: .seconds(10)) {
+                FileManager.default.fileExists(atPath: project + "/prewarm-partial-written-\(pid)")
+            }
+            kill(Int32(pid), SIGKILL)
+            let (killedStatus, rest, killedErr) = killed.finish()
+            #expect(killedStatus == 137 && rest == partial, "killed: \(killedStatus) \(rest.debugDescription) \(killedErr)")
+        }
+
         @Test func aClientKilledMidAnswerKillsItsProcess() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
             let project = try TestDaemon.makeTemporaryDirectory()
