@@ -195,7 +195,9 @@ extension RunMatchingTests {
         #expect(pool.ready.send == PoolConfig.ClaudeSettings.versionProbe, "spares are not initialized by the pool")
         var fingerprintPools = FingerprintPools(enabled: true, spares: 2, idleTTL: .seconds(600), maxPools: 8, maxStarting: 1)
         fingerprintPools.resumeSpares = ResumeSpareSettings(ttl: .seconds(600), maxHeld: 4)
+        fingerprintPools.replaceAfter = .seconds(2)
         #expect(config.fingerprintPools == fingerprintPools)
+        #expect(pool.replaceAfter == .seconds(2), "a burst's replacements wait for its runs")
         #expect(pool.resumeSpares == ResumeSpareSettings(ttl: .seconds(600), maxHeld: 4), "the next turn of a session starts warm")
         pool.claude?.configDirectory = "/home/app/.claude"
         pool.env["CLAUDE_CONFIG_DIR"] = "/home/app/.claude"
