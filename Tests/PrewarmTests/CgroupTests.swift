@@ -347,6 +347,11 @@ struct CgroupTests {
             #expect(single.pss != nil)
         }
         #expect((ProcessMemory.selfRSS() ?? 0) > 0)
+        // statm's resident bytes (what tells a busy process's walk is due) agree with the
+        // walk's RSS, up to what other tests allocated in between.
+        let resident = try #require(ProcessMemory.resident(pid: getpid()))
+        #expect(resident > 0 && resident + (64 << 20) >= single.rss && single.rss + (64 << 20) >= resident, "\(resident) against \(single.rss)")
+        #expect(ProcessMemory.resident(pid: Int32.max) == nil)
 
         let groups = ProcessMemory.processGroups()
         #expect(groups[getpgrp()]?.contains(getpid()) == true)

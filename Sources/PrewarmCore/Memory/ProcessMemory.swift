@@ -89,6 +89,17 @@ public enum ProcessMemory {
         return total.processes > 0 ? total : nil
     }
 
+    /// A process's resident bytes, from /proc/PID/statm: counters the kernel keeps, read in
+    /// O(1). smaps_rollup (`read`) walks the process's page tables under its mmap lock, which
+    /// takes milliseconds for a CLI's few hundred MiB and stands in the way of the process's
+    /// own mmap calls; this tells when a walk is worth it. nil when gone.
+    public static func resident(pid: Int32, root: SystemRoot = .host) -> UInt64? {
+        guard let statm = KernelFile.text(root.path("/proc/\(pid)/statm")) else { return nil }
+        let fields = statm.split(separator: " ")
+        guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// Reads the calling process's RSS, /proc/self/status VmRSS.
     public static func selfRSS(root: SystemRoot = .host) -> UInt64? {
         KernelFile.text(root.path("/proc/self/status")).flatMap { KernelFile.kilobytes("VmRSS:", in: $0) }

@@ -14,30 +14,41 @@ extension Pool {
     /// every process is read, and the sum returned (the pools' own usage).
     @discardableResult
     func sampleMemory(groups: [Int32: [Int32]], root: SystemRoot, all: Bool = false) -> Int {
+        typealias Target = (id: SpareID, pid: Int32, busy: Bool, last: (resident: UInt64, cost: Int)?)
         let targets = state.withLock { state in
-            state.processes.compactMap { id, process -> (SpareID, Int32, busy: Bool)? in
+            state.processes.compactMap { id, process -> Target? in
                 guard let pid = process.pid else { return nil }
                 switch state.machine.processes[id] {
-                case .idle where !state.measuredReady.contains(id): return (id, pid, false)
-                case .busy: return (id, pid, true)
-                default: return all ? (id, pid, false) : nil
+                case .idle where !state.measuredReady.contains(id): return (id, pid, false, nil)
+                case .busy: return (id, pid, true, state.lastWalks[id])
+                default: return all ? (id, pid, false, nil) : nil
                 }
             }
         }
         guard !targets.isEmpty else { return 0 }
-        var readings: [(SpareID, Int, busy: Bool, members: [Int32], reading: ProcessMemoryReading)] = []
-        for (id, pid, busy) in targets {
-            guard let reading = ProcessMemory.group(pid, groups: groups, root: root) else { continue }
-            readings.append((id, Int(clamping: reading.cost), busy, groups[pid] ?? [pid], reading))
+        var readings: [(SpareID, Int, busy: Bool, members: [Int32], reading: ProcessMemoryReading?, resident: UInt64)] = []
+        for target in targets {
+            let members = groups[target.pid] ?? [target.pid]
+            let resident = members.compactMap { ProcessMemory.resident(pid: $0, root: root) }.reduce(0, +)
+            // A busy process is walked again (smaps_rollup) only once it has grown: its PSS
+            // cannot have grown by more than its resident bytes have (the peak is off by
+            // `rewalkAfterGrowth` at most), and a burst's turns are not slowed by the walks.
+            if target.busy, let last = target.last, resident < last.resident + Self.rewalkAfterGrowth {
+                readings.append((target.id, last.cost, true, members, nil, last.resident))
+                continue
+            }
+            guard let reading = ProcessMemory.group(target.pid, groups: groups, root: root) else { continue }
+            readings.append((target.id, Int(clamping: reading.cost), target.busy, members, reading, resident))
         }
         perform(
             mutate { state in
                 let before = state.costs
-                for (id, bytes, busy, members, reading) in readings {
+                for (id, bytes, busy, members, reading, resident) in readings {
                     state.members[id] = members
                     if busy {
                         state.busyPeaks[id] = max(state.busyPeaks[id] ?? 0, bytes)
-                    } else if case .idle = state.machine.processes[id], state.measuredReady.insert(id).inserted {
+                        if reading != nil { state.lastWalks[id] = (resident, bytes) }
+                    } else if let reading, case .idle = state.machine.processes[id], state.measuredReady.insert(id).inserted {
                         state.spareCost.record(bytes)
                         state.lives[id]?.pssReady = reading.pss.map { Int(clamping: $0) }
                         state.lives[id]?.rssReady = Int(clamping: reading.rss)
@@ -48,6 +59,10 @@ extension Pool {
         )
         return readings.reduce(0) { $0 + $1.1 }
     }
+
+    /// How much a busy process's resident bytes must grow before its memory is read again in
+    /// full (see `sampleMemory`).
+    static let rewalkAfterGrowth: UInt64 = 8 << 20
 
     /// A new memory reading (the governor's sampler): the machine sees the room and pressure
     /// now, and sheds or starts accordingly.

@@ -71,6 +71,7 @@ extension Pool: ChildProcessDelegate {
             state.processes[id] = nil
             state.measuredReady.remove(id)
             state.busyPeaks[id] = nil
+            state.lastWalks[id] = nil
             state.members[id] = nil
             let actions = state.machine.processGone(id, now: .now)
             guard state.processes.isEmpty else { return (actions, [CheckedContinuation<Void, Never>](), life, turn) }

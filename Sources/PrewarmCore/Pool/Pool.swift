@@ -65,6 +65,9 @@ public final class Pool: Sendable {
         var measuredReady: Set<SpareID> = []
         /// The highest reading of each busy process so far, and its group's members.
         var busyPeaks: [SpareID: Int] = [:]
+        /// Each busy process's last full reading (`Pool.sampleMemory`): its group's resident
+        /// bytes then (statm) and what it cost.
+        var lastWalks: [SpareID: (resident: UInt64, cost: Int)] = [:]
         var members: [SpareID: [Int32]] = [:]
         /// Settings of processes started for one turn (cold starts with their own session).
         var launches: [SpareID: PoolConfig] = [:]
