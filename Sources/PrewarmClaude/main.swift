@@ -31,10 +31,10 @@ func realCLI(_ environment: [String: String]) -> String? {
     let me = FileKey(path: "/proc/self/exe")
     if let started = startedPath(environment), let slash = started.lastIndex(of: "/") {
         let beside = String(started[..<slash]) + "/claude.real"
-        if access(beside, X_OK) == 0, let key = FileKey(path: beside), key != me { return beside }
+        if access(beside, X_OK) == 0, trusted(beside), let key = FileKey(path: beside), key != me { return beside }
         // Started as `DIR/claude` that is no longer this executable: an uninstall put the
         // original back (renamed claude.real over it) since this started.
-        if started.hasSuffix("/claude"), access(started, X_OK) == 0, let key = FileKey(path: started), key != me { return started }
+        if started.hasSuffix("/claude"), access(started, X_OK) == 0, trusted(started), let key = FileKey(path: started), key != me { return started }
     }
     for directory in (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
         let candidate = String(directory) + "/claude"
@@ -42,6 +42,20 @@ func realCLI(_ environment: [String: String]) -> String? {
         if key != me { return candidate }
     }
     return nil
+}
+
+/// Whether a file found from argv[0] (which the caller chose) may be run as the real CLI: it
+/// and its directory are owned by this uid or root and writable by no one else, as the
+/// daemon's TrustedDirectory requires of its own paths. Else another user who can write
+/// there (a shared or group-writable directory, /tmp) would plant the CLI the caller runs.
+func trusted(_ path: String) -> Bool {
+    guard let slash = path.lastIndex(of: "/") else { return false }
+    let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+    return [path, directory].allSatisfy { item in
+        var info = stat()
+        guard stat(item, &info) == 0 else { return false }
+        return (info.st_uid == getuid() || info.st_uid == 0) && info.st_mode & 0o022 == 0
+    }
 }
 
 /// The path this was started as: argv[0] when it names a path; a bare name (a shell's

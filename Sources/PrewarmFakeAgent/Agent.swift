@@ -311,6 +311,7 @@ final class Agent {
     /// real CLI does with `--permission-prompt-tool stdio`.
     static let toolTrigger = "PREWARM_TOOL_USE"
     static let partialExitTrigger = "PREWARM_PARTIAL_EXIT"
+    static let longAnswerTrigger = "PREWARM_LONG_ANSWER"
     static let partialHangTrigger = "PREWARM_PARTIAL_HANG"
 
     /// Sends a `can_use_tool` control request and reads stdin until the host answers it;
@@ -363,8 +364,10 @@ final class Agent {
         }
         sleepMilliseconds(options.ttftMs)
         burnCPU(milliseconds: options.ttftCPUMs, clock: CLOCK_THREAD_CPUTIME_ID)
-        for index in 0..<options.tokens {
-            if index > 0 { sleepMilliseconds(options.tokenMs) }
+        // A long answer, still being written a few seconds on (a reader that leaves early).
+        let long = prompt.contains(Self.longAnswerTrigger)
+        for index in 0..<(long ? 3000 : options.tokens) {
+            if index > 0 { sleepMilliseconds(long ? 1 : options.tokenMs) }
             let token = "tok\(index) "
             text += token
             writer.send(tokenLine(token))

@@ -193,7 +193,7 @@ extension Options {
                               prompt containing PREWARM_HANG_TURN)
           A prompt containing PREWARM_PARTIAL_EXIT (PREWARM_PARTIAL_HANG): write a line
                               without its newline after system/init, then exit 5
-                              (hang until killed)
+                              (hang until killed); PREWARM_LONG_ANSWER: 3000 tokens, 1 ms apart
           --garbage           write non-JSON lines at start-up and in every turn
           --fork-child        spawn a sleeping grandchild in the same process group;
                               its pid is reported as child_pid

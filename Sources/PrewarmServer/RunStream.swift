@@ -136,7 +136,7 @@ final class RunAdmission: Sendable {
         // user message; what the CLI refuses or does otherwise stays the real CLI's.
         var print: PrintRun?
         if printing {
-            guard let parsed = PrintRun.parse(run.argv, stdinIsTerminal: false) else {
+            guard let parsed = PrintRun.parse(line, stdinIsTerminal: false) else {
                 throw PrewarmError(.runNotServed, "a print-mode command line that the real CLI answers itself (see PrintRun)")
             }
             print = parsed
@@ -247,7 +247,7 @@ struct RunStream {
                     switch piece {
                     case .stdout(let chunk):
                         var kept = filter.filter(chunk)
-                        if conversion != nil { kept = ByteBuffer(bytes: conversion!.consume(Array(kept.readableBytesView))) }
+                        if let printed = conversion?.consume(Array(kept.readableBytesView)) { kept = ByteBuffer(bytes: printed) }
                         guard kept.readableBytes > 0 else { continue }
                         if counts.firstByte == nil { counts.firstByte = arrived.duration(to: .now) }
                         counts.bytesOut += kept.readableBytes
@@ -258,7 +258,7 @@ struct RunStream {
                     try await outbound.write(frame)
                 }
                 var rest = filter.finish()
-                if conversion != nil { rest = ByteBuffer(bytes: conversion!.consume(Array(rest.readableBytesView))) }
+                if let printed = conversion?.consume(Array(rest.readableBytesView)) { rest = ByteBuffer(bytes: printed) }
                 if rest.readableBytes > 0 { try await outbound.write(RunFrame.make(RunFrame.stdout, rest)) }
                 var (status, reason) = Self.exitStatus(await turn.result())
                 let end = ended.withLockedValue { $0 }
@@ -266,9 +266,8 @@ struct RunStream {
                     // Neither a prompt nor stdin: what the CLI says, as it says it.
                     try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(string: PrintRun.noInputError)))
                     (status, reason) = (1, nil)
-                } else if conversion != nil {
+                } else if let end = conversion?.finish(exitStatus: status > 128 ? nil : status, signal: status > 128 ? status - 128 : nil) {
                     // What the CLI prints last in this output format, and its exit status.
-                    let end = conversion!.finish(exitStatus: status > 128 ? nil : status, signal: status > 128 ? status - 128 : nil)
                     if !end.stdout.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stdout, ByteBuffer(bytes: end.stdout))) }
                     if !end.stderr.isEmpty { try await outbound.write(RunFrame.make(RunFrame.stderr, ByteBuffer(bytes: end.stderr))) }
                     status = end.status

@@ -189,24 +189,29 @@ extension LiveDaemons {
             for run in runs { #expect(run.finish().status == 0) }
         }
 
-        /// `replace_after_ms`: the replacement of a spare a run took starts when the run ends,
-        /// not beside it; a run that finds no spare starts replacements at once.
+        /// `replace_after_ms` (here longer than the test): the replacements of spares runs took
+        /// start when those runs end, not beside them; a run that finds no spare starts
+        /// replacements at once.
         @Test func aReplacementWaitsForTheRunThatTookItsSpare() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 2, extra: "replace_after_ms = 600000"))
-            try await waitUntil("both spares are idle", timeout: .seconds(10)) { try await daemon.pool("c").idle == 2 }
             let project = try TestDaemon.makeTemporaryDirectory()
-            let first = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
-            let second = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
-            // The machine decides a start-up with the hand-off: none was decided.
+            // Two runs take both spares: the machine decides start-ups with a hand-off, and
+            // decided none. They end: the replacements start (the delay is far off).
+            var runs = try (0..<2).map { _ in try Self.open(Self.sdkFlags, daemon: daemon, project: project) }
             var pool = try await daemon.pool("c")
             #expect(pool.busy == 2 && pool.idle == 0 && pool.starting == 0, "\(pool)")
-            // A third run has to wait: start-ups begin now, and it is served.
-            let third = try Self.open(Self.sdkFlags, daemon: daemon, project: project)
+            for run in runs { run.closeInput() }
+            for run in runs { #expect(run.finish().status == 0) }
+            try await waitUntil("the replacements start once the runs end", timeout: .seconds(20)) { try await daemon.pool("c").idle == 2 }
+            // Again; then a third run has to wait: start-ups begin now, and it is served.
+            runs = try (0..<2).map { _ in try Self.open(Self.sdkFlags, daemon: daemon, project: project) }
+            pool = try await daemon.pool("c")
+            #expect(pool.busy == 2 && pool.starting == 0, "\(pool)")
+            runs.append(try Self.open(Self.sdkFlags, daemon: daemon, project: project))
             pool = try await daemon.pool("c")
             #expect(pool.busy == 3 && pool.waited == 1, "\(pool)")
-            for run in [first, second, third] { run.closeInput() }
-            for run in [first, second, third] { #expect(run.finish().status == 0) }
-            try await waitUntil("the pool is full again", timeout: .seconds(20)) { try await daemon.pool("c").idle == 2 }
+            for run in runs { run.closeInput() }
+            for run in runs { #expect(run.finish().status == 0) }
         }
 
         /// The operator's limit still holds, and its refusal names it: exit 75 at once.

@@ -106,7 +106,8 @@ struct PoolSessionPropertyTests {
             machine: Machine(
                 settings: .init(
                     spares: Int(random.next() % 4), maxProcesses: 3 + Int(random.next() % 6), maxStarting: 1 + Int(random.next() % 3),
-                    whenEmpty: whenEmpty[Int(random.next() % 3)], maxWaiting: 4, waitTimeout: .seconds(5), maxIdle: .seconds(30)
+                    whenEmpty: whenEmpty[Int(random.next() % 3)], maxWaiting: 4, waitTimeout: .seconds(5), maxIdle: .seconds(30),
+                    replaceAfter: random.next() % 2 == 0 ? nil : .milliseconds(Int64(200 + random.next() % 2000))
                 )
             )
         )
@@ -183,6 +184,10 @@ struct PoolSessionPropertyTests {
                 case 1: model.apply(model.machine.recycle(now: now).1)
                 default: model.apply(model.machine.memoryChanged(now: now))
                 }
+            }
+            // `replace_after_ms` never keeps a waiting turn from the start-up it waits for.
+            if !model.machine.queue.isEmpty, model.machine.replacementHold != nil {
+                model.violations.append("a turn waits behind a replacement hold")
             }
             if !model.violations.isEmpty { break }
         }

@@ -77,7 +77,7 @@ struct PoolStateMachineTests {
             scheduled += actions.compactMap { if case .schedule(let timer, let at) = $0, case .replacementHoldEnd = timer { (timer, at) } else { nil } }
         }
         #expect(scheduled.count == 1 && scheduled.first?.1 == t0.advanced(by: .seconds(2)), "one hold, from the first hand-off")
-        // One turn ends: the other still starts, nothing starts.
+        // One turn ends: the other still runs, nothing starts.
         #expect(starts(m.turnEnded(taken[0], now: t0.advanced(by: .milliseconds(300)))).isEmpty)
         // The last one ends: both replacements start.
         #expect(starts(m.turnEnded(taken[1], now: t0.advanced(by: .milliseconds(400)))).count == 2)
@@ -109,10 +109,11 @@ struct PoolStateMachineTests {
     @Test func replacementsStartAtOnceByDefault() throws {
         let config = try ConfigurationLoader(executableDirectory: nil, environment: [:], cpus: 2).parse(
             "[[pool]]\nname = \"a\"\ncommand = \"/bin/cat\"\nreplace_after_ms = 0\n[pool.turn]\nclose_stdin = true\n"
-                + "[[pool]]\nname = \"b\"\ncommand = \"/bin/cat\"\nreplace_after_ms = 1500\n[pool.turn]\nclose_stdin = true\n",
+                + "[[pool]]\nname = \"b\"\ncommand = \"/bin/cat\"\nreplace_after_ms = 1500\n[pool.turn]\nclose_stdin = true\n"
+                + "[[pool]]\nname = \"c\"\ncommand = \"/bin/cat\"\n[pool.turn]\nclose_stdin = true\n",
             origin: "test.toml", baseDirectory: "/"
         )
-        #expect(config.pools[0].replaceAfter == nil && config.pools[1].replaceAfter == .milliseconds(1500))
+        #expect(config.pools[0].replaceAfter == nil && config.pools[1].replaceAfter == .milliseconds(1500) && config.pools[2].replaceAfter == nil)
         #expect(config.pools[1].machineSettings.replaceAfter == .milliseconds(1500))
     }
 

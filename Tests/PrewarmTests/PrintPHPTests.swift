@@ -10,7 +10,7 @@ extension LiveDaemons {
     /// daemon, the real CLI through the fallback.
     @Suite(
         "Print mode from PHP (Symfony Process)", .serialized,
-        .enabled(if: SDKEnvironment.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/php")
+        .enabled(if: SDKEnvironment.available && ExternalTool.onPath("php") != nil
             && FileManager.default.fileExists(atPath: "/usr/share/php/Symfony/Component/Process/autoload.php"),
             "needs the claude-agent-sdk virtualenv, php-cli and php-symfony-process (.ci/run installs them)")
     )
@@ -24,7 +24,7 @@ extension LiveDaemons {
                 "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(harness.model.port)", "ANTHROPIC_API_KEY": "sk-fake",
                 "CLAUDE_CONFIG_DIR": harness.configDirectory,
             ]
-            let (status, out, err) = try SDKEnvironment.run("/usr/bin/php", [driver] + arguments, environment: environment)
+            let (status, out, err) = try SDKEnvironment.run(ExternalTool.onPath("php") ?? "php", [driver] + arguments, environment: environment)
             #expect(status == 0, "php: \(out) \(err)")
             return (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]) ?? ["php": out + err]
         }
@@ -53,13 +53,17 @@ extension LiveDaemons {
             // with no daemon is the CLI alone). Symfony's stop() sends SIGTERM first, the
             // signal it is given only after its timeout.
             // SIGINT itself ("interrupt") the same way.
+            // The fake model answers PREWARM_SLOW after a minute: the signal comes mid-answer.
             for mode in ["stop", "interrupt"] {
-                let stopped = try Self.php([mode, "Say hello slowly."], harness: harness, socket: daemon.socket)
+                let served = try await daemon.pool("sdk").served
+                let stopped = try Self.php([mode, "Say hello PREWARM_SLOW"], harness: harness, socket: daemon.socket)
                 try await waitUntil("the stopped run is over in the daemon", timeout: .seconds(20)) { try await daemon.pool("sdk").busy == 0 }
-                let stoppedAlone = try Self.php([mode, "Say hello slowly."], harness: harness, socket: daemon.directory + "/no-daemon.sock")
+                #expect(try await daemon.pool("sdk").served == served + 1, "\(mode) went through the daemon")
+                let stoppedAlone = try Self.php([mode, "Say hello PREWARM_SLOW"], harness: harness, socket: daemon.directory + "/no-daemon.sock")
                 #expect(
                     stopped["status"] is Int && stopped["status"] as? Int == stoppedAlone["status"] as? Int
-                        && stopped["stderr"] as? String == stoppedAlone["stderr"] as? String,
+                        && stopped["stderr"] as? String == stoppedAlone["stderr"] as? String
+                        && stopped["types"] as? [String] == stoppedAlone["types"] as? [String],
                     "\(mode): \(stopped) against the CLI alone: \(stoppedAlone)"
                 )
             }

@@ -486,9 +486,10 @@ extension LiveDaemons {
 
             try await waitUntil("a spare is idle", timeout: .seconds(10)) { try await daemon.pool("c").idle >= 1 }
             let project = try TestDaemon.makeTemporaryDirectory()
-            let run = try RunTests.DropIn(["-p", "hi", "--output-format", "stream-json", "--verbose"], environment: RunTests.environment(daemon), cwd: project)
+            // An answer still being written when the reader leaves (3000 tokens, 1 ms apart).
+            let run = try RunTests.DropIn(["-p", "PREWARM_LONG_ANSWER", "--output-format", "stream-json", "--verbose", "--include-partial-messages"], environment: RunTests.environment(daemon), cwd: project)
             run.closeInput()
-            #expect(run.readLine(containing: #""subtype":"init""#) != nil)
+            #expect(run.readLine(containing: #""tok1 ""#) != nil)
             try run.output.fileHandleForReading.close()
             let errors = run.errors.fileHandleForReading.readDataToEndOfFile()
             run.process.waitUntilExit()
@@ -521,7 +522,6 @@ extension LiveDaemons {
             #expect(try await daemon.pool("c").warm == 2)
         }
 
-        /// The client killed mid-answer: its process is killed.
         /// A last line without its newline reaches the caller byte for byte, with the exit
         /// status, whether the process exits after it or is killed: through a stream-json run
         /// and through a print run's stream-json.
@@ -556,6 +556,7 @@ extension LiveDaemons {
             #expect(killedStatus == 137 && rest == partial, "killed: \(killedStatus) \(rest.debugDescription) \(killedErr)")
         }
 
+        /// The client killed mid-answer: its process is killed.
         @Test func aClientKilledMidAnswerKillsItsProcess() async throws {
             let daemon = try await TestDaemon(pools: RunTests.pool(spares: 1))
             let project = try TestDaemon.makeTemporaryDirectory()

@@ -248,6 +248,7 @@ extension LiveDaemons {
             )
 
             // ClaudeSDKClient per request: its command line is query()'s, warm too.
+            try await harness.sparesReady()
             let before = try await daemon.pool("sdk").warm
             _ = try harness.ask("/client")
             try await harness.sparesReady()

@@ -75,8 +75,6 @@ extension Pool {
         return recycled
     }
 
-    /// True when the command file is not the one the spares were started from (a CLI
-    /// upgrade). A missing file (mid-upgrade) is not a change yet.
     /// The pool's CLI as `prewarm sdk install` left it: an SDK's bundled CLI replaced by the
     /// drop-in since the pool started runs its `claude.real`, and one put back runs the
     /// bundled path again. Returns a reason when the executable changed (the caller recycles).
@@ -101,6 +99,8 @@ extension Pool {
             : "prewarm sdk install put the drop-in in place of the SDK's CLI: its spares run \(wanted.executable)"
     }
 
+    /// True when the command file is not the one the spares were started from (a CLI
+    /// upgrade). A missing file (mid-upgrade) is not a change yet.
     func commandFileChanged() -> Bool {
         let (path, known) = state.withLock { ($0.config.executable, $0.commandFile) }
         guard let current = FileIdentity(path: path) else { return false }

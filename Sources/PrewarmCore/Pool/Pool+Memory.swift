@@ -29,7 +29,8 @@ extension Pool {
         var readings: [(SpareID, Int, busy: Bool, members: [Int32], reading: ProcessMemoryReading?, resident: UInt64)] = []
         for target in targets {
             let members = groups[target.pid] ?? [target.pid]
-            let resident = members.compactMap { ProcessMemory.resident(pid: $0, root: root) }.reduce(0, +)
+            // statm for busy processes only: the others are walked at once.
+            let resident = target.busy ? members.compactMap { ProcessMemory.resident(pid: $0, root: root) }.reduce(0, +) : 0
             // A busy process is walked again (smaps_rollup) only once it has grown: its PSS
             // cannot have grown by more than its resident bytes have (the peak is off by
             // `rewalkAfterGrowth` at most), and a burst's turns are not slowed by the walks.

@@ -844,9 +844,10 @@ public struct PoolStateMachine: Sendable {
     }
 
     /// Whether start-ups are held back now (see `holdReplacements`); ends a hold that is over.
+    /// (A turn that has to wait ends it in `enqueue`.)
     mutating func holdingReplacements(_ now: Instant) -> Bool {
         guard let hold = replacementHold else { return false }
-        if queue.isEmpty, now < hold.until, hold.turns.contains(where: { processes[$0] == .busy }) { return true }
+        if now < hold.until, hold.turns.contains(where: { processes[$0] == .busy }) { return true }
         replacementHold = nil
         return false
     }
@@ -905,6 +906,8 @@ public struct PoolStateMachine: Sendable {
         let deadline = settings.waitTimeout.map { now.advanced(by: $0) }
         queue.append(Waiter(id: waiter, deadline: deadline))
         if let deadline { actions.append(.schedule(.waitDeadline(waiter), at: deadline)) }
+        // A turn that has to wait ends a replacement hold: start-ups are what it waits for.
+        replacementHold = nil
         return waiter
     }
 

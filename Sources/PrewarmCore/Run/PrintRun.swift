@@ -37,19 +37,13 @@ public struct PrintRun: Sendable, Equatable {
         )
     }
 
-    /// Arguments as bytes (a process's argv): nil unless every word is valid UTF-8.
-    public static func parse(_ arguments: [[UInt8]], stdinIsTerminal: Bool) -> PrintRun? {
-        var words: [String] = []
-        for argument in arguments {
-            guard let word = String(validating: argument, as: UTF8.self), !word.contains("\0") else { return nil }
-            words.append(word)
-        }
-        return parse(words, stdinIsTerminal: stdinIsTerminal)
-    }
-
     /// The arguments after the executable's name.
     public static func parse(_ arguments: [String], stdinIsTerminal: Bool) -> PrintRun? {
-        let line = ClaudeCommandLine(arguments)
+        parse(ClaudeCommandLine(arguments), stdinIsTerminal: stdinIsTerminal)
+    }
+
+    /// A command line already read with the CLI's grammar (the daemon reads a run's once).
+    public static func parse(_ line: ClaudeCommandLine, stdinIsTerminal: Bool) -> PrintRun? {
         guard line.has("--print"), line.unknown.isEmpty, line.operands.count <= 1 else { return nil }
         if let first = line.operands.first, subcommands.contains(first) { return nil }
         if line.options.contains(where: { refused.contains($0.name) }) { return nil }
@@ -101,32 +95,10 @@ public struct PrintRun: Sendable, Equatable {
 
     public static let noInputError = "Error: Input must be provided either through stdin or as a prompt argument when using --print\n"
 
-    /// The spare's stdin: the message as one stream-json user line.
+    /// The spare's stdin: the message as one stream-json user line (the daemon's own,
+    /// `SessionSettings.userLine`).
     public static func userLine(_ message: String) -> [UInt8] {
-        Array(#"{"type":"user","message":{"role":"user","content":"#.utf8) + jsonString(message)
-            + Array(#"},"parent_tool_use_id":null,"session_id":""}"#.utf8) + [UInt8(ascii: "\n")]
-    }
-
-    static func jsonString(_ text: String) -> [UInt8] {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += Array(#"\""#.utf8)
-            case "\\": out += Array(#"\\"#.utf8)
-            case "\n": out += Array(#"\n"#.utf8)
-            case "\r": out += Array(#"\r"#.utf8)
-            case "\t": out += Array(#"\t"#.utf8)
-            default:
-                if scalar.value < 0x20 || scalar == "\u{2028}" || scalar == "\u{2029}" {
-                    let hex = String(scalar.value, radix: 16)
-                    out += Array(("\\u" + String(repeating: "0", count: 4 - hex.count) + hex).utf8)
-                } else {
-                    out += Array(String(scalar).utf8)
-                }
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
+        Array(SessionSettings.userLine(prompt: message).utf8)
     }
 
     /// A plain decimal (`0.5`, `10`, `.25`, `0.00000001`) as JavaScript prints the number it

@@ -113,10 +113,22 @@ public struct CLIReplacement: Sendable {
     }
 
     /// The record, if there is one and it parses.
+    /// Read without following a link, from a regular file only, at most 64 KiB: the daemon
+    /// reads it for every claude pool on each command check, and a FIFO or a link to
+    /// /dev/zero planted there must not stall it.
     public func record() -> Record? {
-        guard let data = FileManager.default.contents(atPath: recordPath) else { return nil }
-        return try? JSONDecoder().decode(Record.self, from: data)
+        let fd = open(recordPath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= Self.maxRecordBytes else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count == bytes.count else { return nil }
+        return try? JSONDecoder().decode(Record.self, from: Data(bytes))
     }
+
+    static let maxRecordBytes = 64 << 10
 
     /// The directory's state; `dropIn` is the prewarm-claude an install would put in place
     /// (to tell it from an older one), if known.
@@ -241,7 +253,7 @@ public struct CLIReplacement: Sendable {
         )
         try writeRecord(record)
         if step == .record { return change }
-        try rename(temporary, to: cli)
+        try renameTemporary(temporary, to: cli)
         syncDirectory(lock)
         return change
     }
@@ -308,8 +320,12 @@ public struct CLIReplacement: Sendable {
                 throw InstallError.failed("cannot link", "\(cli) to \(temporary)", errno: code, advice: "run it as the owner of \(directory)")
             }
             try copy(cli, to: temporary, owner: stamp)
+        } else if FileStamp(path: temporary)?.sameFile(as: stamp) != true {
+            // `claude` was swapped since it was looked at: keep nothing of the newcomer.
+            unlink(temporary)
+            throw InstallError(.cannotCreate, "\(cli) changed while installing; run it again")
         }
-        try rename(temporary, to: real)
+        try renameTemporary(temporary, to: real)
     }
 
     /// The drop-in under a temporary name in the directory: a link (hard, or symbolic), or a
@@ -320,6 +336,14 @@ public struct CLIReplacement: Sendable {
             guard Glibc.symlink(options.dropIn, temporary) == 0 else {
                 throw InstallError.failed("cannot make", temporary, errno: errno, advice: "run it as the owner of \(directory)")
             }
+            return temporary
+        }
+        // A hard link makes the installed CLI the drop-in's own file: only where its owner
+        // is the original's (else whoever owns the drop-in could rewrite what the SDK's other
+        // users run, root's included, after a sudo install). A copy gets the original's owner.
+        let dropInOwner = FileStamp(path: options.dropIn, following: true)?.uid
+        guard original == nil || dropInOwner == original?.uid else {
+            try copy(options.dropIn, to: temporary, owner: original)
             return temporary
         }
         if Glibc.link(options.dropIn, temporary) == 0 { return temporary }
@@ -379,14 +403,24 @@ public struct CLIReplacement: Sendable {
             unlink(temporary)
             throw InstallError(.cannotCreate, "cannot write \(temporary)")
         }
-        try rename(temporary, to: recordPath)
+        try renameTemporary(temporary, to: recordPath)
     }
 
+    /// Renames `from` over `to`. A failure leaves `from` where it was: the caller removes it
+    /// only if it made it (uninstall renames `claude.real`, the only copy of the original).
     func rename(_ from: String, to: String) throws(InstallError) {
         guard Glibc.rename(from, to) == 0 else {
-            let code = errno
-            unlink(from)
-            throw InstallError.failed("cannot rename", "\(from) to \(to)", errno: code, advice: "run it as the owner of \(directory)")
+            throw InstallError.failed("cannot rename", "\(from) to \(to)", errno: errno, advice: "run it as the owner of \(directory)")
+        }
+    }
+
+    /// `rename` of a temporary file this install made: removed if the rename fails.
+    func renameTemporary(_ temporary: String, to: String) throws(InstallError) {
+        do throws(InstallError) {
+            try rename(temporary, to: to)
+        } catch {
+            unlink(temporary)
+            throw error
         }
     }
 

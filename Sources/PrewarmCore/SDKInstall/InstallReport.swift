@@ -180,7 +180,9 @@ public struct InstallRegistry: Sendable, Codable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(self) else { return }
-        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        // The daemon's state directory: made 0700 and checked as the daemon does (not left
+        // readable by all by a first `prewarm sdk install`, nor trusted if another user made it).
+        guard (try? TrustedDirectory.prepare((path as NSString).deletingLastPathComponent, purpose: "the state directory")) != nil else { return }
         try? data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }

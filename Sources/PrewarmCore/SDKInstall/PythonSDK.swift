@@ -114,8 +114,10 @@ public struct PythonSDK: Sendable, Equatable, Codable {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: interpreter)
-        // -E: the interpreter's own paths, not a PYTHONPATH of this shell's.
-        process.arguments = ["-E", "-c", probe]
+        // -I: the interpreter's own paths, not a PYTHONPATH of this shell's nor the current
+        // directory (a `json.py` or `claude_agent_sdk/` there would run, or be reported, as
+        // the package: under sudo, another user's code as root).
+        process.arguments = ["-I", "-c", probe]
         process.environment = environment
         let output = Pipe()
         let errors = Pipe()
@@ -127,8 +129,13 @@ public struct PythonSDK: Sendable, Equatable, Codable {
         } catch {
             throw InstallError(.interpreterUnavailable, "cannot run \(interpreter): \(error)")
         }
+        // Both pipes at once: an interpreter that fills one while the other is read would
+        // block for ever (64 KiB of warnings on stderr, say).
+        let stderrRead = DispatchGroup()
+        nonisolated(unsafe) var err = Data()
+        DispatchQueue.global().async(group: stderrRead) { err = errors.fileHandleForReading.readDataToEndOfFile() }
         let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        stderrRead.wait()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let tail = String(decoding: err.suffix(500), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)

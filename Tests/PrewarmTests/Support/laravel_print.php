@@ -2,7 +2,7 @@
 // The Laravel Claude Agent SDK's way of running the CLI, with Debian's Symfony Process:
 // `claude --output-format stream-json --verbose [--resume S] --print PROMPT`,
 // buffered (`run()`), streamed (`start()` and the output as it comes), or stopped mid-answer
-// (`stop()`: SIGINT, as the SDK's `stop()` sends it). Run by PrintPHPTests:
+// (`stop()`: Symfony sends SIGTERM first; `interrupt`: SIGINT). Run by PrintPHPTests:
 //   php laravel_print.php MODE PROMPT [SESSION]
 // with PREWARM_TEST_CLI the CLI's path (`CLAUDE_AGENT_CLI_PATH`). Prints one JSON object:
 // the exit status, the stream-json lines' types, the result, the session id.
@@ -47,20 +47,9 @@ switch ($mode) {
         }
         break;
     case 'stop':
-        $process->start();
-        foreach ($process as $type => $data) {
-            if ($type === Process::OUT) {
-                $take($data);
-                if ($lines) {
-                    break;
-                }
-            }
-        }
-        $process->stop(5, SIGINT);
-        $take($process->getIncrementalOutput());
-        break;
     case 'interrupt':
-        // SIGINT itself mid-answer (a Ctrl-C), then the process's own end.
+        // stop(): Symfony sends SIGTERM first, the signal given only after its timeout;
+        // interrupt: SIGINT itself (a Ctrl-C). Both mid-answer, after the first line.
         $process->start();
         foreach ($process as $type => $data) {
             if ($type === Process::OUT) {
@@ -70,8 +59,12 @@ switch ($mode) {
                 }
             }
         }
-        $process->signal(SIGINT);
-        $process->wait();
+        if ($mode === 'stop') {
+            $process->stop(5, SIGINT);
+        } else {
+            $process->signal(SIGINT);
+            $process->wait();
+        }
         $take($process->getIncrementalOutput());
         break;
 }
