@@ -192,17 +192,13 @@ extension Pool {
         var wanted = config
         wanted.spares = spares
         let prepared = await prepared(wanted)
-        // One step with the check: a pool closed while its probe ran stays without spares.
-        perform(
-            mutate { state in
-                guard !state.closing else { return [] }
-                state.config.claude = prepared.claude
-                state.config.args = prepared.args
-                state.config.cwd = prepared.cwd
-                state.config.spares = spares
-                return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
-            }
-        )
+        state.withLock { state in
+            state.config.claude = prepared.claude
+            state.config.args = prepared.args
+            state.config.cwd = prepared.cwd
+        }
+        // A pool closed while its probe ran stays without spares (resize checks).
+        resize(spares: spares, atRunTime: false)
     }
 
     /// Waits until no process is left, or `timeout` passes; true if none is left.
@@ -266,6 +262,8 @@ extension Pool {
     func resize(spares: Int, atRunTime: Bool) {
         perform(
             mutate { state in
+                // A closing fingerprint pool keeps no spares, whatever asks for them.
+                guard !state.closing else { return [] }
                 state.config.spares = spares
                 state.runtimeSpares = atRunTime ? spares : nil
                 return state.machine.resize(spares: spares, maxProcesses: state.config.maxProcesses, now: .now)
