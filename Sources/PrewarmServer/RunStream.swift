@@ -162,7 +162,10 @@ final class RunAdmission: Sendable {
             if print != nil { filter.dropPartialMessages = false }
             if matched.claimed {
                 plan = TurnResponder.Plan(
-                    claim: TurnResponder.ClaimPlan(session: matched.session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers),
+                    claim: TurnResponder.ClaimPlan(
+                        session: matched.session, cwd: run.cwd, directories: nil, sdkMcpServers: matched.sdkMcpServers,
+                        claimAhead: serving.config.claude?.claimAhead ?? false
+                    ),
                     fallback: .cold(own)  // a refused claim (project settings, a start file changed...): the same run, cold
                 )
             } else {
@@ -248,6 +251,8 @@ struct RunStream {
                     case .stdout(let chunk):
                         var kept = filter.filter(chunk)
                         if let printed = conversion?.consume(Array(kept.readableBytesView)) { kept = ByteBuffer(bytes: printed) }
+                        // A print run's turn is over at its result: the spare's stdin ends, so it exits.
+                        if conversion?.sawResult == true { input.finish() }
                         guard kept.readableBytes > 0 else { continue }
                         if counts.firstByte == nil { counts.firstByte = arrived.duration(to: .now) }
                         counts.bytesOut += kept.readableBytes
@@ -325,8 +330,13 @@ struct RunStream {
                             }
                             printed = []
                             await input.send(ByteBuffer(bytes: PrintRun.userLine(message)))
+                            // The spare's stdin stays open until its result (the output side
+                            // closes it): a SIGINT mid-answer then ends the turn as print mode
+                            // does, with the interrupted turn's `user` and `result` lines and
+                            // exit 0. With its stdin at its end, the CLI may exit before them.
+                        } else {
+                            input.finish()
                         }
-                        input.finish()
                     case .signal(let number):
                         if RunFrame.forwardedSignals.contains(number) {
                             lease.signal(number)

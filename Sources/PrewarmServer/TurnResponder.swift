@@ -121,7 +121,7 @@ struct TurnResponder {
             try pool.admit(caller: context.caller)
             while true {
                 var claim: (claim: Turn.Claim, directory: String?)?
-                if let plan = plan.claim { claim = try plan.make(turnID: context.turnID) }
+                if let plan = plan.claim { claim = try plan.make(turnID: context.turnID, caller: context.caller) }
                 let turn = makeTurn(claim?.claim, claim?.directory)
                 let launch = plan.launch
                 // The wait ends when the connection closes: the acquisition is cancelled
@@ -190,7 +190,9 @@ struct TurnResponder {
             }
             if claude.claim && claude.claimSupported {
                 return Plan(
-                    claim: ClaimPlan(session: session, cwd: session.cwd ?? claude.defaultCwd, directories: config.privateDirectories),
+                    claim: ClaimPlan(
+                        session: session, cwd: session.cwd ?? claude.defaultCwd, directories: config.privateDirectories, claimAhead: claude.claimAhead
+                    ),
                     fallback: claude.claimFallback ? .cold(config.forSession(session)) : nil
                 )
             }
@@ -206,10 +208,15 @@ struct TurnResponder {
         var directories: PoolConfig.PrivateDirectories?
         /// A drop-in run's in-process SDK MCP servers (`--mcp-config` of `type: "sdk"` only).
         var sdkMcpServers: [String]? = nil
+        /// The pool's `claim_ahead`: the claim says whether a spare claimed ahead may serve it.
+        var claimAhead = false
 
-        func make(turnID: String) throws(PrewarmError) -> (claim: Turn.Claim, directory: String?) {
+        func make(turnID: String, caller: UInt32?) throws(PrewarmError) -> (claim: Turn.Claim, directory: String?) {
             let id = "prewarm-claim-\(turnID)"
-            if let cwd { return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd, sdkMcpServers: sdkMcpServers)), nil) }
+            if let cwd {
+                let ahead = claimAhead ? AheadClaim.make(session: session, cwd: cwd, sdkMcpServers: sdkMcpServers, caller: caller) : nil
+                return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd, sdkMcpServers: sdkMcpServers), ahead: ahead), nil)
+            }
             guard let directories else { throw PrewarmError(.internal, "a claimed turn has no working directory") }
             let directory = try PrivateDirectory.make(under: directories.root, prefix: "t")
             return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: directory, sdkMcpServers: sdkMcpServers)), directory)

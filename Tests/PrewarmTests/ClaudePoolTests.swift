@@ -123,6 +123,66 @@ extension LiveDaemons {
             try await waitUntil("the probe has run", timeout: .seconds(20)) { try await daemon.pool("c").claim == "unsupported" }
         }
 
+        /// `claim_ahead`: after two turns in a row with one claim, the next spares are claimed
+        /// with it as they start, and a turn with that claim gets one (its input written at
+        /// once). A spare claimed ahead never serves another claim: turns of another directory,
+        /// even a flood of them, each run in their own directory. A claim with credentials is
+        /// never made ahead, and a spare whose directory's CLAUDE.md changed since its claim is
+        /// discarded at the hand-off.
+        @Test func sparesClaimedAheadServeOnlyTheirClaim() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool("claim_ahead = true"))
+            let a = try TestDaemon.makeTemporaryDirectory()
+            let b = try TestDaemon.makeTemporaryDirectory()
+            @Sendable func turn(_ cwd: String, env: [String: String]? = nil) async throws -> String? {
+                var session: [String: Any] = ["cwd": cwd, "permission_mode": "acceptEdits"]
+                if let env { session["env"] = env }
+                let response = try await Self.jsonTurn(daemon, session: session)
+                #expect(response.status == 200, "\(response.bodyString)")
+                #expect(jsonLines(response).last?["type"] as? String == "result")
+                let initLine = jsonLines(response).first { $0["subtype"] as? String == "init" }
+                #expect(initLine?["permissionMode"] as? String == "acceptEdits")
+                return initLine?["cwd"] as? String
+            }
+            func settled() async throws {
+                try await waitUntil("the pool has its spares and starts none", timeout: .seconds(20)) {
+                    let pool = try await daemon.pool("c")
+                    return pool.idle == 2 && pool.starting == 0 && pool.busy == 0
+                }
+            }
+            // A claim with credentials (a claimable variable) is never made ahead.
+            for _ in 0..<2 { #expect(try await turn(a, env: ["PREWARM_TEST_CLAIMABLE": "token"]) == a) }
+            try await settled()
+            #expect(try await daemon.pool("c").claimedAhead == 0)
+
+            for _ in 0..<2 { #expect(try await turn(a) == a) }
+            try await waitUntil("a spare claimed ahead is idle", timeout: .seconds(20)) { try await daemon.pool("c").claimedAhead >= 1 }
+            #expect(try await turn(a) == a)
+            var pool = try await daemon.pool("c")
+            #expect(pool.claimAheadHits == 1 && pool.claimAheadDiscarded == 0, "\(pool)")
+
+            // Another directory's turns, four at once: each in its own directory, never on A's spare.
+            try await settled()
+            let cwds = try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<4 { group.addTask { try await turn(b) } }
+                return try await group.reduce(into: [String?]()) { $0.append($1) }
+            }
+            #expect(cwds == Array(repeating: b, count: 4))
+            pool = try await daemon.pool("c")
+            #expect(pool.claimAheadHits == 1, "\(pool)")
+            #expect(pool.served == 9, "a spare discarded at the hand-off is not a turn served: \(pool)")
+
+            // What the CLI read at the claim changed: the spare is discarded, the turn served.
+            for _ in 0..<2 { #expect(try await turn(a) == a) }
+            try await waitUntil("a spare claimed ahead is idle", timeout: .seconds(20)) { try await daemon.pool("c").claimedAhead >= 1 }
+            try await settled()
+            let discarded = try await daemon.pool("c").claimAheadDiscarded
+            try "Answer in French.".write(toFile: a + "/CLAUDE.md", atomically: false, encoding: .utf8)
+            #expect(try await turn(a) == a)
+            pool = try await daemon.pool("c")
+            #expect(pool.claimAheadDiscarded > discarded, "\(pool)")
+            #expect(pool.failing == false && pool.startFailures == 0, "\(pool)")
+        }
+
         /// A bad JSON turn is refused before anything starts, saying what is wrong.
         @Test func badJSONTurn() async throws {
             let daemon = try await TestDaemon(pools: Self.pool())

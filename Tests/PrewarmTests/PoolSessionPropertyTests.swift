@@ -125,9 +125,16 @@ struct PoolSessionPropertyTests {
                 let waiter = WaiterID(model.nextWaiter)
                 model.nextWaiter += 1
                 model.waiterSession[waiter] = 0
-                let (decision, actions) = model.machine.turnArrived(waiter, now: now)
+                // Spares claimed ahead (`claim_ahead`): some idle ones with the turn's claim, some with another.
+                let idle = Set(ids.filter { if case .idle = model.machine.processes[$0] { true } else { false } })
+                let preferring = Set(idle.filter { _ in random.next() % 3 == 0 })
+                let avoiding = Set(idle.subtracting(preferring).filter { _ in random.next() % 3 == 0 })
+                let (decision, actions) = model.machine.turnArrived(waiter, preferring: preferring, avoiding: avoiding, now: now)
                 if case .take(let spare) = decision {
                     model.check(spare, servesTurnOf: 0, label: "warm take")
+                    // One with the turn's claim if any is idle; one with another claim only if nothing else is.
+                    if !preferring.isEmpty { #expect(preferring.contains(spare), "seed \(seed): a spare claimed ahead with the turn's claim was idle") }
+                    if avoiding.contains(spare) { #expect(idle.isSubset(of: avoiding), "seed \(seed): a spare claimed with another claim was taken while another was idle") }
                 }
                 if case .wait = decision {} else { model.waiterSession[waiter] = nil }
                 model.apply(actions)

@@ -19,7 +19,8 @@ extension LiveDaemons {
 
         @Test func printModeMatchesTheRealCLI() async throws {
             // One resume spare at most: the newest session's (the print runs' below).
-            let harness = try await SDKDropInTests.Harness.start(extra: "resume_spares = true\nmax_resume_spares = 1")
+            // Spares claimed ahead as the shipped configuration has them: most runs below make one claim.
+            let harness = try await SDKDropInTests.Harness.start(extra: "resume_spares = true\nmax_resume_spares = 1\nclaim_ahead = true")
             let daemon = harness.daemon
             let cli = SDKEnvironment.cli!
             let environment = [

@@ -25,6 +25,7 @@ struct ProcessLifecycleTests {
             case .route: "route"
             case .armTurnTimeout: "armTurnTimeout"
             case .writeClaim: "writeClaim"
+            case .writeAheadClaim: "writeAheadClaim"
             case .writeInput: "writeInput"
             case .settleClaim: "settleClaim"
             case .turnEnded: "turnEnded"

@@ -275,6 +275,9 @@ public struct PoolConfig: Sendable, Equatable {
     /// let exit on its stdin's end (a resume spare: a resuming CLI that exits writes to its
     /// session's transcript). Set by the pool, not a configuration key.
     public var retireAtOnce = false
+    /// This process is claimed ahead with this claim once ready (a spare of a `claim_ahead`
+    /// pool, set by the pool as it starts one).
+    public var aheadClaim: AheadClaim?
     /// `universal_spares` (claude pools): CLIs parked with `--bg-spare` for turns no spare
     /// serves; 0 when off, or when the CLI does not support the mode (`universalSupported`).
     public var universalSpares = 0
@@ -313,6 +316,9 @@ public struct PoolConfig: Sendable, Equatable {
         public var initialize = true
         /// The CLI's stream-json flags, before `args` (`base_args`).
         public var baseArguments = Self.streamArguments
+        /// `claim_ahead`: a pool whose turns repeat one claim has its next spares claimed with
+        /// it as they start (`AheadClaim`).
+        public var claimAhead = false
 
         public init(claim: Bool = true, claimFallback: Bool = false, session: SessionSettings = SessionSettings(), configDirectory: String, parkingDirectory: String) {
             self.claim = claim

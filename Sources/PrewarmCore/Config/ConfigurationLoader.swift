@@ -324,6 +324,13 @@ public struct ConfigurationLoader: Sendable {
             configDirectory: try reader.string("config_dir").map { Self.absolute($0, base: baseDirectory) } ?? state + "/claude-config",
             parkingDirectory: try reader.string("parking_dir").map { Self.absolute($0, base: baseDirectory) } ?? state + "/parking"
         )
+        claude.claimAhead = try reader.bool("claim_ahead") ?? false
+        if claude.claimAhead && !claude.claim {
+            throw ConfigError(
+                file: origin, key: "\(reader.path)claim_ahead",
+                message: "claim_ahead claims spares before their turns come, which needs claim = true; remove claim_ahead or set claim = true"
+            )
+        }
         if let sessionTable = try reader.table("session") {
             var session = TableReader(table: sessionTable, path: "\(reader.path)session.", origin: origin)
             claude.session.cwd = try session.string("cwd").map { Self.absolute($0, base: baseDirectory) }

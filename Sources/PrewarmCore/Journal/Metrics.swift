@@ -130,6 +130,11 @@ public final class BrokerMetrics: Sendable {
             advance("resume_stale", "Resume spares discarded because their session's transcript changed.", to: pool.resumeStale, pool: pool.name)
             advance("resume_evicted", "Resume spares retired to make room (memory, spares, max_resume_spares).", to: pool.resumeEvicted, pool: pool.name)
             advance("resume_expired", "Resume spares retired unused after resume_spare_ttl_s.", to: pool.resumeExpired, pool: pool.name)
+            advance("claim_ahead_hits", "Turns served by a spare claimed ahead with their claim (claim_ahead).", to: pool.claimAheadHits, pool: pool.name)
+            advance(
+                "claim_ahead_discarded", "Spares claimed ahead discarded at a hand-off: another claim, or the files the CLI read changed.",
+                to: pool.claimAheadDiscarded, pool: pool.name
+            )
             advance("universal_hits", "Turns that would have started cold, served by a universal spare (--bg-spare).", to: pool.universalHits, pool: pool.name)
             for (via, count) in pool.runsVia.sorted(by: { $0.key < $1.key }) {
                 advance("runs_via", "Drop-in runs by how prewarm-claude came to be run (sdk-install, path-install).", to: count, pool: pool.name, via: via)

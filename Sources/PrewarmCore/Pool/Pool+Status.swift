@@ -52,7 +52,10 @@ extension Pool {
                 },
                 universalIdle: machine.universalIdleCount,
                 universalHits: machine.counters.universalHits,
-                runsVia: state.runsVia
+                runsVia: state.runsVia,
+                claimedAhead: state.processes.values.count { $0.currentPhase == .idle && $0.claimedAhead != nil },
+                claimAheadHits: state.claimAhead.hits,
+                claimAheadDiscarded: state.claimAhead.discarded
             )
         }
     }

@@ -26,8 +26,11 @@ extension Pool {
     /// the turn is retired, and a process handed over at that moment is retired unused.
     public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
         let arrived = ContinuousClock.now
+        if case .spare = launch, let claim = turn.claim {
+            state.withLock { $0.claimAhead.turnArrived(claim.ahead) }
+        }
         while true {
-            let (spare, kind, stale) = try await obtain(launch)
+            let (spare, kind, stale) = try await obtain(launch, ahead: turn.claim?.ahead?.key)
             let process = state.withLock { $0.processes[spare] }
             if Task.isCancelled {
                 // Handed over as the turn went away: nobody else may have it.
@@ -59,6 +62,25 @@ extension Pool {
                     throw Self.cancelled
                 }
             }
+            if let ahead = process.claimedAhead {
+                // Claimed ahead: only for this very claim, and only if what the CLI read then is unchanged.
+                let matches = turn.claim?.ahead?.key == ahead.claim.key
+                let configDirectory = state.withLock { $0.config.claude?.configDirectory }
+                guard matches, let stamp = ahead.stamp, stamp == ClaimStamp.take(cwd: ahead.claim.cwd, configDirectory: configDirectory) else {
+                    logger.info(
+                        "a spare claimed ahead was discarded at hand-off",
+                        metadata: ["process.spare": "\(spare)", "reason": "\(matches ? "what the CLI read at its claim changed since" : "the turn makes another claim")"]
+                    )
+                    perform(
+                        mutate { state in
+                            state.claimAhead.discarded += 1
+                            return state.machine.leaseAbandoned(spare, uncounting: kind, now: .now)
+                        }
+                    )
+                    continue
+                }
+                state.withLock { $0.claimAhead.hits += 1 }
+            }
             if process.claim(turn) {
                 if turn.claim != nil {
                     // The client may leave while the CLI binds itself: the process is killed then,
@@ -85,7 +107,8 @@ extension Pool {
     /// One request to the machine. The turn, its continuation and (if it waits) its place in
     /// the queue are registered in one locked step; a cancellation is a machine event.
     /// `stale`: a resumed turn's spare was found stale (it runs cold).
-    private func obtain(_ launch: Launch) async throws(PrewarmError) -> (SpareID, StartKind, stale: Bool) {
+    /// `ahead`: the key of the turn's claim, if a spare claimed ahead may serve it.
+    private func obtain(_ launch: Launch, ahead: String?) async throws(PrewarmError) -> (SpareID, StartKind, stale: Bool) {
         let waiter = makeWaiterID()
         // What needs no lock is worked out before the locked step: a resumed turn's transcript
         // (a stat), whether a universal spare may take the turn (its environment).
@@ -101,7 +124,7 @@ extension Pool {
         if let note = check?.staleNote {
             logger.info("resume spare stale: its session's transcript changed since it was ready; the turn runs cold", metadata: ["reason": "\(note)"])
         }
-        let arrival = Arrival(launch: launch, resume: check, universal: universal)
+        let arrival = Arrival(launch: launch, resume: check, universal: universal, ahead: ahead)
         do {
             let (spare, kind) = try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
@@ -133,6 +156,8 @@ extension Pool {
         let resume: ResumeCheck?
         /// A universal spare may take the turn.
         let universal: Bool
+        /// The key of its claim, if a spare claimed ahead may serve it.
+        let ahead: String?
     }
 
     /// The locked step of a turn's arrival: the machine's decision, and either an answer to
@@ -148,7 +173,14 @@ extension Pool {
             let (decision, actions): (PoolStateMachine.TurnDecision, [PoolStateMachine.Action])
             switch launch {
             case .spare:
-                (decision, actions) = state.machine.turnArrived(waiter, now: .now)
+                // Spares claimed ahead: those with the turn's claim first, others never if another will do.
+                var preferred: Set<SpareID> = []
+                var avoided: Set<SpareID> = []
+                for (spare, process) in state.processes {
+                    guard let key = process.claimedAhead?.claim.key else { continue }
+                    if key == arrival.ahead { preferred.insert(spare) } else { avoided.insert(spare) }
+                }
+                (decision, actions) = state.machine.turnArrived(waiter, preferring: preferred, avoiding: avoided, now: .now)
             case .cold(let config), .resume(_, cold: let config):
                 if case .resume(let key, _) = launch {
                     // Fresh only if the spare checked is the one still held for the key.

@@ -95,6 +95,8 @@ public final class Pool: Sendable {
         var resumeLaunches: [ResumeKey: (config: PoolConfig, transcript: String, before: FileIdentity?)] = [:]
         /// Drop-in runs admitted, by how prewarm-claude came to be run (Pool+RunsVia).
         var runsVia: [String: Int] = [:]
+        /// `claim_ahead`: what the pool's turns claim, and what came of spares claimed ahead.
+        var claimAhead = ClaimAheadPlanner()
 
         var costs: MemoryCosts { MemoryCosts(spare: spareCost.value, turn: turnPeak.value) }
     }
@@ -243,7 +245,7 @@ public final class Pool: Sendable {
             switch action {
             case .start(let spare):
                 let (process, failure) = state.withLock { state -> ((any PoolProcess)?, String?) in
-                    let config: PoolConfig
+                    var config: PoolConfig
                     if let launch = state.launches.removeValue(forKey: spare) {
                         config = launch
                     } else if state.machine.resumeKey(of: spare) != nil {
@@ -258,6 +260,11 @@ public final class Pool: Sendable {
                         }
                     } else {
                         config = state.config
+                        // A spare for no turn in particular, in a pool whose turns repeat one claim.
+                        if state.machine.waitingCount == 0, let ahead = state.claimAhead.plan {
+                            config.aheadClaim = ahead
+                            config.retireAtOnce = true  // never let an unused claimed CLI exit on its own
+                        }
                     }
                     // A spare boots below the turns' CPU priority, unless a turn waits already
                     // (queued, or the one a cold start is for: both are counted as waiting).

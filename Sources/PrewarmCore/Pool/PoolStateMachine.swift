@@ -383,13 +383,17 @@ public struct PoolStateMachine: Sendable {
     /// A turn arrived and wants a process. `waiter` names the turn if it has to wait (the
     /// caller may choose it, to cancel the turn by that name before this call returns);
     /// nil: the machine names it.
-    public mutating func turnArrived(_ waiter: WaiterID? = nil, now: Instant) -> (TurnDecision, [Action]) {
+    /// `preferring`: idle spares handed over first (claimed ahead with the turn's claim);
+    /// `avoiding`: idle spares handed over only if no other is idle (claimed with another).
+    public mutating func turnArrived(
+        _ waiter: WaiterID? = nil, preferring: Set<SpareID> = [], avoiding: Set<SpareID> = [], now: Instant
+    ) -> (TurnDecision, [Action]) {
         var actions: [Action] = []
         pendingWaiterID = waiter
         defer { pendingWaiterID = nil }
         if let reason = refusedOutright() { return (.reject(reason), actions) }
         sizingArrival(now: now, into: &actions)
-        if let spare = oldestIdle(), queue.isEmpty {
+        if let spare = oldestIdle(preferring: preferring, avoiding: avoiding), queue.isEmpty {
             // Busy turns come first: shed other idle spares until the turn's peak fits.
             let extra = settings.costs.map { max(0, $0.turn - $0.spare) } ?? 0
             while !fits(extra, countRetiringSparesFree: true), let other = nextToShed(excluding: spare) {
@@ -651,11 +655,21 @@ public struct PoolStateMachine: Sendable {
 
     /// A process was handed to a turn that had already gone (cancelled after the hand-over,
     /// before it could use it): it is retired unused, never handed to anyone else.
-    public mutating func leaseAbandoned(_ spare: SpareID, now: Instant) -> [Action] {
+    /// `uncounting`: the hand-over is not counted as a turn served (a spare claimed ahead that
+    /// the pool discarded at the hand-off: the turn asks again).
+    public mutating func leaseAbandoned(_ spare: SpareID, uncounting: StartKind? = nil, now: Instant) -> [Action] {
         var actions: [Action] = []
         if processes[spare] == .busy {
             processes[spare] = .retiring(wasIdle: false)
             actions.append(.retire(spare))
+            if let kind = uncounting {
+                counters.served -= 1
+                switch kind {
+                case .warm: counters.warm -= 1
+                case .waited: counters.waited -= 1
+                case .cold: counters.cold -= 1
+                }
+            }
         }
         refill(now: now, into: &actions)
         return actions
@@ -888,6 +902,20 @@ public struct PoolStateMachine: Sendable {
         while !fits(0, countRetiringSparesFree: true), let spare = nextToShed() {
             shed(spare, into: &actions)
         }
+    }
+
+    /// The oldest idle spare in `preferring`, else the oldest not in `avoiding`, else the oldest.
+    func oldestIdle(preferring: Set<SpareID>, avoiding: Set<SpareID>) -> SpareID? {
+        guard !preferring.isEmpty || !avoiding.isEmpty else { return oldestIdle() }
+        var best: (rank: Int, since: Instant, spare: SpareID)?
+        for (spare, state) in processes {
+            guard case .idle(let since) = state else { continue }
+            let rank = preferring.contains(spare) ? 0 : avoiding.contains(spare) ? 2 : 1
+            if best == nil || (rank, since) < (best!.rank, best!.since) || ((rank, since) == (best!.rank, best!.since) && spare < best!.spare) {
+                best = (rank, since, spare)
+            }
+        }
+        return best?.spare
     }
 
     func oldestIdle(excluding excluded: SpareID? = nil) -> SpareID? {

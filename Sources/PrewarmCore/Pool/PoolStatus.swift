@@ -78,6 +78,12 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     /// `sdk-install` (an SDK's bundled CLI replaced by `prewarm sdk install`), `path-install`
     /// (`claude` in a PATH directory); runs naming prewarm-claude itself are not counted here.
     public var runsVia: [String: Int] = [:]
+    /// `claim_ahead` pools: idle spares claimed ahead now (counted in `idle`); turns a spare
+    /// claimed ahead served; spares claimed ahead discarded at a hand-off (another claim, or
+    /// what the CLI read at the claim changed since).
+    public var claimedAhead = 0
+    public var claimAheadHits = 0
+    public var claimAheadDiscarded = 0
 
     /// An auto pool's target and why.
     public struct AutoSizing: Sendable, Codable, Equatable {
@@ -148,6 +154,9 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         case universalIdle = "universal_idle"
         case universalHits = "universal_hits"
         case runsVia = "runs_via"
+        case claimedAhead = "claimed_ahead"
+        case claimAheadHits = "claim_ahead_hits"
+        case claimAheadDiscarded = "claim_ahead_discarded"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -191,5 +200,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
         try container.encode(universalIdle, forKey: .universalIdle)
         try container.encode(universalHits, forKey: .universalHits)
         try container.encode(runsVia, forKey: .runsVia)
+        try container.encode(claimedAhead, forKey: .claimedAhead)
+        try container.encode(claimAheadHits, forKey: .claimAheadHits)
+        try container.encode(claimAheadDiscarded, forKey: .claimAheadDiscarded)
     }
 }

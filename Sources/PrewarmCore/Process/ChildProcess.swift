@@ -56,6 +56,8 @@ final class ChildProcess: Sendable {
     /// The nice offset it runs at over the daemon's (a spare booting beside turns), until a
     /// turn takes it or waits for it: then 0.
     private let niceOffset: Mutex<Int>
+    /// The stamp taken as its claim made ahead went in (`config.aheadClaim`).
+    private let aheadStamp = Mutex<ClaimStamp?>(nil)
 
     /// How long a retired process gets after its stdin closes, and again after SIGTERM.
     static let retireGrace: Duration = .seconds(1)
@@ -142,6 +144,10 @@ final class ChildProcess: Sendable {
     func retire() { post.yield(.retire) }
 
     var servedTurn: Turn? { routed.withLock { $0 } }
+
+    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? {
+        config.aheadClaim.map { ($0, aheadStamp.withLock { $0 }) }
+    }
 
     /// The turn's client went away: the process is killed at once.
     func clientGone() { post.yield(.clientGone) }
@@ -360,6 +366,11 @@ final class ChildProcess: Sendable {
                 case .writeClaim(let turn):
                     guard let claim = turn.claim else { break }
                     group.addTask { await Self.write(claim.line, then: nil, close: false, to: stdin, post: post) }
+                case .writeAheadClaim:
+                    guard let ahead = config.aheadClaim else { break }
+                    // Taken before the CLI reads: whatever changes after it makes the stamps differ.
+                    aheadStamp.withLock { $0 = ClaimStamp.take(cwd: ahead.cwd, configDirectory: config.claude?.configDirectory) }
+                    group.addTask { await Self.write(ByteBuffer(string: ahead.line), then: nil, close: false, to: stdin, post: post) }
                 case .writeInput(let turn):
                     group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }
                 case .settleClaim(let turn, let outcome):
@@ -386,6 +397,8 @@ final class ChildProcess: Sendable {
         enum Route {
             /// Looking for the readiness line; nothing is forwarded.
             case starting
+            /// Ready, and claimed ahead: looking for the claim's answer.
+            case claimingAhead
             /// Unrequested output of an idle process: dropped.
             case idle
             /// Whole lines are inspected before the turn's output starts: the answer to a
@@ -413,14 +426,24 @@ final class ChildProcess: Sendable {
                     }
                     if case .idle = route, let turn = routed.withLock({ $0 }) {
                         let leading = turn.claim != nil || turn.dropLeadingChatter
-                        route = leading ? .leading(turn, claimAnswered: turn.claim == nil) : .turn(turn)
+                        let answered = turn.claim == nil || config.aheadClaim != nil
+                        route = leading ? .leading(turn, claimAnswered: answered) : .turn(turn)
                     }
                     switch route {
                     case .starting:
                         if segment.lineHasReady {
-                            route = .idle
-                            post.yield(.ready)
+                            route = config.aheadClaim == nil ? .idle : .claimingAhead
+                            post.yield(config.aheadClaim == nil ? .ready : .readyToClaimAhead)
                         }
+                    case .claimingAhead:
+                        var piece = segment.bytes
+                        leadingLine.writeBuffer(&piece)
+                        guard segment.completesLine else { continue }
+                        let line = leadingLine
+                        leadingLine = ByteBuffer()
+                        guard let outcome = ClaimOutcome.parse(line: Data(line.readableBytesView), requestID: AheadClaim.requestID) else { continue }
+                        if case .accepted = outcome { route = .idle } else { route = .ended }
+                        post.yield(.aheadClaimAnswered(outcome))
                     case .idle, .ended:
                         continue
                     case .leading(let turn, let claimAnswered):

@@ -21,10 +21,13 @@ protocol PoolProcess: AnyObject, Sendable {
     func signal(_ signal: Int32) -> Bool
     /// The turn it was handed, if any.
     var servedTurn: Turn? { get }
+    /// The claim it was claimed with ahead, and the stamp of what the CLI read then; nil: none.
+    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? { get }
 }
 
 extension PoolProcess {
     var servedTurn: Turn? { nil }
+    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? { nil }
 }
 
 extension ChildProcess: PoolProcess {}

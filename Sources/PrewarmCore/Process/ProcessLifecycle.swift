@@ -3,6 +3,8 @@
 /// tests drive it alone, without processes.
 ///
 /// starting -(ready)-> idle -(claim)-> [claiming -(claim accepted)->] busy -(end)-> ended.
+/// A spare claimed ahead (`AheadClaim`) is ready once the CLI accepted that claim, and its
+/// turn's input goes in at once: starting -(ready line)-> starting -(claim accepted)-> idle.
 /// A process serves one turn at most and is never reused: every turn's end, and every other
 /// way out (a failed start-up, a death while idle, a retirement), ends the machine.
 struct ProcessLifecycle {
@@ -16,6 +18,10 @@ struct ProcessLifecycle {
     enum Event: Sendable {
         /// The readiness line was seen (or none is expected).
         case ready
+        /// The readiness line of a spare to be claimed ahead was seen: its claim goes in.
+        case readyToClaimAhead
+        /// The CLI answered the claim made ahead.
+        case aheadClaimAnswered(ClaimOutcome)
         case readyTimeout
         /// The process closed its stdout: it exited, or is exiting.
         case stdoutClosed
@@ -45,6 +51,8 @@ struct ProcessLifecycle {
         case armTurnTimeout(Duration?)
         /// Write the turn's `claim_session` request.
         case writeClaim(Turn)
+        /// Write the claim made ahead (the process's `AheadClaim`).
+        case writeAheadClaim
         /// Write the turn's input (its body, then a two-way client's stream).
         case writeInput(Turn)
         case settleClaim(Turn, ClaimOutcome)
@@ -104,6 +112,8 @@ struct ProcessLifecycle {
     private(set) var phase: Phase = .starting
     /// The turn it serves, from the claim on.
     private(set) var turn: Turn?
+    /// The CLI's answer to the claim made ahead: the turn's claim, already made.
+    private(set) var claimedAhead: ClaimOutcome?
     let readyTimeout: Duration
 
     init(readyTimeout: Duration) {
@@ -115,6 +125,13 @@ struct ProcessLifecycle {
         case (.starting, .ready):
             phase = .idle
             return [.reportReady]
+        case (.starting, .readyToClaimAhead):
+            return [.writeAheadClaim]
+        case (.starting, .aheadClaimAnswered(let outcome)):
+            guard case .accepted = outcome else { return end(.startFailed("the claim made ahead was refused: \(outcome)")) }
+            phase = .idle
+            claimedAhead = outcome
+            return [.reportReady]
         case (.starting, .readyTimeout):
             return end(.startFailed("not ready after \(readyTimeout.wholeMilliseconds) ms (ready.timeout_s)"))
         case (.starting, .stdoutClosed):
@@ -124,6 +141,12 @@ struct ProcessLifecycle {
         case (.idle, .stdoutClosed):
             return [.reportDiedIdle] + end(.diedIdle)
 
+        case (.idle, .claim(let turn)) where claimedAhead != nil:
+            // Claimed ahead with the claim the pool matched to this turn's: its input goes in now.
+            guard turn.claim != nil, let claimedAhead else { return [.refuseClaim(turn)] + end(.retired) }
+            self.turn = turn
+            phase = .busy
+            return [.route(turn), .armTurnTimeout(turn.timeout), .settleClaim(turn, claimedAhead), .writeInput(turn)]
         case (.idle, .claim(let turn)):
             self.turn = turn
             phase = turn.claim == nil ? .busy : .claiming

@@ -70,6 +70,8 @@ public struct PrintConversion: Sendable {
     private var printed = 0
     private var lastPrinted: Int?
     private var endsWithNewline = true
+    /// The spare's `result` line has come: its turn is over (its stdin may close).
+    public private(set) var sawResult = false
 
     struct Message: Sendable {
         var line: Int
@@ -164,6 +166,7 @@ public struct PrintConversion: Sendable {
         }
         let type = value["type"]?.string
         let subtype = value["subtype"]?.string
+        if type == "result" { sawResult = true }
         if type == "control_request" || type == "control_response" || type == "control_cancel_request" { return }
         var body2 = body
         if !partialMessages {

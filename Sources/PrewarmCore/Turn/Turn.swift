@@ -44,10 +44,13 @@ public final class Turn: Sendable {
     public struct Claim: Sendable {
         public let id: String
         public let line: ByteBuffer
+        /// The same claim as a spare may have been claimed with ahead (`claim_ahead`), if it may be.
+        public let ahead: AheadClaim?
 
-        public init(id: String, line: String) {
+        public init(id: String, line: String, ahead: AheadClaim? = nil) {
             self.id = id
             self.line = ByteBuffer(string: line.hasSuffix("\n") ? line : line + "\n")
+            self.ahead = ahead
         }
     }
 
