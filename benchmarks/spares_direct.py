@@ -1,7 +1,8 @@
 """Eight claimed spares of the real CLI driven at once with no daemon: the floor of
 `print.sh`'s 8-at-once `-p` runs (each spare claimed for a directory, then given one user
 message, timed to its exit), alone or beside eight nice-10 boots of new spares (what a
-pool's replacements cost a burst without `replace_after_ms`).
+pool's replacements cost a burst without `replace_after_ms`), and claimed before the burst
+(what `claim_ahead` leaves on the runs' path).
 
     python3 benchmarks/spares_direct.py CLI MODEL_PORT [ROUNDS]
 
@@ -31,9 +32,17 @@ def spawn():
                             env=env, cwd=park, start_new_session=True)
 
 
-def burst(with_boots):
+def burst(with_boots, ahead):
     spares = [spawn() for _ in range(8)]
     time.sleep(8)  # booted and settled (no event says when a parked CLI is done with its start-up work)
+    if ahead:
+        for process in spares:
+            process.stdin.write(claim)
+            process.stdin.flush()
+        for process in spares:
+            while b'"control_response"' not in process.stdout.readline():
+                pass
+        time.sleep(3)
     for process in spares:
         os.setpriority(os.PRIO_PGRP, process.pid, 0)  # the turn's priority, as the daemon gives it back
     start = time.monotonic()
@@ -42,7 +51,7 @@ def burst(with_boots):
 
     def one(index):
         process = spares[index]
-        process.stdin.write(claim + user)
+        process.stdin.write(user if ahead else claim + user)
         process.stdin.close()
         for _ in process.stdout:
             pass
@@ -61,6 +70,6 @@ def burst(with_boots):
 
 
 for _ in range(rounds):
-    for with_boots in (False, True):
-        median, slowest = burst(with_boots)
-        print(f"{'beside 8 boots' if with_boots else 'alone'}: median {median:.2f} s, slowest {slowest:.2f} s", flush=True)
+    for label, with_boots, ahead in (("alone", False, False), ("beside 8 boots", True, False), ("claimed ahead", False, True)):
+        median, slowest = burst(with_boots, ahead)
+        print(f"{label}: median {median:.2f} s, slowest {slowest:.2f} s", flush=True)
