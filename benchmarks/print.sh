@@ -118,7 +118,7 @@ done
 
 "$bin/prewarm" status --socket "$work/p.sock" | head -4
 "$bin/prewarm" status --json --socket "$work/p.sock" | python3 -c 'import json,sys
-for p in json.load(sys.stdin)["pools"]: print(f"{p[\"name\"]}: claim_ahead_hits {p[\"claim_ahead_hits\"]}, claim_ahead_discarded {p[\"claim_ahead_discarded\"]}")'
+for p in json.load(sys.stdin)["pools"]: print("{}: claim_ahead_hits {}, claim_ahead_discarded {}".format(p["name"], p["claim_ahead_hits"], p["claim_ahead_discarded"]))'
 python3 - "$work/samples.jsonl" <<'PY'
 import json, statistics, sys
 samples = [json.loads(line) for line in open(sys.argv[1])]

@@ -80,6 +80,17 @@ struct ClaimAheadTests {
             #expect(now != last, "\(what) changed the stamp")
             last = now
         }
+        // A file made in the directory (the agent's own work) is not what the CLI read.
+        try "output".write(toFile: cwd + "/notes.txt", atomically: false, encoding: .utf8)
+        #expect(try stamp() == last, "a file the CLI does not read changes nothing")
+        // The directory's name now leads elsewhere (a swapped link): another directory.
+        let link = root + "/link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: cwd)
+        let before = try #require(ClaimStamp.take(cwd: link, configDirectory: config))
+        try FileManager.default.createDirectory(atPath: root + "/elsewhere", withIntermediateDirectories: true)
+        try FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: root + "/elsewhere")
+        #expect(ClaimStamp.take(cwd: link, configDirectory: config) != before, "a swapped link changed the stamp")
         try FileManager.default.createDirectory(atPath: root + "/parent/.git", withIntermediateDirectories: true)
         #expect(ClaimStamp.take(cwd: cwd, configDirectory: config) == nil, "a git work tree above: never claimed ahead")
     }

@@ -69,9 +69,13 @@ public struct ClaimStamp: Sendable, Equatable {
 
     /// Takes the stamp of claiming `cwd` with `configDirectory` as `CLAUDE_CONFIG_DIR`.
     public static func take(cwd: String, configDirectory: String?) -> ClaimStamp? {
-        var entries: [Entry] = []
+        // The directory the CLI binds to, and each directory on its path as it is named: a link
+        // or directory replaced since (a swapped symlink) is another directory. Their
+        // identities only (device, inode, type): their times change with every file made in them.
+        var entries: [Entry] = [Entry(path: cwd + "/.", stat: identity(fileStat(cwd, follow: true)))]
         var directory = cwd
         while true {
+            entries.append(Entry(path: directory, stat: identity(lstat(directory))))
             // Any git work tree above: the claim's git status could go stale.
             if lstat(directory + "/.git") != nil { return nil }
             let base = directory == "/" ? "" : directory
@@ -121,9 +125,18 @@ public struct ClaimStamp: Sendable, Equatable {
         return Glibc.lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
+    private static func identity(_ fields: [Int]?) -> [Int]? {
+        fields.map { [$0[0], $0[1], $0[3] & Int(S_IFMT)] }
+    }
+
     private static func lstat(_ path: String) -> [Int]? {
+        fileStat(path, follow: false)
+    }
+
+    private static func fileStat(_ path: String, follow: Bool) -> [Int]? {
         var info = stat()
-        guard Glibc.lstat(path, &info) == 0 else { return nil }
+        let result = follow ? stat(path, &info) : Glibc.lstat(path, &info)
+        guard result == 0 else { return nil }
         return [
             Int(info.st_dev), Int(info.st_ino), Int(info.st_size), Int(info.st_mode), info.st_mtim.tv_sec, info.st_mtim.tv_nsec,
             info.st_ctim.tv_sec, info.st_ctim.tv_nsec,
