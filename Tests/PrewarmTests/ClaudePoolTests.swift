@@ -183,6 +183,39 @@ extension LiveDaemons {
             #expect(pool.failing == false && pool.startFailures == 0, "\(pool)")
         }
 
+        /// A client that leaves as its turn starts on a spare claimed ahead (its input written
+        /// at the hand-off): the process is killed at once, never handed to anyone else, and
+        /// the pool claims its replacement ahead again.
+        @Test func aClientLeavingASpareClaimedAheadGetsItKilled() async throws {
+            let daemon = try await TestDaemon(pools: Self.pool("claim_ahead = true\nargs = [\"--hang-turn\"]"))
+            let cwd = try TestDaemon.makeTemporaryDirectory()
+            let body = try JSONSerialization.data(withJSONObject: ["prompt": "hello", "session": ["cwd": cwd]])
+            struct Abort: Error {}
+            @Sendable func abandonedTurn() async throws -> Int32 {
+                var pid: Int32 = 0
+                do {
+                    _ = try await daemon.client.stream(
+                        .POST, "/v1/pools/c/turns", headers: [("Content-Type", "application/json")], body: ByteBuffer(bytes: body)
+                    ) { head in
+                        pid = Int32(head.headers.first(name: "Prewarm-Pid") ?? "") ?? 0
+                        throw Abort()  // gone as soon as the turn has its process
+                    } onBody: { _ in }
+                } catch is Abort {}
+                #expect(pid > 0)
+                return pid
+            }
+            for _ in 0..<2 { _ = try await abandonedTurn() }
+            try await waitUntil("a spare claimed ahead is idle", timeout: .seconds(20)) { try await daemon.pool("c").claimedAhead >= 1 }
+            let pid = try await abandonedTurn()
+            try await waitUntil("the abandoned process is gone", timeout: .seconds(5)) { !isAlive(pid) }
+            let pool = try await daemon.pool("c")
+            #expect(pool.claimAheadHits == 1 && !pool.pids.contains(Int(pid)), "\(pool)")
+            try await waitUntil("the pool has its spares again, claimed ahead", timeout: .seconds(20)) {
+                let pool = try await daemon.pool("c")
+                return pool.idle == 2 && pool.busy == 0 && pool.claimedAhead >= 1
+            }
+        }
+
         /// A bad JSON turn is refused before anything starts, saying what is wrong.
         @Test func badJSONTurn() async throws {
             let daemon = try await TestDaemon(pools: Self.pool())
