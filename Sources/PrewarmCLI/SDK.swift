@@ -27,7 +27,10 @@ struct SDK: AsyncParsableCommand {
         @Option(name: .customLong("path-dir"), help: "Instead: a directory on the callers' PATH to put a claude that is prewarm-claude in.")
         var pathDirectory: String?
 
-        @Option(name: .customLong("drop-in"), help: "The prewarm-claude to install (default: the one next to this prewarm).")
+        @Option(
+            name: .customLong("drop-in"),
+            help: "The prewarm-claude to install (default: the one next to this prewarm); uninstall knows it by it if the install's record is gone."
+        )
         var dropIn: String?
 
         func validate() throws {
@@ -189,7 +192,8 @@ struct SDK: AsyncParsableCommand {
             let replacement = CLIReplacement(directory: directory)
             let change: CLIReplacement.Change
             do {
-                change = try replacement.uninstall()
+                // The prewarm-claude an install would put there: it tells ours apart when a record is gone.
+                change = try replacement.uninstall(dropIn: try? target.dropInPath())
             } catch {
                 throw SDK.fail(error)
             }

@@ -179,6 +179,14 @@ struct SDKInstallTests {
         #expect(try replacement.uninstall() == .restored)
         #expect(Self.snapshot(directory).isEmpty)
 
+        // Its record lost: without the drop-in's path the link is not known to be ours, with it it is.
+        #expect(try replacement.install(options) == .installed)
+        try FileManager.default.removeItem(atPath: replacement.recordPath)
+        #expect(try replacement.uninstall() == .nothingInstalled)
+        #expect(FileStamp(path: replacement.cli)?.isSymlink == true)
+        #expect(try replacement.uninstall(dropIn: Self.dropIn) == .restored)
+        #expect(Self.snapshot(directory).isEmpty)
+
         let foreign = try DropInTests.fakeCLI(in: directory)
         let before = Self.snapshot(directory)
         do {
@@ -202,6 +210,14 @@ struct SDKInstallTests {
         #expect(PathDirectory.sharedReason(directory)?.contains("writable") == true)
         chmod(directory, 0o755)
         #expect(PathDirectory.sharedReason(directory, uid: getuid() + 1)?.contains("owned by") == true)
+        // A directory above it that others may write: they could swap the whole directory.
+        let open = try TestDaemon.makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: open + "/bin", withIntermediateDirectories: false)
+        #expect(PathDirectory.sharedReason(open + "/bin") == nil)
+        chmod(open, 0o777)
+        let reason = PathDirectory.sharedReason(open + "/bin")
+        #expect(reason?.contains("\(open), above \(open)/bin, is writable by other users") == true, "\(String(describing: reason))")
+        chmod(open, 0o700)
     }
 
     /// The CLI: --path-dir refuses a shared directory (77) and a foreign claude (73) and

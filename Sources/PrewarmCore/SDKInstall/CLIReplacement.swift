@@ -270,11 +270,13 @@ public struct CLIReplacement: Sendable {
 
     /// Puts the original back (or removes what an overwritten or cut install left).
     @discardableResult
-    public func uninstall() throws(InstallError) -> Change {
+    /// `dropIn`: the prewarm-claude an install put there, which tells it apart when the
+    /// install's record is gone (`--drop-in`).
+    public func uninstall(dropIn: String? = nil) throws(InstallError) -> Change {
         let lock = try lockDirectory(advice: "run it as the owner of \(directory) (or with sudo)")
         defer { close(lock) }
         removeTemporaries()
-        switch state(dropIn: nil) {
+        switch state(dropIn: dropIn) {
         case .absent:
             return .nothingInstalled
         case .original:
@@ -299,6 +301,12 @@ public struct CLIReplacement: Sendable {
             try remove(real)
             try remove(recordPath)
             return .cleaned
+        case .damaged(nil, _) where dropIn != nil:
+            // No record and nothing beside it: a `claude` that is this prewarm-claude (a
+            // --path-dir install whose record is gone) is removed.
+            try remove(cli)
+            syncDirectory(lock)
+            return .restored
         case .damaged(_, let why):
             throw InstallError(
                 .notInstallable,

@@ -28,6 +28,18 @@ public enum PathDirectory {
         if stamp.permissions & 0o022 != 0 {
             return "\(directory) is writable by its group or by others (mode \(String(stamp.permissions, radix: 8))): others could put their own claude there"
         }
+        // Each directory above it as the daemon's own paths are held (TrustedDirectory): the
+        // user's or root's, and not writable by others unless root's and sticky (/tmp). Else
+        // another user could move this one aside and put a directory of theirs in its place.
+        var parent = (real as NSString).deletingLastPathComponent
+        while !parent.isEmpty {
+            var info = stat()
+            if stat(parent, &info) == 0, let problem = TrustedDirectory.problem(owner: info.st_uid, mode: info.st_mode, isTarget: false, daemonUID: uid) {
+                return "\(parent), above \(directory), \(problem): another user could replace \(directory) and the claude in it"
+            }
+            if parent == "/" { break }
+            parent = (parent as NSString).deletingLastPathComponent
+        }
         return nil
     }
 
