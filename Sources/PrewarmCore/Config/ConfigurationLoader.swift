@@ -414,7 +414,7 @@ public struct ConfigurationLoader: Sendable {
         guard let executableDirectory, let dropIn = FileIdentity(path: executableDirectory + "/prewarm-claude"),
             let target = FileIdentity(path: executable)
         else { return false }
-        return dropIn.device == target.device && dropIn.inode == target.inode
+        return dropIn.stamp.sameFile(as: target.stamp)
     }
 
     /// A command with a slash is a path (relative to the file's directory); a bare name is
