@@ -58,11 +58,32 @@ func trusted(_ path: String) -> Bool {
     }
 }
 
-/// The path this was started as: argv[0] when it names a path; a bare name (a shell's
-/// `claude`) is the first such file on PATH that is this executable.
+/// The path this was started as: argv[0] when it names a path; for a bare name (a shell's
+/// `claude`), the file name its exec was given, which the kernel keeps (AT_EXECFN: the path
+/// the shell or execvp found on PATH), else the first file on PATH by that name that is this
+/// executable.
 func startedPath(_ environment: [String: String]) -> String? {
+    // Looked up once per run (the real CLI's lookup and the daemon's counts both ask).
+    if let known = startedPathFound { return known }
+    let path = findStartedPath(environment)
+    startedPathFound = .some(path)
+    return path
+}
+
+/// What `startedPath` found (`.some(nil)`: nothing); read and written on the main thread only.
+nonisolated(unsafe) var startedPathFound: String??
+
+/// glibc's getauxval, which Swift's Glibc module does not export (sys/auxv.h), found by name.
+let auxiliaryValue: (@convention(c) (UInt) -> UInt)? = dlsym(nil, "getauxval").map { unsafeBitCast($0, to: (@convention(c) (UInt) -> UInt).self) }
+
+private func findStartedPath(_ environment: [String: String]) -> String? {
     guard let first = CommandLine.arguments.first, !first.isEmpty else { return nil }
     if first.contains("/") { return first }
+    // AT_EXECFN (31 in <elf.h>): the file name execve was given, the one PATH led to.
+    if let name = auxiliaryValue.flatMap({ UnsafePointer<CChar>(bitPattern: $0(31)) }) {
+        let path = String(cString: name)
+        if path.contains("/"), let key = FileKey(path: path), key == FileKey(path: "/proc/self/exe") { return path }
+    }
     let me = FileKey(path: "/proc/self/exe")
     for directory in (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":") where !directory.isEmpty {
         let candidate = String(directory) + "/" + first
