@@ -167,8 +167,8 @@ extension LiveDaemons {
                 return try await group.reduce(into: [String?]()) { $0.append($1) }
             }
             #expect(cwds == Array(repeating: b, count: 4))
+            // (Two B turns in a row make B the plan: a later one may get a spare claimed for B.)
             pool = try await daemon.pool("c")
-            #expect(pool.claimAheadHits == 1, "\(pool)")
             #expect(pool.served == 9, "a spare discarded at the hand-off is not a turn served: \(pool)")
 
             // What the CLI read at the claim changed: the spare is discarded, the turn served.
