@@ -143,21 +143,30 @@ extension LiveDaemons {
                 #expect(initLine?["permissionMode"] as? String == "acceptEdits")
                 return initLine?["cwd"] as? String
             }
+            var pool: PoolStatus
             func settled() async throws {
                 try await waitUntil("the pool has its spares and starts none", timeout: .seconds(20)) {
                     let pool = try await daemon.pool("c")
                     return pool.idle == 2 && pool.starting == 0 && pool.busy == 0
                 }
             }
-            // A claim with credentials (a claimable variable) is never made ahead.
+            // A claim with credentials (a claimable variable) is never made ahead, nor one in a git
+            // work tree (the CLI's git status is taken at the claim).
             for _ in 0..<2 { #expect(try await turn(a, env: ["PREWARM_TEST_CLAIMABLE": "token"]) == a) }
             try await settled()
             #expect(try await daemon.pool("c").claimedAhead == 0)
+            let repository = try TestDaemon.makeTemporaryDirectory()
+            try FileManager.default.createDirectory(atPath: repository + "/.git", withIntermediateDirectories: false)
+            try FileManager.default.createDirectory(atPath: repository + "/src", withIntermediateDirectories: false)
+            for _ in 0..<3 { #expect(try await turn(repository + "/src") == repository + "/src") }
+            try await settled()
+            pool = try await daemon.pool("c")
+            #expect(pool.claimedAhead == 0 && pool.claimAheadDiscarded == 0, "\(pool)")
 
             for _ in 0..<2 { #expect(try await turn(a) == a) }
             try await waitUntil("a spare claimed ahead is idle", timeout: .seconds(20)) { try await daemon.pool("c").claimedAhead >= 1 }
             #expect(try await turn(a) == a)
-            var pool = try await daemon.pool("c")
+            pool = try await daemon.pool("c")
             #expect(pool.claimAheadHits == 1 && pool.claimAheadDiscarded == 0, "\(pool)")
 
             // Another directory's turns, four at once: each in its own directory, never on A's spare.
@@ -169,7 +178,7 @@ extension LiveDaemons {
             #expect(cwds == Array(repeating: b, count: 4))
             // (Two B turns in a row make B the plan: a later one may get a spare claimed for B.)
             pool = try await daemon.pool("c")
-            #expect(pool.served == 9, "a spare discarded at the hand-off is not a turn served: \(pool)")
+            #expect(pool.served == 12, "a spare discarded at the hand-off is not a turn served: \(pool)")
 
             // What the CLI read at the claim changed: the spare is discarded, the turn served.
             for _ in 0..<2 { #expect(try await turn(a) == a) }

@@ -27,7 +27,11 @@ extension Pool {
     public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
         let arrived = ContinuousClock.now
         if case .spare = launch, let claim = turn.claim {
-            state.withLock { $0.claimAhead.turnArrived(claim.ahead) }
+            // A claim whose directory has no stamp (a git work tree, too much to watch) would
+            // make spares that no turn can take: it is not one to make ahead.
+            let configDirectory = state.withLock { $0.config.claude?.configDirectory }
+            let ahead = claim.ahead.flatMap { ClaimStamp.take(cwd: $0.cwd, configDirectory: configDirectory) == nil ? nil : $0 }
+            state.withLock { $0.claimAhead.turnArrived(ahead) }
         }
         while true {
             let (spare, kind, stale) = try await obtain(launch, ahead: turn.claim?.ahead?.key)
