@@ -192,8 +192,10 @@ struct SDK: AsyncParsableCommand {
             let replacement = CLIReplacement(directory: directory)
             let change: CLIReplacement.Change
             do {
-                // The prewarm-claude an install would put there: it tells ours apart when a record is gone.
-                change = try replacement.uninstall(dropIn: try? target.dropInPath())
+                // In a --path-dir, the prewarm-claude an install put there tells ours apart when
+                // its record is gone (an SDK's bundled CLI with neither record nor original is
+                // damaged: removing it would leave the package without its CLI).
+                change = try replacement.uninstall(dropIn: target.absolutePathDirectory == nil ? nil : try? target.dropInPath())
             } catch {
                 throw SDK.fail(error)
             }

@@ -214,8 +214,11 @@ struct TurnResponder {
         func make(turnID: String, caller: UInt32?) throws(PrewarmError) -> (claim: Turn.Claim, directory: String?) {
             let id = "prewarm-claim-\(turnID)"
             if let cwd {
-                let ahead = claimAhead ? AheadClaim.make(session: session, cwd: cwd, sdkMcpServers: sdkMcpServers, caller: caller) : nil
-                return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd, sdkMcpServers: sdkMcpServers), ahead: ahead), nil)
+                // A claim that may be made ahead is that very line (one id per process is enough).
+                if claimAhead, let ahead = AheadClaim.make(session: session, cwd: cwd, sdkMcpServers: sdkMcpServers, caller: caller) {
+                    return (Turn.Claim(id: AheadClaim.requestID, line: ahead.line, ahead: ahead), nil)
+                }
+                return (Turn.Claim(id: id, line: session.claimRequest(id: id, cwd: cwd, sdkMcpServers: sdkMcpServers)), nil)
             }
             guard let directories else { throw PrewarmError(.internal, "a claimed turn has no working directory") }
             let directory = try PrivateDirectory.make(under: directories.root, prefix: "t")

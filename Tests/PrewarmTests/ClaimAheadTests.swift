@@ -91,6 +91,13 @@ struct ClaimAheadTests {
         try FileManager.default.removeItem(atPath: link)
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: root + "/elsewhere")
         #expect(ClaimStamp.take(cwd: link, configDirectory: config) != before, "a swapped link changed the stamp")
+        // A flood of entries to watch (another user's skills directory): no stamp, read no further.
+        let flood = try TestDaemon.makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: flood + "/.claude/skills", withIntermediateDirectories: true)
+        for index in 0..<(ClaimStamp.maxEntries + 10) {
+            FileManager.default.createFile(atPath: flood + "/.claude/skills/s\(index)", contents: nil)
+        }
+        #expect(ClaimStamp.take(cwd: flood, configDirectory: config) == nil, "too much to watch: never claimed ahead")
         try FileManager.default.createDirectory(atPath: root + "/parent/.git", withIntermediateDirectories: true)
         #expect(ClaimStamp.take(cwd: cwd, configDirectory: config) == nil, "a git work tree above: never claimed ahead")
     }

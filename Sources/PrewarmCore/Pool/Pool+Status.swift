@@ -53,7 +53,7 @@ extension Pool {
                 universalIdle: machine.universalIdleCount,
                 universalHits: machine.counters.universalHits,
                 runsVia: state.runsVia,
-                claimedAhead: state.processes.values.count { $0.currentPhase == .idle && $0.claimedAhead != nil },
+                claimedAhead: state.processes.values.count { $0.currentPhase == .idle && $0.aheadClaim != nil },
                 claimAheadHits: state.claimAhead.hits,
                 claimAheadDiscarded: state.claimAhead.discarded
             )

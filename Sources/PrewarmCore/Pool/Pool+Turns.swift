@@ -26,12 +26,16 @@ extension Pool {
     /// the turn is retired, and a process handed over at that moment is retired unused.
     public func acquire(_ turn: Turn, launch: Launch = .spare) async throws(PrewarmError) -> Lease {
         let arrived = ContinuousClock.now
+        // The stamp of what the CLI would read at this turn's claim, taken once: a spare claimed
+        // ahead serves the turn only if it read the same. A claim whose directory has none (a
+        // git work tree, too much to watch) would make spares no turn can take: not planned.
+        var stamp: ClaimStamp?
         if case .spare = launch, let claim = turn.claim {
-            // A claim whose directory has no stamp (a git work tree, too much to watch) would
-            // make spares that no turn can take: it is not one to make ahead.
-            let configDirectory = state.withLock { $0.config.claude?.configDirectory }
-            let ahead = claim.ahead.flatMap { ClaimStamp.take(cwd: $0.cwd, configDirectory: configDirectory) == nil ? nil : $0 }
-            state.withLock { $0.claimAhead.turnArrived(ahead) }
+            if let ahead = claim.ahead {
+                let configDirectory = state.withLock { $0.config.claude?.configDirectory }
+                stamp = ClaimStamp.take(cwd: ahead.cwd, configDirectory: configDirectory)
+            }
+            state.withLock { $0.claimAhead.turnArrived(stamp == nil ? nil : claim.ahead) }
         }
         while true {
             let (spare, kind, stale) = try await obtain(launch, ahead: turn.claim?.ahead?.key)
@@ -66,11 +70,10 @@ extension Pool {
                     throw Self.cancelled
                 }
             }
-            if let ahead = process.claimedAhead {
+            if let ahead = process.aheadClaim {
                 // Claimed ahead: only for this very claim, and only if what the CLI read then is unchanged.
-                let matches = turn.claim?.ahead?.key == ahead.claim.key
-                let configDirectory = state.withLock { $0.config.claude?.configDirectory }
-                guard matches, let stamp = ahead.stamp, stamp == ClaimStamp.take(cwd: ahead.claim.cwd, configDirectory: configDirectory) else {
+                let matches = turn.claim?.ahead?.key == ahead.key
+                guard matches, let stamp, process.aheadStamp == stamp else {
                     logger.info(
                         "a spare claimed ahead was discarded at hand-off",
                         metadata: ["process.spare": "\(spare)", "reason": "\(matches ? "what the CLI read at its claim changed since" : "the turn makes another claim")"]
@@ -181,7 +184,7 @@ extension Pool {
                 var preferred: Set<SpareID> = []
                 var avoided: Set<SpareID> = []
                 for (spare, process) in state.processes {
-                    guard let key = process.claimedAhead?.claim.key else { continue }
+                    guard let key = process.aheadClaim?.key else { continue }
                     if key == arrival.ahead { preferred.insert(spare) } else { avoided.insert(spare) }
                 }
                 (decision, actions) = state.machine.turnArrived(waiter, preferring: preferred, avoiding: avoided, now: .now)

@@ -57,7 +57,7 @@ final class ChildProcess: Sendable {
     /// turn takes it or waits for it: then 0.
     private let niceOffset: Mutex<Int>
     /// The stamp taken as its claim made ahead went in (`config.aheadClaim`).
-    private let aheadStamp = Mutex<ClaimStamp?>(nil)
+    private let stampAhead = Mutex<ClaimStamp?>(nil)
 
     /// How long a retired process gets after its stdin closes, and again after SIGTERM.
     static let retireGrace: Duration = .seconds(1)
@@ -145,9 +145,8 @@ final class ChildProcess: Sendable {
 
     var servedTurn: Turn? { routed.withLock { $0 } }
 
-    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? {
-        config.aheadClaim.map { ($0, aheadStamp.withLock { $0 }) }
-    }
+    var aheadClaim: AheadClaim? { config.aheadClaim }
+    var aheadStamp: ClaimStamp? { stampAhead.withLock { $0 } }
 
     /// The turn's client went away: the process is killed at once.
     func clientGone() { post.yield(.clientGone) }
@@ -369,7 +368,7 @@ final class ChildProcess: Sendable {
                 case .writeAheadClaim:
                     guard let ahead = config.aheadClaim else { break }
                     // Taken before the CLI reads: whatever changes after it makes the stamps differ.
-                    aheadStamp.withLock { $0 = ClaimStamp.take(cwd: ahead.cwd, configDirectory: config.claude?.configDirectory) }
+                    stampAhead.withLock { $0 = ClaimStamp.take(cwd: ahead.cwd, configDirectory: config.claude?.configDirectory) }
                     group.addTask { await Self.write(ByteBuffer(string: ahead.line), then: nil, close: false, to: stdin, post: post) }
                 case .writeInput(let turn):
                     group.addTask { await Self.write(turn.input, then: turn.inputStream, close: turn.closeStdin, to: stdin, post: post) }

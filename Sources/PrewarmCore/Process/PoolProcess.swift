@@ -21,13 +21,16 @@ protocol PoolProcess: AnyObject, Sendable {
     func signal(_ signal: Int32) -> Bool
     /// The turn it was handed, if any.
     var servedTurn: Turn? { get }
-    /// The claim it was claimed with ahead, and the stamp of what the CLI read then; nil: none.
-    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? { get }
+    /// The claim it is claimed with ahead (fixed at its start); nil: none.
+    var aheadClaim: AheadClaim? { get }
+    /// The stamp of what the CLI read as that claim went in.
+    var aheadStamp: ClaimStamp? { get }
 }
 
 extension PoolProcess {
     var servedTurn: Turn? { nil }
-    var claimedAhead: (claim: AheadClaim, stamp: ClaimStamp?)? { nil }
+    var aheadClaim: AheadClaim? { nil }
+    var aheadStamp: ClaimStamp? { nil }
 }
 
 extension ChildProcess: PoolProcess {}

@@ -6,7 +6,7 @@ import Foundation
 
 /// Spares claimed ahead (`claim_ahead`): a pool whose turns keep making the same
 /// `claim_session` request (one directory, one session's settings) has its next spares claimed
-/// with it as they start, so the CLI's claim (54-139 ms of its CPU, docs/claude-cli.md §1.5)
+/// with it as they start, so the CLI's claim (54-139 ms, docs/claude-cli.md §1.5)
 /// is off the next turn's path.
 ///
 /// What keeps it one caller's: a spare claimed ahead is handed only to a turn whose claim is
@@ -107,12 +107,17 @@ public struct ClaimStamp: Sendable, Equatable {
         return entries.count <= maxEntries
     }
 
-    /// Adds the entries under `directory` (sorted, `depth` levels); false past `maxEntries`.
+    /// Adds the entries under `directory` (`depth` levels), in the order the directory gives
+    /// them (an entry added or removed changes the directory's own stamp anyway); false past
+    /// `maxEntries`, read no further: a directory of a million entries costs 512 reads.
     private static func list(_ directory: String, depth: Int, into entries: inout [Entry]) -> Bool {
-        guard depth > 0, let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return true }
+        guard depth > 0, let stream = opendir(directory) else { return true }
+        defer { closedir(stream) }
         entries.append(Entry(path: directory + "/", stat: lstat(directory)))
-        for name in names.sorted() {
-            guard entries.count <= maxEntries else { return false }
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name == "." || name == ".." { continue }
+            guard entries.count < maxEntries else { return false }
             let path = directory + "/" + name
             entries.append(Entry(path: path, stat: lstat(path)))
             if isDirectory(path), !list(path, depth: depth - 1, into: &entries) { return false }
